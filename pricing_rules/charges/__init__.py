@@ -1,0 +1,43 @@
+"""The one registry of charge models: adding a model is one module and one entry here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union, get_args
+
+from pydantic import Field
+
+from pricing_rules.charges.base import ChargeBase, ChargeDetail, PricedCharge, Tier
+from pricing_rules.charges.flat import FlatCharge
+from pricing_rules.charges.graduated import GraduatedCharge
+from pricing_rules.charges.per_unit import PerUnitCharge
+from pricing_rules.charges.volume import VolumeCharge
+
+CHARGE_MODELS: tuple[type[ChargeBase], ...] = (
+    FlatCharge,
+    PerUnitCharge,
+    GraduatedCharge,
+    VolumeCharge,
+)
+
+# The catalog's `model:` key picks the class; the union is built from the registry above.
+Charge = Annotated[Union[CHARGE_MODELS], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
+
+
+def model_name(model: type[ChargeBase]) -> str:
+    """The `model:` name a charge class answers to, e.g. `graduated`."""
+    return str(get_args(model.model_fields["model"].annotation)[0])
+
+
+__all__ = [
+    "CHARGE_MODELS",
+    "Charge",
+    "ChargeBase",
+    "ChargeDetail",
+    "FlatCharge",
+    "GraduatedCharge",
+    "PerUnitCharge",
+    "PricedCharge",
+    "Tier",
+    "VolumeCharge",
+    "model_name",
+]

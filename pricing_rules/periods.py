@@ -1,0 +1,72 @@
+"""Billing periods and the day-based proration factor."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from pricing_rules.money import MONEY_CONTEXT
+
+_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True, order=True)
+class BillingPeriod:
+    """A calendar month, `[start, end)` in UTC dates."""
+
+    start: date
+    end: date
+
+    @classmethod
+    def parse(cls, label: str) -> BillingPeriod:
+        """`2026-10` -> October 2026.
+
+        >>> BillingPeriod.parse("2026-02").days
+        28
+        """
+        match = _PERIOD.match(label)
+        if not match or not 1 <= int(match.group(2)) <= 12:
+            raise ValueError(f"period must look like YYYY-MM, got {label!r}")
+        year, month = int(match.group(1)), int(match.group(2))
+        start = date(year, month, 1)
+        end = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+        return cls(start, end)
+
+    @property
+    def label(self) -> str:
+        return f"{self.start:%Y-%m}"
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    @property
+    def start_at(self) -> datetime:
+        return datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC)
+
+    @property
+    def end_at(self) -> datetime:
+        return datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC)
+
+    def dates(self) -> list[date]:
+        return [self.start + timedelta(days=offset) for offset in range(self.days)]
+
+    def active_days(self, start: date, end: date | None) -> int:
+        """Days of this period inside `[start, end)`; `end=None` means still active."""
+        first = max(start, self.start)
+        last = self.end if end is None else min(end, self.end)
+        return max((last - first).days, 0)
+
+    def proration_factor(self, start: date, end: date | None) -> Decimal:
+        """Active days / days in the period.
+
+        # Signed up on 2026-10-17: 15 of 31 days -> 15/31
+        >>> BillingPeriod.parse("2026-10").proration_factor(date(2026, 10, 17), None)
+        Decimal('0.48387096774193548387096774193548387096774193548387')
+        """
+        active = self.active_days(start, end)
+        if active == self.days:
+            return Decimal(1)
+        return MONEY_CONTEXT.divide(Decimal(active), Decimal(self.days))

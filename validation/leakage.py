@@ -1,0 +1,181 @@
+"""Revenue-assurance rules: find usage or subscriptions that would go unbilled.
+
+Each finding has a severity, an amount at risk and its evidence. The amount at risk is
+the unbilled usage valued at the catalog's list-price plan (or the subscription's own
+plan for a missing recurring fee), rounded like an invoice line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from decimal import Decimal
+
+import polars as pl
+
+from pricing_rules.catalog import Catalog
+from pricing_rules.money import round_money
+from pricing_rules.periods import BillingPeriod
+from pricing_rules.rating import RatingResult, active_subscriptions, price_quantity
+
+FINDING_SCHEMA: dict[str, pl.DataType] = {
+    "finding_id": pl.String(),
+    "rule": pl.String(),
+    "severity": pl.String(),
+    "account_id": pl.String(),
+    "subscription_id": pl.String(),
+    "metric": pl.String(),
+    "amount_at_risk": pl.Decimal(38, 4),
+    "currency": pl.String(),
+    "message": pl.String(),
+    "evidence": pl.String(),
+}
+
+HIGH_RISK = Decimal(100)
+
+
+def finding_id(period: BillingPeriod, rule: str, *keys: str | None) -> str:
+    """Stable across re-runs of a period, so an alert is sent once per finding."""
+    text = "|".join([period.label, rule, *(k or "" for k in keys)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _severity(amount: Decimal | None, floor: str = "medium") -> str:
+    if amount is None:
+        return floor
+    return "high" if amount >= HIGH_RISK else floor
+
+
+def list_price_value(catalog: Catalog, metric: str, quantity: Decimal) -> tuple[Decimal, str] | None:
+    """What `quantity` of `metric` would cost at the list-price plan, rounded."""
+    found = catalog.list_price(metric)
+    if found is None:
+        return None
+    plan, charge = found
+    _, _, priced = price_quantity(charge, quantity, catalog.metrics[metric].unit)
+    return round_money(priced.amount, plan.currency, plan.rounding), plan.currency
+
+
+def _usage_findings(
+    rating: RatingResult, catalog: Catalog, period: BillingPeriod
+) -> list[dict[str, object]]:
+    rules: dict[str, tuple[str, Callable[[dict[str, object]], str]]] = {
+        "no_subscription": (
+            "usage_without_subscription",
+            lambda r: f"{r['events']} {r['metric']} events from account {r['account_id']} "
+            "have no active subscription and were not billed",
+        ),
+        "unknown_plan": (
+            "usage_not_priced",
+            lambda r: f"subscription {r['subscription_id']} is on plan {r['plan_id']!r}, which "
+            f"the catalog does not define; {r['events']} {r['metric']} events were not billed",
+        ),
+        "metric_not_priced": (
+            "usage_not_priced",
+            lambda r: f"plan {r['plan_id']} has no charge for metric {r['metric']!r}; "
+            f"{r['events']} events were not billed",
+        ),
+    }
+    findings = []
+    for row in rating.unrated.iter_rows(named=True):
+        rule, message = rules[row["reason"]]
+        valued = list_price_value(catalog, row["metric"], row["quantity"])
+        amount, currency = valued if valued else (None, None)
+        evidence = {
+            "reason": row["reason"],
+            "events": row["events"],
+            "quantity": f"{row['quantity'].normalize():f}",
+            "unit": row["unit"],
+            "first_day": str(row["first_day"]),
+            "last_day": str(row["last_day"]),
+            "plan_id": row["plan_id"],
+            "valued_at": catalog.list_price_plan if valued else "no list price for this metric",
+        }
+        findings.append(
+            {
+                "finding_id": finding_id(period, rule, row["account_id"],
+                                         row["subscription_id"], row["metric"]),
+                "rule": rule,
+                "severity": _severity(amount, "high" if row["reason"] == "unknown_plan"
+                                      else "medium"),
+                "account_id": row["account_id"],
+                "subscription_id": row["subscription_id"],
+                "metric": row["metric"],
+                "amount_at_risk": amount,
+                "currency": currency,
+                "message": message(row),
+                "evidence": json.dumps(evidence),
+            }
+        )
+    return findings
+
+
+def _missing_recurring(
+    rating: RatingResult, subscriptions: pl.DataFrame, catalog: Catalog, period: BillingPeriod
+) -> list[dict[str, object]]:
+    billed = set(
+        rating.lines.filter(pl.col("charge_kind") == "recurring")["subscription_id"].to_list()
+    )
+    findings = []
+    for sub in active_subscriptions(subscriptions, period).iter_rows(named=True):
+        if sub["subscription_id"] in billed:
+            continue
+        plan = catalog.plans.get(sub["plan_id"])
+        reference = plan or (catalog.plans[catalog.list_price_plan]
+                             if catalog.list_price_plan else None)
+        amount: Decimal | None = None
+        currency: str | None = None
+        if reference is not None and reference.recurring_charges():
+            factor = period.proration_factor(sub["start_date"], sub["end_date"])
+            precise = sum(
+                (c.price(factor).amount for c in reference.recurring_charges()), Decimal(0)
+            )
+            amount = round_money(precise, reference.currency, reference.rounding)
+            currency = reference.currency
+        why = (
+            f"plan {sub['plan_id']!r} is not in the catalog"
+            if plan is None
+            else f"plan {sub['plan_id']!r} has no recurring charge"
+        )
+        findings.append(
+            {
+                "finding_id": finding_id(period, "missing_recurring_charge",
+                                         sub["account_id"], sub["subscription_id"]),
+                "rule": "missing_recurring_charge",
+                "severity": _severity(amount, "high"),
+                "account_id": sub["account_id"],
+                "subscription_id": sub["subscription_id"],
+                "metric": None,
+                "amount_at_risk": amount,
+                "currency": currency,
+                "message": f"active subscription {sub['subscription_id']} of account "
+                f"{sub['account_id']} has no recurring charge this period: {why}",
+                "evidence": json.dumps(
+                    {
+                        "plan_id": sub["plan_id"],
+                        "start_date": str(sub["start_date"]),
+                        "end_date": None if sub["end_date"] is None else str(sub["end_date"]),
+                        "valued_at": None if reference is None else (
+                            sub["plan_id"] if plan else catalog.list_price_plan),
+                    }
+                ),
+            }
+        )
+    return findings
+
+
+def detect_leakage(
+    rating: RatingResult, subscriptions: pl.DataFrame, catalog: Catalog, period: BillingPeriod
+) -> pl.DataFrame:
+    """Run every rule; one row per finding, highest amount at risk first.
+
+    Rules: `usage_without_subscription`, `usage_not_priced` (unknown plan or a metric the
+    plan does not price) and `missing_recurring_charge`.
+    """
+    rows = _usage_findings(rating, catalog, period) + _missing_recurring(
+        rating, subscriptions, catalog, period
+    )
+    return pl.DataFrame(rows, schema=FINDING_SCHEMA).sort(
+        pl.col("amount_at_risk").fill_null(Decimal(0)), "finding_id", descending=[True, False]
+    )

@@ -1,0 +1,155 @@
+"""One Pandera schema per frame boundary: raw usage, valid usage, rated lines, findings.
+
+Pandera checks only the schema of a LazyFrame unless told otherwise, so every call here
+runs under `full_depth()` (SCHEMA_AND_DATA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import pandera.polars as pa
+import polars as pl
+from pandera.config import ValidationDepth, config_context
+from pandera.engines import polars_engine as pe
+
+from pricing_rules.rating import LINE_SCHEMA
+from pricing_rules.units import QUANTITY_SCALE
+
+RAW_USAGE_COLUMNS = (
+    "event_id",
+    "account_id",
+    "metric",
+    "quantity",
+    "unit",
+    "timestamp",
+    "destination",
+    "direction",
+)
+PROVENANCE_COLUMNS = ("source_key", "source_row")
+
+
+@contextmanager
+def full_depth() -> Iterator[None]:
+    with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        yield
+
+
+class RawUsage(pa.DataFrameModel):
+    """Usage as loaded from any file format: text columns plus where each row came from."""
+
+    event_id: str = pa.Field(nullable=True)
+    account_id: str = pa.Field(nullable=True)
+    metric: str = pa.Field(nullable=True)
+    quantity: str = pa.Field(nullable=True)
+    unit: str = pa.Field(nullable=True)
+    timestamp: str = pa.Field(nullable=True)
+    destination: str = pa.Field(nullable=True)
+    direction: str = pa.Field(nullable=True)
+    source_key: str = pa.Field(nullable=False)
+    source_row: pl.Int64 = pa.Field(nullable=False, ge=0)
+
+    class Config:
+        strict = True
+
+
+def usage_schema(metrics: list[str], start: datetime, end: datetime) -> pa.DataFrameSchema:
+    """Row rules for parsed usage; `validation.usage` maps each failed check to a reason."""
+    text = pa.Check.str_length(min_value=1)
+    return pa.DataFrameSchema(
+        {
+            "event_id": pa.Column(pl.String, text, nullable=False),
+            "account_id": pa.Column(pl.String, text, nullable=False),
+            "metric": pa.Column(pl.String, pa.Check.isin(metrics),
+                                nullable=False),
+            "quantity": pa.Column(
+                pe.Decimal(38, QUANTITY_SCALE),
+                pa.Check.ge(0),
+                nullable=False,
+            ),
+            "unit_factor": pa.Column(pe.Decimal(38, QUANTITY_SCALE), nullable=False),
+            "timestamp": pa.Column(
+                pe.DateTime(time_unit="us", time_zone="UTC"),
+                [
+                    pa.Check.ge(start),
+                    pa.Check.lt(end),
+                ],
+                nullable=False,
+            ),
+        },
+        strict=False,
+        name="ParsedUsage",
+    )
+
+
+class ValidUsage(pa.DataFrameModel):
+    """Usage ready to rate: canonical quantity, UTC time, one row per event id."""
+
+    event_id: str = pa.Field(nullable=False, str_length={"min_value": 1})
+    account_id: str = pa.Field(nullable=False, str_length={"min_value": 1})
+    metric: str = pa.Field(nullable=False)
+    quantity: pe.Decimal = pa.Field(
+        nullable=False, ge=0, dtype_kwargs={"precision": 38, "scale": QUANTITY_SCALE}
+    )
+    unit: str = pa.Field(nullable=False)
+    timestamp: pe.DateTime = pa.Field(
+        nullable=False, dtype_kwargs={"time_unit": "us", "time_zone": "UTC"}
+    )
+    destination: str = pa.Field(nullable=True)
+    direction: str = pa.Field(nullable=True)
+    source_key: str = pa.Field(nullable=False)
+    source_row: pl.Int64 = pa.Field(nullable=False)
+
+    class Config:
+        strict = True
+
+
+class Quarantine(pa.DataFrameModel):
+    """Rejected rows: the raw text as read, where it came from, and why it was rejected."""
+
+    source_key: str = pa.Field(nullable=False)
+    source_row: pl.Int64 = pa.Field(nullable=False)
+    reason: str = pa.Field(nullable=False, str_length={"min_value": 1})
+    reason_detail: str = pa.Field(nullable=False, str_length={"min_value": 1})
+
+    class Config:
+        strict = False
+
+
+def rated_lines_schema() -> pa.DataFrameSchema:
+    """Every line priced, rounded to a minor unit, explained; `line_id` is unique."""
+    nullable = {"metric", "unit_price", "proration_factor"}
+    columns = {
+        name: pa.Column(dtype, nullable=name in nullable) for name, dtype in LINE_SCHEMA.items()
+    }
+    columns["line_id"] = pa.Column(pl.String, nullable=False, unique=True)
+    columns["amount"] = pa.Column(LINE_SCHEMA["amount"], pa.Check.ge(0), nullable=False)
+    columns["details"] = pa.Column(
+        pl.String, pa.Check.str_startswith("[", name="details_json_list"), nullable=False
+    )
+    return pa.DataFrameSchema(columns, strict=True, name="RatedLines")
+
+
+SEVERITIES = ["low", "medium", "high", "critical"]
+
+
+class Findings(pa.DataFrameModel):
+    """Revenue-assurance findings: severity, amount at risk, evidence."""
+
+    finding_id: str = pa.Field(nullable=False, unique=True)
+    rule: str = pa.Field(nullable=False)
+    severity: str = pa.Field(nullable=False, isin=SEVERITIES)
+    account_id: str = pa.Field(nullable=False)
+    subscription_id: str = pa.Field(nullable=True)
+    metric: str = pa.Field(nullable=True)
+    amount_at_risk: pe.Decimal = pa.Field(
+        nullable=True, ge=0, dtype_kwargs={"precision": 38, "scale": 4}
+    )
+    currency: str = pa.Field(nullable=True)
+    message: str = pa.Field(nullable=False)
+    evidence: str = pa.Field(nullable=False)
+
+    class Config:
+        strict = True
