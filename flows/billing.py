@@ -1,0 +1,91 @@
+"""The billing run: discover -> load -> validate -> rate -> detect -> alert -> approve -> publish."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+
+from infra.db import utcnow
+from infra.settings import Settings, load_settings
+from pricing_rules.periods import BillingPeriod
+from tasks.alert import alert
+from tasks.approve import approve
+from tasks.common import ledger, staged_key
+from tasks.detect import detect
+from tasks.discover import discover
+from tasks.load import load
+from tasks.publish import pending_invoices, publish
+from tasks.rate import rate
+from tasks.validate import validate
+from validation.usage import ConservationError
+
+STAGED = ("raw", "valid", "quarantine", "duplicates", "rated", "unrated", "findings")
+
+
+def new_run_id(period: str) -> str:
+    return f"{period}-{uuid.uuid4().hex[:10]}"
+
+
+@flow(name="billing-run", flow_run_name="billing-{period}")
+def billing_run(
+    period: str,
+    settings: Settings | None = None,
+    approval_policy: str | None = None,
+) -> dict[str, Any]:
+    """Bill one period end to end; returns the run summary (also stored in the ledger).
+
+    `approval_policy` overrides the settings: `manual` pauses for finance, `auto`
+    approves and records that a policy did.
+    """
+    settings = settings or load_settings()
+    BillingPeriod.parse(period)
+    policy = approval_policy or settings.approval_policy
+    if policy not in ("manual", "auto"):
+        raise ValueError(f"approval policy must be manual or auto, got {policy!r}")
+    logger = get_run_logger()
+    run_id = new_run_id(period)
+    context = FlowRunContext.get()
+    flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
+    db = ledger(settings)
+    db.start_run(run_id, period, flow_run_id)
+    logger.info("billing run %s for %s (policy %s)", run_id, period, policy)
+    try:
+        manifest = discover(settings, run_id, period)
+        read = load(settings, run_id, manifest)
+        counts = validate(settings, run_id, period)
+        if counts["read"] != read:
+            raise ConservationError(f"loaded {read} rows but validation read {counts['read']}")
+        rated = rate(settings, run_id, period)
+        detected = detect(settings, run_id, period)
+        alerts = alert(settings, run_id, period)
+        new, existing = pending_invoices(settings, run_id, period)
+        summary: dict[str, Any] = {
+            "run_id": run_id, "period": period, "files": len(manifest), "counts": counts,
+            "rated": rated, "detected": detected, "alerts": alerts,
+            "pending_invoices": new, "existing_invoices": existing,
+        }
+        decision = approve(settings, run_id, period, summary, policy)
+        if decision["approved"]:
+            outcome = publish(settings, run_id, period)
+        else:
+            logger.info("run %s rejected by %s: nothing published", run_id,
+                        decision["approver"])
+            outcome = {"published": [], "existing": []}
+        summary |= {
+            "decision": decision,
+            "published": outcome["published"],
+            "existing": outcome["existing"],
+            "store_url": settings.resolved_store_url,
+            "reports": {name: staged_key(run_id, name) for name in STAGED},
+            "status": "published" if decision["approved"] else "rejected",
+        }
+        db.update_run(run_id, status=summary["status"], finished_at=utcnow(),
+                      summary=json.dumps(summary, default=str))
+        return summary
+    except BaseException:
+        db.update_run(run_id, status="failed", finished_at=utcnow())
+        raise

@@ -1,0 +1,384 @@
+"""The billing ledger: SQLAlchemy 2 models and the queries the pipeline needs.
+
+Money is stored as integer minor units plus the currency (SQLite would store `Numeric`
+as a float). Timestamps are UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    country: Mapped[str | None] = mapped_column(String(2))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    billing_email: Mapped[str | None] = mapped_column(String(200))
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    subscription_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    plan_id: Mapped[str] = mapped_column(String(100))
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+
+
+class BillingRun(Base):
+    __tablename__ = "billing_runs"
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    catalog_version: Mapped[str | None] = mapped_column(String(64))
+    catalog_hash: Mapped[str | None] = mapped_column(String(64))
+    events_read: Mapped[int | None] = mapped_column(BigInteger)
+    events_valid: Mapped[int | None] = mapped_column(BigInteger)
+    events_quarantined: Mapped[int | None] = mapped_column(BigInteger)
+    events_duplicate: Mapped[int | None] = mapped_column(BigInteger)
+    summary: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ManifestEntry(Base):
+    __tablename__ = "manifest_entries"
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.run_id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    etag: Mapped[str] = mapped_column(String(128))
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.run_id"), primary_key=True)
+    finding_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[str] = mapped_column(String(64))
+    subscription_id: Mapped[str | None] = mapped_column(String(64))
+    metric: Mapped[str | None] = mapped_column(String(64))
+    amount_at_risk_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    message: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[str] = mapped_column(Text)
+
+
+class AlertSent(Base):
+    __tablename__ = "alerts_sent"
+    finding_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.run_id"), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    approver: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    policy: Mapped[str] = mapped_column(String(32))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("account_id", "period", "currency"),)
+    invoice_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    run_id: Mapped[str] = mapped_column(String(64))
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    line_count: Mapped[int] = mapped_column(Integer)
+    catalog_hash: Mapped[str] = mapped_column(String(64))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    html_key: Mapped[str] = mapped_column(String(1024))
+    json_key: Mapped[str] = mapped_column(String(1024))
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.invoice_id"), primary_key=True)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(200))
+    charge_id: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text)
+    quantity: Mapped[str] = mapped_column(String(64))
+    unit: Mapped[str] = mapped_column(String(32))
+    unit_price: Mapped[str | None] = mapped_column(String(64))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    details: Mapped[str] = mapped_column(Text)
+
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class NewInvoice:
+    invoice_id: str
+    account_id: str
+    period: str
+    currency: str
+    run_id: str
+    total_minor: int
+    catalog_hash: str
+    content_sha256: str
+    html_key: str
+    json_key: str
+    lines: list[dict[str, Any]]
+
+
+class Ledger:
+    """Database access for one configured URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def _insert(self, table: Any) -> Any:
+        return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
+
+    # accounts and subscriptions
+    def upsert_accounts(self, accounts: pl.DataFrame) -> int:
+        return self._upsert(Account, accounts.to_dicts(), "account_id")
+
+    def upsert_subscriptions(self, subscriptions: pl.DataFrame) -> int:
+        return self._upsert(Subscription, subscriptions.to_dicts(), "subscription_id")
+
+    def _upsert(self, model: type[Base], rows: list[dict[str, Any]], key: str) -> int:
+        if not rows:
+            return 0
+        table = model.__table__
+        with self.session() as session:
+            for chunk in _chunks(rows, 500):
+                statement = self._insert(table).values(chunk)
+                columns = {c.name: statement.excluded[c.name] for c in table.columns
+                           if c.name != key and c.name in chunk[0]}
+                session.execute(statement.on_conflict_do_update(index_elements=[key],
+                                                                set_=columns))
+        return len(rows)
+
+    def subscriptions(self) -> pl.DataFrame:
+        with self.session() as session:
+            rows = session.scalars(select(Subscription).order_by(Subscription.subscription_id))
+            return pl.DataFrame(
+                [
+                    {"subscription_id": s.subscription_id, "account_id": s.account_id,
+                     "plan_id": s.plan_id, "start_date": s.start_date, "end_date": s.end_date}
+                    for s in rows
+                ],
+                schema={"subscription_id": pl.String, "account_id": pl.String,
+                        "plan_id": pl.String, "start_date": pl.Date, "end_date": pl.Date},
+            )
+
+    def accounts(self) -> dict[str, Account]:
+        with self.session() as session:
+            return {a.account_id: a for a in session.scalars(select(Account))}
+
+    # runs
+    def start_run(self, run_id: str, period: str, flow_run_id: str | None) -> None:
+        with self.session() as session:
+            session.add(BillingRun(run_id=run_id, period=period, status="running",
+                                   flow_run_id=flow_run_id))
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self.session() as session:
+            run = session.get(BillingRun, run_id)
+            if run is None:
+                raise KeyError(f"billing run {run_id} does not exist")
+            for name, value in fields.items():
+                setattr(run, name, value)
+
+    def run(self, run_id: str) -> BillingRun | None:
+        with self.session() as session:
+            return session.get(BillingRun, run_id)
+
+    def latest_runs(self, limit: int = 20) -> list[BillingRun]:
+        with self.session() as session:
+            return list(session.scalars(
+                select(BillingRun).order_by(BillingRun.started_at.desc()).limit(limit)))
+
+    def record_manifest(self, run_id: str, entries: Iterable[tuple[str, int, str]]) -> None:
+        rows = [{"run_id": run_id, "key": k, "size": s, "etag": e} for k, s, e in entries]
+        with self.session() as session:
+            for chunk in _chunks(rows, 500):
+                session.execute(self._insert(ManifestEntry.__table__).values(chunk)
+                                .on_conflict_do_nothing())
+
+    def period_manifest(self, period: str, exclude_run: str | None = None
+                        ) -> list[tuple[str, int, str]]:
+        """Every file an earlier run of the period read (to notice late files)."""
+        with self.session() as session:
+            query = (select(ManifestEntry.key, ManifestEntry.size, ManifestEntry.etag)
+                     .join(BillingRun, BillingRun.run_id == ManifestEntry.run_id)
+                     .where(BillingRun.period == period).distinct())
+            if exclude_run:
+                query = query.where(ManifestEntry.run_id != exclude_run)
+            return [(k, s, e) for k, s, e in session.execute(query)]
+
+    def manifest(self, run_id: str) -> list[tuple[str, int, str]]:
+        with self.session() as session:
+            rows = session.scalars(select(ManifestEntry).where(ManifestEntry.run_id == run_id)
+                                   .order_by(ManifestEntry.key))
+            return [(r.key, r.size, r.etag) for r in rows]
+
+    # findings and alerts
+    def record_findings(self, run_id: str, findings: list[dict[str, Any]]) -> None:
+        rows = [{"run_id": run_id, **f} for f in findings]
+        with self.session() as session:
+            for chunk in _chunks(rows, 500):
+                session.execute(self._insert(Finding.__table__).values(chunk)
+                                .on_conflict_do_nothing())
+
+    def alerted(self, finding_ids: Iterable[str], channel: str) -> set[str]:
+        ids = list(finding_ids)
+        sent: set[str] = set()
+        with self.session() as session:
+            for chunk in _chunks(ids, 500):
+                sent.update(session.scalars(
+                    select(AlertSent.finding_id).where(AlertSent.channel == channel,
+                                                       AlertSent.finding_id.in_(chunk))))
+        return sent
+
+    def mark_alerted(self, run_id: str, finding_ids: Iterable[str], channel: str) -> None:
+        rows = [{"finding_id": f, "channel": channel, "run_id": run_id, "sent_at": utcnow()}
+                for f in finding_ids]
+        with self.session() as session:
+            for chunk in _chunks(rows, 500):
+                session.execute(self._insert(AlertSent.__table__).values(chunk)
+                                .on_conflict_do_nothing())
+
+    # approvals
+    def record_approval(self, run_id: str, decision: str, approver: str, comment: str,
+                        policy: str) -> None:
+        with self.session() as session:
+            session.merge(Approval(run_id=run_id, decision=decision, approver=approver,
+                                   comment=comment, policy=policy, decided_at=utcnow()))
+
+    def approval(self, run_id: str) -> Approval | None:
+        with self.session() as session:
+            return session.get(Approval, run_id)
+
+    # invoices
+    def existing_invoices(self, period: str) -> dict[tuple[str, str], Invoice]:
+        with self.session() as session:
+            rows = session.scalars(select(Invoice).where(Invoice.period == period))
+            return {(i.account_id, i.currency): i for i in rows}
+
+    def publish_invoice(self, invoice: NewInvoice) -> bool:
+        """Insert the invoice and its lines once; False when it already exists."""
+        with self.session() as session:
+            inserted = session.execute(
+                self._insert(Invoice.__table__)
+                .values(
+                    invoice_id=invoice.invoice_id, account_id=invoice.account_id,
+                    period=invoice.period, currency=invoice.currency, run_id=invoice.run_id,
+                    total_minor=invoice.total_minor, line_count=len(invoice.lines),
+                    catalog_hash=invoice.catalog_hash, content_sha256=invoice.content_sha256,
+                    html_key=invoice.html_key, json_key=invoice.json_key,
+                    published_at=utcnow(),
+                )
+                .on_conflict_do_nothing()
+                .returning(Invoice.__table__.c.invoice_id)
+            ).first()
+            if inserted is None:
+                return False
+            session.execute(
+                self._insert(InvoiceLine.__table__).values(
+                    [{"invoice_id": invoice.invoice_id, **line} for line in invoice.lines]
+                )
+            )
+            return True
+
+    def invoices(self, period: str | None = None) -> list[Invoice]:
+        with self.session() as session:
+            query = select(Invoice).order_by(Invoice.invoice_id)
+            if period:
+                query = query.where(Invoice.period == period)
+            return list(session.scalars(query))
+
+    def invoice_lines(self, invoice_id: str) -> list[InvoiceLine]:
+        with self.session() as session:
+            return list(session.scalars(select(InvoiceLine).where(
+                InvoiceLine.invoice_id == invoice_id).order_by(InvoiceLine.line_no)))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)

@@ -1,0 +1,62 @@
+"""All configuration in one typed place, built at the entrypoint and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Tallyflow settings from `TALLYFLOW_*` environment variables or a `.env`-style file.
+
+    With nothing set, everything is embedded under `.tallyflow/`: a SQLite database and a
+    local folder as the object store.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TALLYFLOW_", extra="forbid")
+
+    home: Path = Field(Path(".tallyflow"), description="Folder for embedded state.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<home>/tallyflow.db. "
+        "Use postgresql://user@host/db for PostgreSQL (psycopg 3)."
+    )
+    store_url: str | None = Field(
+        None, description="Object store for staging and invoices: a folder or s3://bucket/prefix."
+    )
+    usage_url: str | None = Field(None, description="Where usage lands; default: store_url.")
+    usage_prefix: str = "usage/"
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2).")
+    s3_region: str = "us-east-1"
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    s3_max_attempts: int = Field(5, ge=1, description="Total attempts per S3 request.")
+    catalog_path: Path = Path("catalog/catalog.yaml")
+    webhook_url: SecretStr | None = Field(None, description="Slack-compatible alert webhook.")
+    approval_policy: Literal["manual", "auto"] = Field(
+        "manual", description="manual: pause for finance in the Prefect UI; auto: approve "
+        "and record that the policy approved."
+    )
+    approval_timeout_seconds: int = Field(7 * 24 * 3600, ge=1)
+    approval_poll_seconds: int = Field(10, ge=1)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'tallyflow.db').resolve()}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or str((self.home / "store").resolve())
+
+    @property
+    def resolved_usage_url(self) -> str:
+        return self.usage_url or self.resolved_store_url
+
+
+def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
+    """Environment first, then the optional file; explicit overrides win."""
+    if env_file is not None and not env_file.is_file():
+        raise FileNotFoundError(f"settings file {env_file} does not exist")
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]

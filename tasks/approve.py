@@ -1,0 +1,77 @@
+"""approve: publish the run's summary, then wait for finance (or apply the auto policy)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+
+from infra.settings import Settings
+from tasks.common import ledger
+
+
+class FinanceDecision(RunInput):
+    """The form finance fills in from the Prefect UI (Resume) or `tallyflow approve`."""
+
+    approved: bool
+    approver: str
+    comment: str = ""
+
+
+def summary_markdown(period: str, run_id: str, summary: dict[str, Any]) -> str:
+    counts = summary["counts"]
+    rated = summary["rated"]
+    detected = summary["detected"]
+    totals = "\n".join(f"| {c} | {t} |" for c, t in rated["totals"].items()) or "| – | – |"
+    risk = "\n".join(f"- {c}: {a}" for c, a in detected["amount_at_risk"].items()) or "- none"
+    rules = "\n".join(f"- `{r}`: {n}" for r, n in detected["by_rule"].items()) or "- none"
+    return (
+        f"## Billing run {run_id} — period {period}\n\n"
+        f"**Events**: read {counts['read']:,} = valid {counts['valid']:,} + quarantined "
+        f"{counts['quarantined']:,} + duplicates {counts['duplicates']:,}\n\n"
+        f"**Invoices to publish**: {summary['pending_invoices']} new, "
+        f"{summary['existing_invoices']} already published\n\n"
+        f"| currency | total of all rated lines |\n|---|---|\n{totals}\n\n"
+        f"**Findings**: {detected['findings']}\n{rules}\n\n**Amount at risk**\n{risk}\n"
+    )
+
+
+@task(name="approve", cache_policy=NO_CACHE)
+def approve(settings: Settings, run_id: str, period: str, summary: dict[str, Any],
+            policy: str) -> dict[str, Any]:
+    """Return the decision, recorded in the ledger with who made it and when."""
+    logger = get_run_logger()
+    markdown = summary_markdown(period, run_id, summary)
+    create_markdown_artifact(key="tallyflow-approval-summary", markdown=markdown,
+                             description=f"What finance approves for run {run_id}")
+    db = ledger(settings)
+    if summary["pending_invoices"] == 0:
+        decision = {"approved": True, "approver": "policy:nothing-to-publish",
+                    "comment": "every invoice of this period is already published",
+                    "policy": "nothing-to-publish"}
+    elif policy == "auto":
+        decision = {"approved": True, "approver": "policy:auto",
+                    "comment": "approved by the auto-approve policy without review",
+                    "policy": "auto"}
+    else:
+        db.update_run(run_id, status="awaiting_approval")
+        logger.info("approve: waiting for finance; resume the run in the Prefect UI or run "
+                    "`tallyflow approve %s`", run_id)
+        answer = pause_flow_run(
+            wait_for_input=FinanceDecision.with_initial_data(
+                description=markdown, approved=False, approver="", comment=""),
+            timeout=settings.approval_timeout_seconds,
+            poll_interval=settings.approval_poll_seconds,
+        )
+        decision = {**answer.model_dump(include={"approved", "approver", "comment"}),
+                    "policy": "manual"}
+    db.record_approval(run_id, "approved" if decision["approved"] else "rejected",
+                       decision["approver"], decision["comment"], decision["policy"])
+    db.update_run(run_id, status="approved" if decision["approved"] else "rejected")
+    logger.info("approve: %s", json.dumps(decision))
+    return decision

@@ -1,0 +1,90 @@
+"""What every task shares: IO clients from settings, staging by reference, step artifacts."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+import polars as pl
+from prefect.artifacts import create_markdown_artifact
+
+from infra.db import Ledger
+from infra.object_store import ObjectStore, open_store
+from infra.settings import Settings
+
+
+def store_for(settings: Settings, url: str) -> ObjectStore:
+    return open_store(
+        url,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.aws_access_key_id.get_secret_value()
+        if settings.aws_access_key_id else None,
+        secret_access_key=settings.aws_secret_access_key.get_secret_value()
+        if settings.aws_secret_access_key else None,
+        max_attempts=settings.s3_max_attempts,
+    )
+
+
+def object_store(settings: Settings) -> ObjectStore:
+    return store_for(settings, settings.resolved_store_url)
+
+
+def usage_store(settings: Settings) -> ObjectStore:
+    return store_for(settings, settings.resolved_usage_url)
+
+
+@cache
+def _ledger(url: str) -> Ledger:
+    ledger = Ledger(url)
+    ledger.migrate()
+    return ledger
+
+
+def ledger(settings: Settings) -> Ledger:
+    return _ledger(settings.resolved_database_url)
+
+
+def staged_key(run_id: str, name: str) -> str:
+    return f"runs/{run_id}/{name}.parquet"
+
+
+def stage(store: ObjectStore, run_id: str, name: str, frame: pl.DataFrame) -> str:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd")
+    key = staged_key(run_id, name)
+    store.put(key, buffer.getvalue(), content_type="application/vnd.apache.parquet")
+    return key
+
+
+def read_staged(store: ObjectStore, run_id: str, name: str) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(store.get(staged_key(run_id, name))))
+
+
+class StepClock:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@contextmanager
+def timed() -> Iterator[StepClock]:
+    yield StepClock()
+
+
+def step_artifact(step: str, run_id: str, rows: dict[str, object], seconds: float,
+                  note: str = "") -> None:
+    """A markdown artifact per step: what it counted, what it staged, how long it took."""
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows.items())
+    create_markdown_artifact(
+        key=f"tallyflow-{step}",
+        markdown=f"### {step} — run `{run_id}`\n\n| measure | value |\n|---|---|\n{table}\n"
+        f"| duration | {seconds:.2f} s |\n\n{note}",
+        description=f"Tallyflow {step} step of run {run_id}",
+    )

@@ -1,0 +1,39 @@
+"""discover: list the period's usage objects and record the manifest."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from infra.settings import Settings
+from pricing_rules.periods import BillingPeriod
+from tasks.common import ledger, step_artifact, timed, usage_store
+from validation.formats import is_usage_file
+
+
+@task(name="discover", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
+def discover(settings: Settings, run_id: str, period: str) -> list[tuple[str, int, str]]:
+    """Usage objects under `usage/dt=YYYY-MM-DD/` for every day of the period."""
+    with timed() as clock:
+        billing_period = BillingPeriod.parse(period)
+        store = usage_store(settings)
+        prefix = f"{settings.usage_prefix.rstrip('/')}/dt={billing_period.label}-"
+        listed = store.list(prefix)
+        manifest = [(o.key, o.size, o.etag) for o in listed if is_usage_file(o.key)]
+        skipped = [o.key for o in listed if not is_usage_file(o.key)]
+        db = ledger(settings)
+        seen_before = {key for key, _, _ in db.period_manifest(period, exclude_run=run_id)}
+        db.record_manifest(run_id, manifest)
+    late = [key for key, _, _ in manifest if seen_before and key not in seen_before]
+    get_run_logger().info(
+        "discover: %d usage files (%d bytes) under %s; %d new since the last run, %d skipped",
+        len(manifest), sum(size for _, size, _ in manifest), prefix, len(late), len(skipped),
+    )
+    step_artifact(
+        "discover", run_id,
+        {"files": len(manifest), "bytes": sum(s for _, s, _ in manifest),
+         "new since last run": len(late), "skipped (not usage)": len(skipped)},
+        clock.seconds,
+        note="\n".join(f"- late file `{key}`" for key in late[:50]),
+    )
+    return manifest

@@ -1,0 +1,45 @@
+"""load: read every manifest file, in any format, into one staged raw frame."""
+
+from __future__ import annotations
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from infra.settings import Settings
+from tasks.common import object_store, stage, step_artifact, timed, usage_store
+from validation.formats import UsageFileError, read_usage_file
+from validation.usage import conform_raw
+
+
+def _retry_io_only(_task: object, _run: object, state: object) -> bool:
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except UsageFileError:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure is IO and worth a retry
+        return True
+    return False
+
+
+@task(name="load", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE,
+      retry_condition_fn=_retry_io_only)
+def load(settings: Settings, run_id: str, manifest: list[tuple[str, int, str]]) -> int:
+    """Stage `raw.parquet`; returns the number of rows read (every row, good or bad)."""
+    logger = get_run_logger()
+    with timed() as clock:
+        source = usage_store(settings)
+        frames = []
+        for number, (key, _size, _etag) in enumerate(manifest, start=1):
+            frames.append(conform_raw(read_usage_file(key, source.get(key))))
+            if number % 25 == 0 or number == len(manifest):
+                logger.info("load: %d/%d files read", number, len(manifest))
+        raw = pl.concat(frames, how="vertical") if frames else conform_raw(
+            pl.DataFrame({c: [] for c in ("event_id", "account_id", "metric", "quantity",
+                                           "timestamp", "source_key", "source_row")},
+                         schema_overrides={"source_row": pl.Int64}))
+        stage(object_store(settings), run_id, "raw", raw)
+    logger.info("load: %d rows from %d files", raw.height, len(manifest))
+    step_artifact("load", run_id, {"files": len(manifest), "rows read": raw.height},
+                  clock.seconds)
+    return raw.height

@@ -1,0 +1,84 @@
+"""publish: render invoices and store them in the object store and the ledger, once."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from infra.db import NewInvoice
+from infra.render import render_invoice
+from infra.settings import Settings
+from pricing_rules.invoicing import InvoiceDoc, assemble_invoices
+from pricing_rules.periods import BillingPeriod
+from tasks.common import ledger, object_store, read_staged, step_artifact, timed
+
+
+def invoices_for(settings: Settings, run_id: str, period: str) -> list[InvoiceDoc]:
+    db = ledger(settings)
+    run = db.run(run_id)
+    assert run is not None and run.catalog_hash is not None and run.catalog_version is not None
+    accounts = {a.account_id: (a.name, a.billing_email) for a in db.accounts().values()}
+    lines = read_staged(object_store(settings), run_id, "rated")
+    return assemble_invoices(lines, accounts, BillingPeriod.parse(period),
+                             run.catalog_version, run.catalog_hash)
+
+
+def pending_invoices(settings: Settings, run_id: str, period: str) -> tuple[int, int]:
+    """(new, already published) invoice counts for this run's lines."""
+    existing = ledger(settings).existing_invoices(period)
+    docs = invoices_for(settings, run_id, period)
+    new = sum(1 for d in docs if (d.account_id, d.currency) not in existing)
+    return new, len(docs) - new
+
+
+@task(name="publish", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
+def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]]:
+    """Objects first (content-addressed, never overwritten), then one ledger insert.
+
+    The ledger row is the publication: a crash between the two leaves an unreferenced
+    object that the next attempt finds and reuses; a concurrent run loses the insert.
+    """
+    logger = get_run_logger()
+    published: list[str] = []
+    existing: list[str] = []
+    with timed() as clock:
+        db = ledger(settings)
+        store = object_store(settings)
+        already = db.existing_invoices(period)
+        docs = invoices_for(settings, run_id, period)
+        for number, doc in enumerate(docs, start=1):
+            if (doc.account_id, doc.currency) in already:
+                existing.append(already[(doc.account_id, doc.currency)].invoice_id)
+                continue
+            rendered = render_invoice(doc)
+            html_key, json_key = rendered.keys()
+            store.put_if_absent(html_key, rendered.html, content_type="text/html; charset=utf-8")
+            store.put_if_absent(json_key, rendered.json, content_type="application/json")
+            inserted = db.publish_invoice(NewInvoice(
+                invoice_id=doc.invoice_id, account_id=doc.account_id, period=doc.period,
+                currency=doc.currency, run_id=run_id, total_minor=doc.total_minor,
+                catalog_hash=doc.catalog_hash, content_sha256=rendered.content_sha256,
+                html_key=html_key, json_key=json_key,
+                lines=[{"line_no": line.line_no, "line_id": line.line_id,
+                        "charge_id": line.charge_id, "description": line.description,
+                        "quantity": f"{line.quantity.normalize():f}", "unit": line.unit,
+                        "unit_price": None if line.unit_price is None
+                        else f"{line.unit_price.normalize():f}",
+                        "amount_minor": line.amount_minor, "currency": doc.currency,
+                        "details": _details(line.details)}
+                       for line in doc.lines],
+            ))
+            (published if inserted else existing).append(doc.invoice_id)
+            if number % 25 == 0:
+                logger.info("publish: %d/%d invoices", number, len(docs))
+        db.update_run(run_id, status="published")
+    logger.info("publish: %d new invoices, %d already published", len(published), len(existing))
+    step_artifact("publish", run_id, {"published": len(published),
+                                       "already published": len(existing)}, clock.seconds)
+    return {"published": published, "existing": existing}
+
+
+def _details(details: list[dict[str, object]]) -> str:
+    import json
+
+    return json.dumps(details, sort_keys=True)

@@ -1,0 +1,56 @@
+"""rate: price the period's valid usage and recurring fees into explained lines."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from infra.settings import Settings
+from pricing_rules.catalog import load_catalog
+from pricing_rules.money import from_minor_units
+from pricing_rules.periods import BillingPeriod
+from pricing_rules.rating import rate as rate_usage
+from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
+from validation.schemas import full_depth, rated_lines_schema
+
+
+def totals_by_currency(lines: pl.DataFrame) -> dict[str, str]:
+    totals = lines.group_by("currency").agg(pl.col("amount_minor").sum()).sort("currency")
+    return {c: str(from_minor_units(int(m), c)) for c, m in totals.rows()}
+
+
+@task(name="rate", cache_policy=NO_CACHE)
+def rate(settings: Settings, run_id: str, period: str) -> dict[str, object]:
+    """Stage `rated.parquet` and `unrated.parquet`; unrated usage carries its reason."""
+    with timed() as clock:
+        store = object_store(settings)
+        catalog = load_catalog(settings.catalog_path)
+        db = ledger(settings)
+        db.update_run(run_id, catalog_version=catalog.version, catalog_hash=catalog.content_hash)
+        valid = read_staged(store, run_id, "valid")
+        result = rate_usage(valid.lazy(), db.subscriptions(), catalog, BillingPeriod.parse(period))
+        with full_depth():
+            rated_lines_schema().validate(result.lines, lazy=True)
+        if result.events != valid.height:
+            raise RuntimeError(f"rating saw {result.events} events but {valid.height} are valid")
+        stage(store, run_id, "rated", result.lines)
+        stage(store, run_id, "unrated", result.unrated)
+    totals = totals_by_currency(result.lines)
+    summary: dict[str, object] = {
+        "lines": result.lines.height,
+        "accounts": result.lines["account_id"].n_unique(),
+        "rated_events": result.rated_events,
+        "unrated_events": result.unrated_events,
+        "totals": totals,
+    }
+    get_run_logger().info("rate: %s", summary)
+    step_artifact("rate", run_id, {**summary, "catalog": f"{catalog.version} "
+                  f"({catalog.content_hash[:12]})"}, clock.seconds)
+    return summary
+
+
+def as_decimal(value: str) -> Decimal:
+    return Decimal(value)
