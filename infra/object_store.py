@@ -335,7 +335,7 @@ class LocalFolderStore:
     def _tmp_file(self, path: Path, body: bytes) -> Iterator[Path]:
         """A fully written, fsynced temporary file next to ``path``; removed afterwards."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{_TMP_MARKER}{uuid.uuid4().hex}.{path.name}")
+        tmp = path.with_name(f"{_TMP_MARKER}{uuid.uuid4().hex}")
         try:
             with tmp.open("xb") as fh:
                 fh.write(body)
@@ -401,7 +401,10 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         if self.prefix:
-            _validate_key(self.url, "open", self.prefix)
+            try:
+                _validate_key(self.url, "open", self.prefix)
+            except InvalidKeyError as exc:
+                raise ValueError(f"invalid S3 store prefix {prefix!r}: {exc.detail}") from None
         self.client = client
         self.endpoint_url = endpoint_url
         self._credentials = credentials
@@ -487,7 +490,7 @@ class S3Store:
             except _BODY_READ_ERRORS as exc:
                 response["Body"].close()
                 if attempt >= attempts:
-                    note = f"the download broke off {attempt} times"
+                    note = f"the download broke off, {attempt} attempts"
                     raise self._error("get", key, exc, note=note) from exc
                 time.sleep(random.uniform(0, min(0.05 * 2**attempt, 2.0)))
                 continue

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 
 import polars as pl
 from prefect.artifacts import create_markdown_artifact
@@ -37,15 +37,28 @@ def usage_store(settings: Settings) -> ObjectStore:
     return store_for(settings, settings.resolved_usage_url)
 
 
-@cache
+_LEDGERS: dict[str, Ledger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
 def _ledger(url: str) -> Ledger:
-    ledger = Ledger(url)
-    ledger.migrate()
-    return ledger
+    """One migrated engine per database URL for the process."""
+    with _LEDGERS_LOCK:
+        if url not in _LEDGERS:
+            ledger = Ledger(url)
+            ledger.migrate()
+            _LEDGERS[url] = ledger
+        return _LEDGERS[url]
 
 
 def ledger(settings: Settings) -> Ledger:
     return _ledger(settings.resolved_database_url)
+
+
+def forget_ledgers() -> None:
+    """Dispose every cached engine (tests and long-lived workers switching databases)."""
+    for url in list(_LEDGERS):
+        _LEDGERS.pop(url).dispose()
 
 
 def staged_key(run_id: str, name: str) -> str:

@@ -1,0 +1,221 @@
+"""The real billing flow end to end: S3 on moto's HTTP server + PostgreSQL, and the
+embedded default (local folder + SQLite), through the real Prefect engine."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.billing import billing_run
+from flows.decisions import DecisionError, submit_decision
+from infra.demo_data import DemoMonth
+from infra.settings import Settings
+from tasks.common import ledger, object_store
+from tests.support.harness import WebhookReceiver, land_month, make_settings
+from tests.support.s3 import FaultProxy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture(params=["local+sqlite", "s3+postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    if request.param == "local+sqlite":
+        return make_settings(tmp_path)
+    bucket = request.getfixturevalue("s3_bucket")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return make_settings(tmp_path, database_url=request.getfixturevalue("postgres_url"),
+                         store_url=f"s3://{bucket}/billing", s3_endpoint=endpoint)
+
+
+def invoice_objects(settings: Settings) -> list[str]:
+    return [o.key for o in object_store(settings).list("invoices/")]
+
+
+def test_billing_run_end_to_end(settings: Settings, small_month: DemoMonth) -> None:
+    land_month(settings, small_month)
+
+    summary = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    planted = small_month.planted
+    counts = summary["counts"]
+    assert counts["read"] == small_month.events_written
+    assert counts["quarantined"] == sum(planted.malformed_by_reason.values())
+    assert counts["duplicates"] == planted.duplicate_copies
+    assert counts["read"] == counts["valid"] + counts["quarantined"] + counts["duplicates"]
+    rated = summary["rated"]
+    assert rated["rated_events"] + rated["unrated_events"] == counts["valid"]
+
+    rules = summary["detected"]["by_rule"]
+    assert set(rules) == {"usage_without_subscription", "usage_not_priced",
+                          "missing_recurring_charge"}
+    db = ledger(settings)
+    run = db.run(summary["run_id"])
+    assert run is not None and run.status == "published"
+    assert run.events_read == counts["read"]
+
+    invoices = db.invoices("2026-10")
+    billed_accounts = {i.account_id for i in invoices}
+    # Every account with a known plan is invoiced; the orphan and the unknown plan are not.
+    expected = set(small_month.subscriptions["account_id"]) - {planted.unknown_plan_account_id}
+    assert billed_accounts == expected
+    assert planted.orphan_account_id not in billed_accounts
+    assert sorted(summary["published"]) == sorted(i.invoice_id for i in invoices)
+    for invoice in invoices:
+        lines = db.invoice_lines(invoice.invoice_id)
+        assert invoice.total_minor == sum(line.amount_minor for line in lines)
+        assert invoice.line_count == len(lines) > 0
+        document = json.loads(object_store(settings).get(invoice.json_key))
+        assert document["total_minor"] == invoice.total_minor
+        assert document["catalog_hash"] == invoice.catalog_hash == run.catalog_hash
+        html = object_store(settings).get(invoice.html_key).decode()
+        assert invoice.invoice_id in html
+    assert len(invoice_objects(settings)) == 2 * len(invoices)
+    for name in ("raw", "valid", "quarantine", "duplicates", "rated", "findings"):
+        assert object_store(settings).head(f"runs/{summary['run_id']}/{name}.parquet")
+
+
+def test_rerun_publishes_nothing_new(settings: Settings, small_month: DemoMonth,
+                                     webhook_receiver: WebhookReceiver) -> None:
+    settings = Settings.model_validate({**dict(settings), "webhook_url": webhook_receiver.url})
+    land_month(settings, small_month)
+    first = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    objects = invoice_objects(settings)
+    alerts = len(webhook_receiver.finding_lines)
+
+    second = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    assert first["published"] and second["published"] == []
+    assert sorted(second["existing"]) == sorted(first["published"])
+    assert second["decision"]["policy"] == "nothing-to-publish"
+    db = ledger(settings)
+    assert len(db.invoices("2026-10")) == len(first["published"])
+    assert invoice_objects(settings) == objects
+    # Findings are found again but each was alerted once.
+    assert second["detected"]["findings"] == first["detected"]["findings"]
+    assert alerts == first["detected"]["findings"]
+    assert len(webhook_receiver.finding_lines) == alerts
+    assert second["alerts"] == {"webhook": 0, "event": 0}
+
+
+def test_webhook_receives_slack_compatible_findings(
+    tmp_path: Path, small_month: DemoMonth, webhook_receiver: WebhookReceiver
+) -> None:
+    settings = make_settings(tmp_path, webhook_url=webhook_receiver.url)
+    land_month(settings, small_month)
+    webhook_receiver.fail_next = 1  # the first post fails; the alert task retries
+
+    summary = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    assert webhook_receiver.bodies, "no alert reached the webhook"
+    for body in webhook_receiver.bodies:
+        assert isinstance(body["text"], str) and "2026-10" in body["text"]
+        assert body["blocks"][0]["type"] == "header"
+    lines = webhook_receiver.finding_lines
+    assert len(lines) == summary["detected"]["findings"]
+    orphan = [line for line in lines if small_month.planted.orphan_account_id in line]
+    assert orphan and "usage_without_subscription" in orphan[0]
+    assert "at risk" in orphan[0] and "evidence" in orphan[0]
+
+
+def _start_paused_run(settings: Settings) -> tuple[threading.Thread, dict[str, Any], str]:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["summary"] = billing_run(period="2026-10", settings=settings,
+                                             approval_policy="manual")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    db = ledger(settings)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        waiting = [r for r in db.latest_runs() if r.status == "awaiting_approval"]
+        if waiting:
+            return thread, outcome, waiting[0].run_id
+        assert "error" not in outcome, outcome.get("error")
+        time.sleep(0.2)
+    raise AssertionError("the run never paused for approval")
+
+
+def _decide_when_paused(settings: Settings, run_id: str, approved: bool) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            submit_decision(settings, run_id, approved, "fin.controller@example.com",
+                            "checked the totals")
+            return
+        except DecisionError:
+            # The ledger says "awaiting" a moment before Prefect reports Paused.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_paused_run_resumes_with_finance_approval(tmp_path: Path,
+                                                   small_month: DemoMonth) -> None:
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    thread, outcome, run_id = _start_paused_run(settings)
+    assert invoice_objects(settings) == []  # nothing is published before the decision
+
+    _decide_when_paused(settings, run_id, approved=True)
+    thread.join(120)
+
+    assert "error" not in outcome, outcome.get("error")
+    summary = outcome["summary"]
+    assert summary["decision"] == {"approved": True, "approver": "fin.controller@example.com",
+                                   "comment": "checked the totals", "policy": "manual"}
+    approval = ledger(settings).approval(run_id)
+    assert approval is not None and approval.decision == "approved"
+    assert approval.approver == "fin.controller@example.com"
+    assert summary["published"] and len(ledger(settings).invoices("2026-10")) == len(
+        summary["published"])
+
+
+def test_rejected_run_publishes_nothing(tmp_path: Path, small_month: DemoMonth) -> None:
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    thread, outcome, run_id = _start_paused_run(settings)
+
+    _decide_when_paused(settings, run_id, approved=False)
+    thread.join(120)
+
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["summary"]["status"] == "rejected"
+    assert ledger(settings).invoices("2026-10") == []
+    assert invoice_objects(settings) == []
+    approval = ledger(settings).approval(run_id)
+    assert approval is not None and approval.decision == "rejected"
+    run = ledger(settings).run(run_id)
+    assert run is not None and run.status == "rejected"
+
+
+def test_decision_for_unknown_run_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DecisionError, match="no billing run"):
+        submit_decision(make_settings(tmp_path), "2026-10-nope", True, "someone")
+
+
+def test_s3_faults_are_retried_during_a_run(
+    tmp_path: Path, small_month: DemoMonth, s3_bucket: str, fault_proxy: FaultProxy
+) -> None:
+    settings = make_settings(tmp_path, store_url=f"s3://{s3_bucket}",
+                             s3_endpoint=fault_proxy.endpoint_url, s3_max_attempts=6)
+    land_month(settings, small_month)
+    before = fault_proxy.request_count
+    fault_proxy.fail_next(3)
+    fault_proxy.reset_next(2)
+
+    summary = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    assert fault_proxy.pending_faults == 0
+    assert fault_proxy.request_count > before + 5
+    assert summary["counts"]["read"] == small_month.events_written
+    assert summary["published"]
