@@ -1,4 +1,4 @@
-"""The billing run: discover -> load -> validate -> rate -> detect -> alert -> approve -> publish."""
+"""The billing run: discover, load, validate, rate, detect, alert, approve, publish."""
 
 from __future__ import annotations
 
@@ -64,16 +64,21 @@ def billing_run(
         alerts = alert(settings, run_id, period)
         new, existing = pending_invoices(settings, run_id, period)
         summary: dict[str, Any] = {
-            "run_id": run_id, "period": period, "files": len(manifest), "counts": counts,
-            "rated": rated, "detected": detected, "alerts": alerts,
-            "pending_invoices": new, "existing_invoices": existing,
+            "run_id": run_id,
+            "period": period,
+            "files": len(manifest),
+            "counts": counts,
+            "rated": rated,
+            "detected": detected,
+            "alerts": alerts,
+            "pending_invoices": new,
+            "existing_invoices": existing,
         }
         decision = approve(settings, run_id, period, summary, policy)
         if decision["approved"]:
             outcome = publish(settings, run_id, period)
         else:
-            logger.info("run %s rejected by %s: nothing published", run_id,
-                        decision["approver"])
+            logger.info("run %s rejected by %s: nothing published", run_id, decision["approver"])
             outcome = {"published": [], "existing": []}
         summary |= {
             "decision": decision,
@@ -83,8 +88,12 @@ def billing_run(
             "reports": {name: staged_key(run_id, name) for name in STAGED},
             "status": "published" if decision["approved"] else "rejected",
         }
-        db.update_run(run_id, status=summary["status"], finished_at=utcnow(),
-                      summary=json.dumps(summary, default=str))
+        db.update_run(
+            run_id,
+            status=summary["status"],
+            finished_at=utcnow(),
+            summary=json.dumps(summary, default=str),
+        )
         return summary
     except BaseException:
         db.update_run(run_id, status="failed", finished_at=utcnow())

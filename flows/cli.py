@@ -15,8 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Tallyflow: usage billing from S3 to published invoices.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Tallyflow: usage billing from S3 to published invoices.",
+)
 console = Console()
 
 SettingsFile = Annotated[
@@ -40,8 +43,7 @@ def _settings(settings_file: Path | None, **overrides: Any) -> Any:
 
 def print_summary(summary: dict[str, Any]) -> None:
     counts = summary["counts"]
-    table = Table(title=f"Billing run {summary['run_id']} — {summary['period']}",
-                  show_header=False)
+    table = Table(title=f"Billing run {summary['run_id']} — {summary['period']}", show_header=False)
     table.add_row("events read", f"{counts['read']:,}")
     table.add_row("  valid", f"{counts['valid']:,}")
     table.add_row("  quarantined", f"{counts['quarantined']:,}")
@@ -49,8 +51,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     balanced = counts["read"] == counts["valid"] + counts["quarantined"] + counts["duplicates"]
     table.add_row("  read = valid + quarantined + duplicates", "yes" if balanced else "NO")
     rated = summary["rated"]
-    table.add_row("events rated / unbilled (findings)",
-                  f"{rated['rated_events']:,} / {rated['unrated_events']:,}")
+    table.add_row(
+        "events rated / unbilled (findings)",
+        f"{rated['rated_events']:,} / {rated['unrated_events']:,}",
+    )
     table.add_row("accounts invoiced", f"{rated['accounts']:,}")
     for currency, total in rated["totals"].items():
         table.add_row(f"total {currency}", total)
@@ -59,10 +63,15 @@ def print_summary(summary: dict[str, Any]) -> None:
     for currency, amount in summary["detected"]["amount_at_risk"].items():
         table.add_row(f"amount at risk {currency}", amount)
     decision = summary["decision"]
-    table.add_row("decision", f"{'approved' if decision['approved'] else 'rejected'} by "
-                  f"{decision['approver']} ({decision['policy']})")
-    table.add_row("invoices published / already there",
-                  f"{len(summary['published'])} / {len(summary['existing'])}")
+    table.add_row(
+        "decision",
+        f"{'approved' if decision['approved'] else 'rejected'} by "
+        f"{decision['approver']} ({decision['policy']})",
+    )
+    table.add_row(
+        "invoices published / already there",
+        f"{len(summary['published'])} / {len(summary['existing'])}",
+    )
     console.print(table)
     store = summary["store_url"]
     console.print(f"Invoices: {store}/invoices/{summary['period']}/<account>/")
@@ -74,8 +83,7 @@ def demo(
     events: Annotated[int, typer.Option(help="Ordinary usage events to generate.")] = 1_000_000,
     accounts: Annotated[int, typer.Option(help="Accounts to generate.")] = 120,
     period: Annotated[str, typer.Option(help="Billing month, YYYY-MM.")] = "2026-10",
-    home: Annotated[Path, typer.Option(help="Folder for the embedded state.")] = Path(
-        ".tallyflow"),
+    home: Annotated[Path, typer.Option(help="Folder for the embedded state.")] = Path(".tallyflow"),
     fresh: Annotated[bool, typer.Option(help="Start from an empty embedded state.")] = True,
 ) -> None:
     """Generate a realistic UCaaS month, land it as files and bill it end to end."""
@@ -96,8 +104,10 @@ def demo(
     db = ledger(settings)
     db.upsert_accounts(month.accounts)
     db.upsert_subscriptions(month.subscriptions)
-    console.print(f"Landed {len(month.files)} files ({month.events_written:,} rows) in "
-                  f"{settings.resolved_usage_url}/usage/ in {time.perf_counter() - started:.1f} s")
+    console.print(
+        f"Landed {len(month.files)} files ({month.events_written:,} rows) in "
+        f"{settings.resolved_usage_url}/usage/ in {time.perf_counter() - started:.1f} s"
+    )
     planted = month.planted
     console.print(
         f"Planted: orphan account {planted.orphan_account_id} ({planted.orphan_events} events), "
@@ -115,11 +125,13 @@ def demo(
 def run(
     period: Annotated[str, typer.Option(help="Billing month, YYYY-MM.")],
     settings_file: SettingsFile = None,
-    auto_approve: Annotated[bool, typer.Option(
-        help="Approve by policy instead of pausing for finance.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option(help="Approve by policy instead of pausing for finance.")
+    ] = False,
     accounts_file: Annotated[Path | None, typer.Option(help="Import accounts first.")] = None,
-    subscriptions_file: Annotated[Path | None, typer.Option(
-        help="Import subscriptions first.")] = None,
+    subscriptions_file: Annotated[
+        Path | None, typer.Option(help="Import subscriptions first.")
+    ] = None,
 ) -> None:
     """Bill a period against the configured object store, database and Prefect server."""
     _prefect_defaults()
@@ -127,8 +139,9 @@ def run(
     _import(settings, accounts_file, subscriptions_file)
     from flows.billing import billing_run
 
-    summary = billing_run(period=period, settings=settings,
-                          approval_policy="auto" if auto_approve else None)
+    summary = billing_run(
+        period=period, settings=settings, approval_policy="auto" if auto_approve else None
+    )
     print_summary(summary)
 
 
@@ -147,16 +160,18 @@ def _import(settings: Any, accounts_file: Path | None, subscriptions_file: Path 
 @app.command("import")
 def import_directory(
     accounts_file: Annotated[Path | None, typer.Option(help="CSV or YAML accounts.")] = None,
-    subscriptions_file: Annotated[Path | None, typer.Option(
-        help="CSV or YAML subscriptions.")] = None,
+    subscriptions_file: Annotated[
+        Path | None, typer.Option(help="CSV or YAML subscriptions.")
+    ] = None,
     settings_file: SettingsFile = None,
 ) -> None:
     """Import accounts and subscriptions into the ledger."""
     _import(_settings(settings_file), accounts_file, subscriptions_file)
 
 
-def _decide(run_id: str, approved: bool, approver: str, comment: str,
-            settings_file: Path | None) -> None:
+def _decide(
+    run_id: str, approved: bool, approver: str, comment: str, settings_file: Path | None
+) -> None:
     _prefect_defaults()
     from flows.decisions import DecisionError, submit_decision
 
@@ -191,15 +206,22 @@ def reject(
 
 
 @app.command()
-def runs(settings_file: SettingsFile = None,
-         limit: Annotated[int, typer.Option(help="How many.")] = 20) -> None:
+def runs(
+    settings_file: SettingsFile = None, limit: Annotated[int, typer.Option(help="How many.")] = 20
+) -> None:
     """List recent billing runs and their status."""
     from tasks.common import ledger
 
     table = Table("run", "period", "status", "read", "valid", "started")
     for item in ledger(_settings(settings_file)).latest_runs(limit):
-        table.add_row(item.run_id, item.period, item.status, str(item.events_read or ""),
-                      str(item.events_valid or ""), str(item.started_at)[:19])
+        table.add_row(
+            item.run_id,
+            item.period,
+            item.status,
+            str(item.events_read or ""),
+            str(item.events_valid or ""),
+            str(item.started_at)[:19],
+        )
     console.print(table)
 
 
@@ -211,26 +233,44 @@ def server(
     """Start a local Prefect server with its UI, to watch and approve runs."""
     _prefect_defaults()
     url = f"http://{host}:{port}/api"
-    console.print(f"Prefect UI at http://{host}:{port} — in other shells run:\n"
-                  f"  export PREFECT_API_URL={url}")
+    console.print(
+        f"Prefect UI at http://{host}:{port} — in other shells run:\n  export PREFECT_API_URL={url}"
+    )
     prefect = Path(sys.executable).with_name("prefect")
-    raise typer.Exit(subprocess.call(
-        [str(prefect), "server", "start", "--host", host, "--port", str(port),
-         "--analytics-off"]))
+    raise typer.Exit(
+        subprocess.call(
+            [
+                str(prefect),
+                "server",
+                "start",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--analytics-off",
+            ]
+        )
+    )
 
 
 @app.command()
-def invoices(period: Annotated[str, typer.Option(help="Billing month, YYYY-MM.")],
-             settings_file: SettingsFile = None) -> None:
+def invoices(
+    period: Annotated[str, typer.Option(help="Billing month, YYYY-MM.")],
+    settings_file: SettingsFile = None,
+) -> None:
     """List published invoices of a period."""
     from pricing_rules.money import format_money, from_minor_units
     from tasks.common import ledger
 
     table = Table("invoice", "account", "total", "lines", "html")
     for inv in ledger(_settings(settings_file)).invoices(period):
-        table.add_row(inv.invoice_id, inv.account_id,
-                      format_money(from_minor_units(inv.total_minor, inv.currency), inv.currency),
-                      str(inv.line_count), inv.html_key)
+        table.add_row(
+            inv.invoice_id,
+            inv.account_id,
+            format_money(from_minor_units(inv.total_minor, inv.currency), inv.currency),
+            str(inv.line_count),
+            inv.html_key,
+        )
     console.print(table)
 
 

@@ -15,8 +15,9 @@ class DecisionError(RuntimeError):
     pass
 
 
-def submit_decision(settings: Settings, run_id: str, approved: bool, approver: str,
-                    comment: str = "") -> None:
+def submit_decision(
+    settings: Settings, run_id: str, approved: bool, approver: str, comment: str = ""
+) -> None:
     """Resume the run's paused Prefect flow with finance's input; the flow records it."""
     if not approver.strip():
         raise DecisionError("an approver is required")
@@ -32,5 +33,7 @@ def submit_decision(settings: Settings, run_id: str, approved: bool, approver: s
             f"flow run {run.flow_run_id} is not paused (state {state.name if state else None}); "
             "is PREFECT_API_URL pointing at the server that runs it?"
         )
-    resume_flow_run(UUID(run.flow_run_id),
-                    run_input={"approved": approved, "approver": approver, "comment": comment})
+    resume_flow_run(
+        UUID(run.flow_run_id),
+        run_input={"approved": approved, "approver": approver, "comment": comment},
+    )

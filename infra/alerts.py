@@ -8,8 +8,12 @@ from typing import Any
 import httpx
 
 BATCH = 20
-_ICON = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":large_orange_circle:",
-         "low": ":white_circle:"}
+_ICON = {
+    "critical": ":rotating_light:",
+    "high": ":red_circle:",
+    "medium": ":large_orange_circle:",
+    "low": ":white_circle:",
+}
 
 
 class AlertDeliveryError(RuntimeError):
@@ -34,8 +38,10 @@ def slack_message(period: str, run_id: str, findings: Sequence[dict[str, Any]]) 
         "text": title,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-            *({"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-              for text in lines),
+            *(
+                {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+                for text in lines
+            ),
         ],
     }
 

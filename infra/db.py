@@ -213,10 +213,12 @@ class Ledger:
         with self.session() as session:
             for chunk in _chunks(rows, 500):
                 statement = self._insert(table).values(chunk)
-                columns = {c.name: statement.excluded[c.name] for c in table.columns
-                           if c.name != key and c.name in chunk[0]}
-                session.execute(statement.on_conflict_do_update(index_elements=[key],
-                                                                set_=columns))
+                columns = {
+                    c.name: statement.excluded[c.name]
+                    for c in table.columns
+                    if c.name != key and c.name in chunk[0]
+                }
+                session.execute(statement.on_conflict_do_update(index_elements=[key], set_=columns))
         return len(rows)
 
     def subscriptions(self) -> pl.DataFrame:
@@ -224,12 +226,22 @@ class Ledger:
             rows = session.scalars(select(Subscription).order_by(Subscription.subscription_id))
             return pl.DataFrame(
                 [
-                    {"subscription_id": s.subscription_id, "account_id": s.account_id,
-                     "plan_id": s.plan_id, "start_date": s.start_date, "end_date": s.end_date}
+                    {
+                        "subscription_id": s.subscription_id,
+                        "account_id": s.account_id,
+                        "plan_id": s.plan_id,
+                        "start_date": s.start_date,
+                        "end_date": s.end_date,
+                    }
                     for s in rows
                 ],
-                schema={"subscription_id": pl.String, "account_id": pl.String,
-                        "plan_id": pl.String, "start_date": pl.Date, "end_date": pl.Date},
+                schema={
+                    "subscription_id": pl.String,
+                    "account_id": pl.String,
+                    "plan_id": pl.String,
+                    "start_date": pl.Date,
+                    "end_date": pl.Date,
+                },
             )
 
     def accounts(self) -> dict[str, Account]:
@@ -239,8 +251,9 @@ class Ledger:
     # runs
     def start_run(self, run_id: str, period: str, flow_run_id: str | None) -> None:
         with self.session() as session:
-            session.add(BillingRun(run_id=run_id, period=period, status="running",
-                                   flow_run_id=flow_run_id))
+            session.add(
+                BillingRun(run_id=run_id, period=period, status="running", flow_run_id=flow_run_id)
+            )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         with self.session() as session:
@@ -256,31 +269,42 @@ class Ledger:
 
     def latest_runs(self, limit: int = 20) -> list[BillingRun]:
         with self.session() as session:
-            return list(session.scalars(
-                select(BillingRun).order_by(BillingRun.started_at.desc()).limit(limit)))
+            return list(
+                session.scalars(
+                    select(BillingRun).order_by(BillingRun.started_at.desc()).limit(limit)
+                )
+            )
 
     def record_manifest(self, run_id: str, entries: Iterable[tuple[str, int, str]]) -> None:
         rows = [{"run_id": run_id, "key": k, "size": s, "etag": e} for k, s, e in entries]
         with self.session() as session:
             for chunk in _chunks(rows, 500):
-                session.execute(self._insert(ManifestEntry.__table__).values(chunk)
-                                .on_conflict_do_nothing())
+                session.execute(
+                    self._insert(ManifestEntry.__table__).values(chunk).on_conflict_do_nothing()
+                )
 
-    def period_manifest(self, period: str, exclude_run: str | None = None
-                        ) -> list[tuple[str, int, str]]:
+    def period_manifest(
+        self, period: str, exclude_run: str | None = None
+    ) -> list[tuple[str, int, str]]:
         """Every file an earlier run of the period read (to notice late files)."""
         with self.session() as session:
-            query = (select(ManifestEntry.key, ManifestEntry.size, ManifestEntry.etag)
-                     .join(BillingRun, BillingRun.run_id == ManifestEntry.run_id)
-                     .where(BillingRun.period == period).distinct())
+            query = (
+                select(ManifestEntry.key, ManifestEntry.size, ManifestEntry.etag)
+                .join(BillingRun, BillingRun.run_id == ManifestEntry.run_id)
+                .where(BillingRun.period == period)
+                .distinct()
+            )
             if exclude_run:
                 query = query.where(ManifestEntry.run_id != exclude_run)
             return [(k, s, e) for k, s, e in session.execute(query)]
 
     def manifest(self, run_id: str) -> list[tuple[str, int, str]]:
         with self.session() as session:
-            rows = session.scalars(select(ManifestEntry).where(ManifestEntry.run_id == run_id)
-                                   .order_by(ManifestEntry.key))
+            rows = session.scalars(
+                select(ManifestEntry)
+                .where(ManifestEntry.run_id == run_id)
+                .order_by(ManifestEntry.key)
+            )
             return [(r.key, r.size, r.etag) for r in rows]
 
     # findings and alerts
@@ -288,33 +312,50 @@ class Ledger:
         rows = [{"run_id": run_id, **f} for f in findings]
         with self.session() as session:
             for chunk in _chunks(rows, 500):
-                session.execute(self._insert(Finding.__table__).values(chunk)
-                                .on_conflict_do_nothing())
+                session.execute(
+                    self._insert(Finding.__table__).values(chunk).on_conflict_do_nothing()
+                )
 
     def alerted(self, finding_ids: Iterable[str], channel: str) -> set[str]:
         ids = list(finding_ids)
         sent: set[str] = set()
         with self.session() as session:
             for chunk in _chunks(ids, 500):
-                sent.update(session.scalars(
-                    select(AlertSent.finding_id).where(AlertSent.channel == channel,
-                                                       AlertSent.finding_id.in_(chunk))))
+                sent.update(
+                    session.scalars(
+                        select(AlertSent.finding_id).where(
+                            AlertSent.channel == channel, AlertSent.finding_id.in_(chunk)
+                        )
+                    )
+                )
         return sent
 
     def mark_alerted(self, run_id: str, finding_ids: Iterable[str], channel: str) -> None:
-        rows = [{"finding_id": f, "channel": channel, "run_id": run_id, "sent_at": utcnow()}
-                for f in finding_ids]
+        rows = [
+            {"finding_id": f, "channel": channel, "run_id": run_id, "sent_at": utcnow()}
+            for f in finding_ids
+        ]
         with self.session() as session:
             for chunk in _chunks(rows, 500):
-                session.execute(self._insert(AlertSent.__table__).values(chunk)
-                                .on_conflict_do_nothing())
+                session.execute(
+                    self._insert(AlertSent.__table__).values(chunk).on_conflict_do_nothing()
+                )
 
     # approvals
-    def record_approval(self, run_id: str, decision: str, approver: str, comment: str,
-                        policy: str) -> None:
+    def record_approval(
+        self, run_id: str, decision: str, approver: str, comment: str, policy: str
+    ) -> None:
         with self.session() as session:
-            session.merge(Approval(run_id=run_id, decision=decision, approver=approver,
-                                   comment=comment, policy=policy, decided_at=utcnow()))
+            session.merge(
+                Approval(
+                    run_id=run_id,
+                    decision=decision,
+                    approver=approver,
+                    comment=comment,
+                    policy=policy,
+                    decided_at=utcnow(),
+                )
+            )
 
     def approval(self, run_id: str) -> Approval | None:
         with self.session() as session:
@@ -332,11 +373,17 @@ class Ledger:
             inserted = session.execute(
                 self._insert(Invoice.__table__)
                 .values(
-                    invoice_id=invoice.invoice_id, account_id=invoice.account_id,
-                    period=invoice.period, currency=invoice.currency, run_id=invoice.run_id,
-                    total_minor=invoice.total_minor, line_count=len(invoice.lines),
-                    catalog_hash=invoice.catalog_hash, content_sha256=invoice.content_sha256,
-                    html_key=invoice.html_key, json_key=invoice.json_key,
+                    invoice_id=invoice.invoice_id,
+                    account_id=invoice.account_id,
+                    period=invoice.period,
+                    currency=invoice.currency,
+                    run_id=invoice.run_id,
+                    total_minor=invoice.total_minor,
+                    line_count=len(invoice.lines),
+                    catalog_hash=invoice.catalog_hash,
+                    content_sha256=invoice.content_sha256,
+                    html_key=invoice.html_key,
+                    json_key=invoice.json_key,
                     published_at=utcnow(),
                 )
                 .on_conflict_do_nothing()
@@ -360,8 +407,13 @@ class Ledger:
 
     def invoice_lines(self, invoice_id: str) -> list[InvoiceLine]:
         with self.session() as session:
-            return list(session.scalars(select(InvoiceLine).where(
-                InvoiceLine.invoice_id == invoice_id).order_by(InvoiceLine.line_no)))
+            return list(
+                session.scalars(
+                    select(InvoiceLine)
+                    .where(InvoiceLine.invoice_id == invoice_id)
+                    .order_by(InvoiceLine.line_no)
+                )
+            )
 
     def dispose(self) -> None:
         self.engine.dispose()

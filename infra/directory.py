@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 import yaml
 
-ACCOUNT_SCHEMA = {"account_id": pl.String, "name": pl.String, "currency": pl.String,
-                  "country": pl.String, "timezone": pl.String, "billing_email": pl.String}
-SUBSCRIPTION_SCHEMA = {"subscription_id": pl.String, "account_id": pl.String,
-                       "plan_id": pl.String, "start_date": pl.Date, "end_date": pl.Date}
+ACCOUNT_SCHEMA = {
+    "account_id": pl.String,
+    "name": pl.String,
+    "currency": pl.String,
+    "country": pl.String,
+    "timezone": pl.String,
+    "billing_email": pl.String,
+}
+SUBSCRIPTION_SCHEMA = {
+    "subscription_id": pl.String,
+    "account_id": pl.String,
+    "plan_id": pl.String,
+    "start_date": pl.Date,
+    "end_date": pl.Date,
+}
 
 
 class DirectoryError(ValueError):
     pass
 
 
-def _read(path: Path, schema: dict[str, type[pl.DataType]]) -> pl.DataFrame:
+def _read(path: Path, schema: Mapping[str, type[pl.DataType]]) -> pl.DataFrame:
     if not path.is_file():
         raise DirectoryError(f"{path} does not exist")
     if path.suffix in (".yaml", ".yml"):
@@ -31,8 +43,7 @@ def _read(path: Path, schema: dict[str, type[pl.DataType]]) -> pl.DataFrame:
     else:
         raise DirectoryError(f"{path}: use .csv, .yaml or .yml")
     missing = [c for c in schema if c not in frame.columns]
-    required = [c for c in missing if c not in ("country", "timezone", "billing_email",
-                                                "end_date")]
+    required = [c for c in missing if c not in ("country", "timezone", "billing_email", "end_date")]
     if required:
         raise DirectoryError(f"{path}: missing column(s) {', '.join(required)}")
     for column in missing:
@@ -61,8 +72,10 @@ def read_accounts(path: Path) -> pl.DataFrame:
 def read_subscriptions(path: Path) -> pl.DataFrame:
     frame = _read(path, SUBSCRIPTION_SCHEMA)
     problems = frame.filter(
-        pl.col("subscription_id").is_null() | pl.col("account_id").is_null()
-        | pl.col("plan_id").is_null() | pl.col("start_date").is_null()
+        pl.col("subscription_id").is_null()
+        | pl.col("account_id").is_null()
+        | pl.col("plan_id").is_null()
+        | pl.col("start_date").is_null()
         | (pl.col("end_date").is_not_null() & (pl.col("end_date") <= pl.col("start_date")))
     )
     if problems.height:

@@ -60,7 +60,8 @@ def _line_view(line: InvoiceLineDoc, currency: str) -> dict[str, Any]:
                 "label": row["label"],
                 "quantity": _plain(Decimal(str(row["quantity"]))),
                 "unit_price": _plain(Decimal(str(row["unit_price"])))
-                if row.get("unit_price") else "",
+                if row.get("unit_price")
+                else "",
                 "flat_fee": row.get("flat_fee") or "",
                 "amount": _plain(Decimal(str(row["amount"]))),
             }

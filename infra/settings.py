@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,8 +20,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path(".tallyflow"), description="Folder for embedded state.")
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default sqlite:///<home>/tallyflow.db. "
-        "Use postgresql://user@host/db for PostgreSQL (psycopg 3)."
+        None,
+        description="SQLAlchemy URL; default sqlite:///<home>/tallyflow.db. "
+        "Use postgresql://user@host/db for PostgreSQL (psycopg 3).",
     )
     store_url: str | None = Field(
         None, description="Object store for staging and invoices: a folder or s3://bucket/prefix."
@@ -36,8 +37,9 @@ class Settings(BaseSettings):
     catalog_path: Path = Path("catalog/catalog.yaml")
     webhook_url: SecretStr | None = Field(None, description="Slack-compatible alert webhook.")
     approval_policy: Literal["manual", "auto"] = Field(
-        "manual", description="manual: pause for finance in the Prefect UI; auto: approve "
-        "and record that the policy approved."
+        "manual",
+        description="manual: pause for finance in the Prefect UI; auto: approve "
+        "and record that the policy approved.",
     )
     approval_timeout_seconds: int = Field(7 * 24 * 3600, ge=1)
     approval_poll_seconds: int = Field(10, ge=1)
@@ -55,8 +57,8 @@ class Settings(BaseSettings):
         return self.usage_url or self.resolved_store_url
 
 
-def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
-    """Environment first, then the optional file; explicit overrides win."""
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Explicit overrides win over the environment, which wins over the optional file."""
     if env_file is not None and not env_file.is_file():
         raise FileNotFoundError(f"settings file {env_file} does not exist")
-    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file, **overrides)

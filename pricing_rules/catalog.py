@@ -58,7 +58,7 @@ class Plan(BaseModel):
     currency: str
     interval: Literal["month"] = "month"
     rounding: RoundingMode = RoundingMode.HALF_UP
-    charges: list[Charge] = Field(min_length=1)  # type: ignore[valid-type]
+    charges: list[Charge] = Field(min_length=1)
 
     @field_validator("currency")
     @classmethod
@@ -126,9 +126,8 @@ _MODEL_TAGS = {model_name(model) for model in CHARGE_MODELS}
 def _reference_issues(raw: Mapping[str, Any]) -> list[CatalogIssue]:
     """Cross-references checked on the raw document, so they are reported with shape errors."""
     issues: list[CatalogIssue] = []
-    metrics = raw.get("metrics") if isinstance(raw.get("metrics"), Mapping) else {}
-    plans = raw.get("plans") if isinstance(raw.get("plans"), Mapping) else {}
-    assert isinstance(metrics, Mapping) and isinstance(plans, Mapping)
+    metrics: Mapping[str, Any] = raw["metrics"] if isinstance(raw.get("metrics"), Mapping) else {}
+    plans: Mapping[str, Any] = raw["plans"] if isinstance(raw.get("plans"), Mapping) else {}
     list_plan = raw.get("list_price_plan")
     if list_plan is not None and list_plan not in plans:
         issues.append(CatalogIssue("list_price_plan", f"plan {list_plan!r} is not defined"))
@@ -193,7 +192,7 @@ def _reject_float_money(node: Any, path: str, issues: list[CatalogIssue]) -> Non
             child = f"{path}.{key}" if path else str(key)
             if key in _MONEY_KEYS and isinstance(value, float):
                 issues.append(
-                    CatalogIssue(child, f"write money as a quoted string, e.g. \"{value}\"")
+                    CatalogIssue(child, f'write money as a quoted string, e.g. "{value}"')
                 )
             _reject_float_money(value, child, issues)
     elif isinstance(node, list):

@@ -80,9 +80,11 @@ class InvoiceDoc:
                     "description": line.description,
                     "quantity": f"{line.quantity.normalize():f}",
                     "unit": line.unit,
-                    "unit_price": None if line.unit_price is None
+                    "unit_price": None
+                    if line.unit_price is None
                     else f"{line.unit_price.normalize():f}",
-                    "proration_factor": None if line.proration_factor is None
+                    "proration_factor": None
+                    if line.proration_factor is None
                     else f"{line.proration_factor.normalize():f}",
                     "precise_amount": line.precise_amount,
                     "amount": str(from_minor_units(line.amount_minor, self.currency)),

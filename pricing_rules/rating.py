@@ -88,9 +88,7 @@ class RatingResult:
 
 def daily_usage(usage: pl.LazyFrame) -> pl.LazyFrame:
     """Partial aggregate per (account, metric, UTC day): sum, max and event count."""
-    return usage.group_by(
-        "account_id", "metric", pl.col("timestamp").dt.date().alias("day")
-    ).agg(
+    return usage.group_by("account_id", "metric", pl.col("timestamp").dt.date().alias("day")).agg(
         pl.col("quantity").sum().alias("quantity_sum"),
         pl.col("quantity").max().alias("quantity_max"),
         pl.len().cast(pl.Int64).alias("events"),
@@ -148,8 +146,11 @@ def attribute_usage(
         )
     covered = _reduce(matched, ["subscription_id", "account_id", "plan_id", "metric"], catalog)
     orphan = _reduce(
-        daily.join(matched.select("account_id", "metric", "day"), on=["account_id", "metric", "day"],
-                   how="anti"),
+        daily.join(
+            matched.select("account_id", "metric", "day"),
+            on=["account_id", "metric", "day"],
+            how="anti",
+        ),
         ["account_id", "metric"],
         catalog,
     )
@@ -260,10 +261,19 @@ def rate(
         for charge in plan.recurring_charges():
             priced = charge.price(factor)
             lines.append(
-                _line(subscription=subscription, plan=plan, charge=charge, priced=priced,
-                      unit="period", events=0, proration_factor=factor)
-                | {"description": f"{charge.name}: {active_days} of {period.days} days "
-                   f"at {priced.unit_price} per period"}
+                _line(
+                    subscription=subscription,
+                    plan=plan,
+                    charge=charge,
+                    priced=priced,
+                    unit="period",
+                    events=0,
+                    proration_factor=factor,
+                )
+                | {
+                    "description": f"{charge.name}: {active_days} of {period.days} days "
+                    f"at {priced.unit_price} per period"
+                }
             )
         for row in sub_usage.iter_rows(named=True):
             charges = plan.usage_charges(row["metric"])
@@ -276,8 +286,15 @@ def rate(
             for charge in charges:
                 _, unit, priced = price_quantity(charge, row["quantity"], row["unit"])
                 lines.append(
-                    _line(subscription=subscription, plan=plan, charge=charge, priced=priced,
-                          unit=unit, events=row["events"], proration_factor=None)
+                    _line(
+                        subscription=subscription,
+                        plan=plan,
+                        charge=charge,
+                        priced=priced,
+                        unit=unit,
+                        events=row["events"],
+                        proration_factor=None,
+                    )
                 )
 
     unrated_frame = pl.concat(

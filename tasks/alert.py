@@ -17,8 +17,12 @@ def alert(settings: Settings, run_id: str, period: str) -> dict[str, int]:
     with timed() as clock:
         findings = read_staged(object_store(settings), run_id, "findings")
         rows = [
-            {**row, "amount_at_risk": None if row["amount_at_risk"] is None
-             else f"{row['amount_at_risk'].normalize():f}"}
+            {
+                **row,
+                "amount_at_risk": None
+                if row["amount_at_risk"] is None
+                else f"{row['amount_at_risk'].normalize():f}",
+            }
             for row in findings.iter_rows(named=True)
         ]
         db = ledger(settings)
@@ -49,7 +53,10 @@ def alert(settings: Settings, run_id: str, period: str) -> dict[str, int]:
                 sent["webhook"] += len(batch)
     skipped = len(rows) - sent["event"]
     get_run_logger().info("alert: %s new, %d already sent earlier", sent, skipped)
-    step_artifact("alert", run_id, {**sent, "findings": len(rows),
-                                     "webhook configured": settings.webhook_url is not None},
-                  clock.seconds)
+    step_artifact(
+        "alert",
+        run_id,
+        {**sent, "findings": len(rows), "webhook configured": settings.webhook_url is not None},
+        clock.seconds,
+    )
     return sent

@@ -42,36 +42,58 @@ def summary_markdown(period: str, run_id: str, summary: dict[str, Any]) -> str:
 
 
 @task(name="approve", cache_policy=NO_CACHE)
-def approve(settings: Settings, run_id: str, period: str, summary: dict[str, Any],
-            policy: str) -> dict[str, Any]:
+def approve(
+    settings: Settings, run_id: str, period: str, summary: dict[str, Any], policy: str
+) -> dict[str, Any]:
     """Return the decision, recorded in the ledger with who made it and when."""
     logger = get_run_logger()
     markdown = summary_markdown(period, run_id, summary)
-    create_markdown_artifact(key="tallyflow-approval-summary", markdown=markdown,
-                             description=f"What finance approves for run {run_id}")
+    create_markdown_artifact(
+        key="tallyflow-approval-summary",
+        markdown=markdown,
+        description=f"What finance approves for run {run_id}",
+    )
     db = ledger(settings)
+    decision: dict[str, Any]
     if summary["pending_invoices"] == 0:
-        decision = {"approved": True, "approver": "policy:nothing-to-publish",
-                    "comment": "every invoice of this period is already published",
-                    "policy": "nothing-to-publish"}
+        decision = {
+            "approved": True,
+            "approver": "policy:nothing-to-publish",
+            "comment": "every invoice of this period is already published",
+            "policy": "nothing-to-publish",
+        }
     elif policy == "auto":
-        decision = {"approved": True, "approver": "policy:auto",
-                    "comment": "approved by the auto-approve policy without review",
-                    "policy": "auto"}
+        decision = {
+            "approved": True,
+            "approver": "policy:auto",
+            "comment": "approved by the auto-approve policy without review",
+            "policy": "auto",
+        }
     else:
         db.update_run(run_id, status="awaiting_approval")
-        logger.info("approve: waiting for finance; resume the run in the Prefect UI or run "
-                    "`tallyflow approve %s`", run_id)
+        logger.info(
+            "approve: waiting for finance; resume the run in the Prefect UI or run "
+            "`tallyflow approve %s`",
+            run_id,
+        )
         answer = pause_flow_run(
             wait_for_input=FinanceDecision.with_initial_data(
-                description=markdown, approved=False, approver="", comment=""),
+                description=markdown, approved=False, approver="", comment=""
+            ),
             timeout=settings.approval_timeout_seconds,
             poll_interval=settings.approval_poll_seconds,
         )
-        decision = {**answer.model_dump(include={"approved", "approver", "comment"}),
-                    "policy": "manual"}
-    db.record_approval(run_id, "approved" if decision["approved"] else "rejected",
-                       decision["approver"], decision["comment"], decision["policy"])
+        decision = {
+            **answer.model_dump(include={"approved", "approver", "comment"}),
+            "policy": "manual",
+        }
+    db.record_approval(
+        run_id,
+        "approved" if decision["approved"] else "rejected",
+        decision["approver"],
+        decision["comment"],
+        decision["policy"],
+    )
     db.update_run(run_id, status="approved" if decision["approved"] else "rejected")
     logger.info("approve: %s", json.dumps(decision))
     return decision

@@ -22,9 +22,11 @@ def store_for(settings: Settings, url: str) -> ObjectStore:
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
         access_key_id=settings.aws_access_key_id.get_secret_value()
-        if settings.aws_access_key_id else None,
+        if settings.aws_access_key_id
+        else None,
         secret_access_key=settings.aws_secret_access_key.get_secret_value()
-        if settings.aws_secret_access_key else None,
+        if settings.aws_secret_access_key
+        else None,
         max_attempts=settings.s3_max_attempts,
     )
 
@@ -91,8 +93,9 @@ def timed() -> Iterator[StepClock]:
     yield StepClock()
 
 
-def step_artifact(step: str, run_id: str, rows: dict[str, object], seconds: float,
-                  note: str = "") -> None:
+def step_artifact(
+    step: str, run_id: str, rows: dict[str, object], seconds: float, note: str = ""
+) -> None:
     """A markdown artifact per step: what it counted, what it staged, how long it took."""
     table = "\n".join(f"| {name} | {value} |" for name, value in rows.items())
     create_markdown_artifact(

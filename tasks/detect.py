@@ -31,21 +31,34 @@ def detect(settings: Settings, run_id: str, period: str) -> dict[str, object]:
         db = ledger(settings)
         lines = read_staged(store, run_id, "rated")
         unrated = read_staged(store, run_id, "unrated")
-        rating = RatingResult(lines, unrated, rated_events=int(lines["events"].sum()),
-                              unrated_events=int(unrated["events"].sum()))
+        rating = RatingResult(
+            lines,
+            unrated,
+            rated_events=int(lines["events"].sum()),
+            unrated_events=int(unrated["events"].sum()),
+        )
         findings = detect_leakage(rating, db.subscriptions(), catalog, BillingPeriod.parse(period))
         with full_depth():
             Findings.validate(findings, lazy=True)
         stage(store, run_id, "findings", findings)
-        db.record_findings(run_id, [
-            {**{k: v for k, v in row.items() if k != "amount_at_risk"},
-             "amount_at_risk_minor": None if row["amount_at_risk"] is None
-             else to_minor_units(row["amount_at_risk"].normalize(), row["currency"])}
-            for row in findings.iter_rows(named=True)
-        ])
+        db.record_findings(
+            run_id,
+            [
+                {
+                    **{k: v for k, v in row.items() if k != "amount_at_risk"},
+                    "amount_at_risk_minor": None
+                    if row["amount_at_risk"] is None
+                    else to_minor_units(row["amount_at_risk"].normalize(), row["currency"]),
+                }
+                for row in findings.iter_rows(named=True)
+            ],
+        )
     by_rule = dict(findings.group_by("rule").len().sort("rule").rows())
-    summary: dict[str, object] = {"findings": findings.height, "by_rule": by_rule,
-                                  "amount_at_risk": risk_by_currency(findings)}
+    summary: dict[str, object] = {
+        "findings": findings.height,
+        "by_rule": by_rule,
+        "amount_at_risk": risk_by_currency(findings),
+    }
     get_run_logger().info("detect: %s", summary)
     step_artifact("detect", run_id, summary, clock.seconds)
     return summary

@@ -27,12 +27,21 @@ def discover(settings: Settings, run_id: str, period: str) -> list[tuple[str, in
     late = [key for key, _, _ in manifest if seen_before and key not in seen_before]
     get_run_logger().info(
         "discover: %d usage files (%d bytes) under %s; %d new since the last run, %d skipped",
-        len(manifest), sum(size for _, size, _ in manifest), prefix, len(late), len(skipped),
+        len(manifest),
+        sum(size for _, size, _ in manifest),
+        prefix,
+        len(late),
+        len(skipped),
     )
     step_artifact(
-        "discover", run_id,
-        {"files": len(manifest), "bytes": sum(s for _, s, _ in manifest),
-         "new since last run": len(late), "skipped (not usage)": len(skipped)},
+        "discover",
+        run_id,
+        {
+            "files": len(manifest),
+            "bytes": sum(s for _, s, _ in manifest),
+            "new since last run": len(late),
+            "skipped (not usage)": len(skipped),
+        },
         clock.seconds,
         note="\n".join(f"- late file `{key}`" for key in late[:50]),
     )

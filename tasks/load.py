@@ -17,13 +17,18 @@ def _retry_io_only(_task: object, _run: object, state: object) -> bool:
         state.result()  # type: ignore[attr-defined]
     except UsageFileError:
         return False
-    except Exception:  # noqa: BLE001 - any other failure is IO and worth a retry
+    except Exception:
         return True
     return False
 
 
-@task(name="load", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE,
-      retry_condition_fn=_retry_io_only)
+@task(
+    name="load",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_io_only,
+)
 def load(settings: Settings, run_id: str, manifest: list[tuple[str, int, str]]) -> int:
     """Stage `raw.parquet`; returns the number of rows read (every row, good or bad)."""
     logger = get_run_logger()
@@ -34,12 +39,28 @@ def load(settings: Settings, run_id: str, manifest: list[tuple[str, int, str]]) 
             frames.append(conform_raw(read_usage_file(key, source.get(key))))
             if number % 25 == 0 or number == len(manifest):
                 logger.info("load: %d/%d files read", number, len(manifest))
-        raw = pl.concat(frames, how="vertical") if frames else conform_raw(
-            pl.DataFrame({c: [] for c in ("event_id", "account_id", "metric", "quantity",
-                                           "timestamp", "source_key", "source_row")},
-                         schema_overrides={"source_row": pl.Int64}))
+        raw = (
+            pl.concat(frames, how="vertical")
+            if frames
+            else conform_raw(
+                pl.DataFrame(
+                    {
+                        c: []
+                        for c in (
+                            "event_id",
+                            "account_id",
+                            "metric",
+                            "quantity",
+                            "timestamp",
+                            "source_key",
+                            "source_row",
+                        )
+                    },
+                    schema_overrides={"source_row": pl.Int64},
+                )
+            )
+        )
         stage(object_store(settings), run_id, "raw", raw)
     logger.info("load: %d rows from %d files", raw.height, len(manifest))
-    step_artifact("load", run_id, {"files": len(manifest), "rows read": raw.height},
-                  clock.seconds)
+    step_artifact("load", run_id, {"files": len(manifest), "rows read": raw.height}, clock.seconds)
     return raw.height

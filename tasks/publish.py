@@ -16,11 +16,13 @@ from tasks.common import ledger, object_store, read_staged, step_artifact, timed
 def invoices_for(settings: Settings, run_id: str, period: str) -> list[InvoiceDoc]:
     db = ledger(settings)
     run = db.run(run_id)
-    assert run is not None and run.catalog_hash is not None and run.catalog_version is not None
+    if run is None or run.catalog_hash is None or run.catalog_version is None:
+        raise RuntimeError(f"run {run_id} has not been rated; nothing to publish")
     accounts = {a.account_id: (a.name, a.billing_email) for a in db.accounts().values()}
     lines = read_staged(object_store(settings), run_id, "rated")
-    return assemble_invoices(lines, accounts, BillingPeriod.parse(period),
-                             run.catalog_version, run.catalog_hash)
+    return assemble_invoices(
+        lines, accounts, BillingPeriod.parse(period), run.catalog_version, run.catalog_hash
+    )
 
 
 def pending_invoices(settings: Settings, run_id: str, period: str) -> tuple[int, int]:
@@ -54,27 +56,48 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
             html_key, json_key = rendered.keys()
             store.put_if_absent(html_key, rendered.html, content_type="text/html; charset=utf-8")
             store.put_if_absent(json_key, rendered.json, content_type="application/json")
-            inserted = db.publish_invoice(NewInvoice(
-                invoice_id=doc.invoice_id, account_id=doc.account_id, period=doc.period,
-                currency=doc.currency, run_id=run_id, total_minor=doc.total_minor,
-                catalog_hash=doc.catalog_hash, content_sha256=rendered.content_sha256,
-                html_key=html_key, json_key=json_key,
-                lines=[{"line_no": line.line_no, "line_id": line.line_id,
-                        "charge_id": line.charge_id, "description": line.description,
-                        "quantity": f"{line.quantity.normalize():f}", "unit": line.unit,
-                        "unit_price": None if line.unit_price is None
-                        else f"{line.unit_price.normalize():f}",
-                        "amount_minor": line.amount_minor, "currency": doc.currency,
-                        "details": _details(line.details)}
-                       for line in doc.lines],
-            ))
+            inserted = db.publish_invoice(
+                NewInvoice(
+                    invoice_id=doc.invoice_id,
+                    account_id=doc.account_id,
+                    period=doc.period,
+                    currency=doc.currency,
+                    run_id=run_id,
+                    total_minor=doc.total_minor,
+                    catalog_hash=doc.catalog_hash,
+                    content_sha256=rendered.content_sha256,
+                    html_key=html_key,
+                    json_key=json_key,
+                    lines=[
+                        {
+                            "line_no": line.line_no,
+                            "line_id": line.line_id,
+                            "charge_id": line.charge_id,
+                            "description": line.description,
+                            "quantity": f"{line.quantity.normalize():f}",
+                            "unit": line.unit,
+                            "unit_price": None
+                            if line.unit_price is None
+                            else f"{line.unit_price.normalize():f}",
+                            "amount_minor": line.amount_minor,
+                            "currency": doc.currency,
+                            "details": _details(line.details),
+                        }
+                        for line in doc.lines
+                    ],
+                )
+            )
             (published if inserted else existing).append(doc.invoice_id)
             if number % 25 == 0:
                 logger.info("publish: %d/%d invoices", number, len(docs))
         db.update_run(run_id, status="published")
     logger.info("publish: %d new invoices, %d already published", len(published), len(existing))
-    step_artifact("publish", run_id, {"published": len(published),
-                                       "already published": len(existing)}, clock.seconds)
+    step_artifact(
+        "publish",
+        run_id,
+        {"published": len(published), "already published": len(existing)},
+        clock.seconds,
+    )
     return {"published": published, "existing": existing}
 
 

@@ -47,8 +47,12 @@ def rate(settings: Settings, run_id: str, period: str) -> dict[str, object]:
         "totals": totals,
     }
     get_run_logger().info("rate: %s", summary)
-    step_artifact("rate", run_id, {**summary, "catalog": f"{catalog.version} "
-                  f"({catalog.content_hash[:12]})"}, clock.seconds)
+    step_artifact(
+        "rate",
+        run_id,
+        {**summary, "catalog": f"{catalog.version} ({catalog.content_hash[:12]})"},
+        clock.seconds,
+    )
     return summary
 
 

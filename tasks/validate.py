@@ -20,22 +20,27 @@ def validate(settings: Settings, run_id: str, period: str) -> dict[str, int]:
     with timed() as clock:
         store = object_store(settings)
         catalog = load_catalog(settings.catalog_path)
-        result = validate_usage(read_staged(store, run_id, "raw"), catalog.metric_units(),
-                                BillingPeriod.parse(period))
+        result = validate_usage(
+            read_staged(store, run_id, "raw"), catalog.metric_units(), BillingPeriod.parse(period)
+        )
         stage(store, run_id, "valid", result.valid)
         stage(store, run_id, "quarantine", result.quarantine)
         stage(store, run_id, "duplicates", result.duplicates)
         counts = asdict(result.counts)
         ledger(settings).update_run(
-            run_id, events_read=counts["read"], events_valid=counts["valid"],
-            events_quarantined=counts["quarantined"], events_duplicate=counts["duplicates"],
+            run_id,
+            events_read=counts["read"],
+            events_valid=counts["valid"],
+            events_quarantined=counts["quarantined"],
+            events_duplicate=counts["duplicates"],
         )
-    by_reason = (
-        result.quarantine.group_by("reason").len().sort("len", descending=True).rows()
-    )
+    by_reason = result.quarantine.group_by("reason").len().sort("len", descending=True).rows()
     get_run_logger().info("validate: %s; quarantined by reason: %s", counts, dict(by_reason))
     step_artifact(
-        "validate", run_id, {**counts, "conservation": "read = valid + quarantined + duplicates"},
-        clock.seconds, note="\n".join(f"- `{reason}`: {n}" for reason, n in by_reason),
+        "validate",
+        run_id,
+        {**counts, "conservation": "read = valid + quarantined + duplicates"},
+        clock.seconds,
+        note="\n".join(f"- `{reason}`: {n}" for reason, n in by_reason),
     )
     return counts

@@ -47,7 +47,9 @@ def _severity(amount: Decimal | None, floor: str = "medium") -> str:
     return "high" if amount >= HIGH_RISK else floor
 
 
-def list_price_value(catalog: Catalog, metric: str, quantity: Decimal) -> tuple[Decimal, str] | None:
+def list_price_value(
+    catalog: Catalog, metric: str, quantity: Decimal
+) -> tuple[Decimal, str] | None:
     """What `quantity` of `metric` would cost at the list-price plan, rounded."""
     found = catalog.list_price(metric)
     if found is None:
@@ -63,18 +65,24 @@ def _usage_findings(
     rules: dict[str, tuple[str, Callable[[dict[str, object]], str]]] = {
         "no_subscription": (
             "usage_without_subscription",
-            lambda r: f"{r['events']} {r['metric']} events from account {r['account_id']} "
-            "have no active subscription and were not billed",
+            lambda r: (
+                f"{r['events']} {r['metric']} events from account {r['account_id']} "
+                "have no active subscription and were not billed"
+            ),
         ),
         "unknown_plan": (
             "usage_not_priced",
-            lambda r: f"subscription {r['subscription_id']} is on plan {r['plan_id']!r}, which "
-            f"the catalog does not define; {r['events']} {r['metric']} events were not billed",
+            lambda r: (
+                f"subscription {r['subscription_id']} is on plan {r['plan_id']!r}, which "
+                f"the catalog does not define; {r['events']} {r['metric']} events were not billed"
+            ),
         ),
         "metric_not_priced": (
             "usage_not_priced",
-            lambda r: f"plan {r['plan_id']} has no charge for metric {r['metric']!r}; "
-            f"{r['events']} events were not billed",
+            lambda r: (
+                f"plan {r['plan_id']} has no charge for metric {r['metric']!r}; "
+                f"{r['events']} events were not billed"
+            ),
         ),
     }
     findings = []
@@ -94,11 +102,13 @@ def _usage_findings(
         }
         findings.append(
             {
-                "finding_id": finding_id(period, rule, row["account_id"],
-                                         row["subscription_id"], row["metric"]),
+                "finding_id": finding_id(
+                    period, rule, row["account_id"], row["subscription_id"], row["metric"]
+                ),
                 "rule": rule,
-                "severity": _severity(amount, "high" if row["reason"] == "unknown_plan"
-                                      else "medium"),
+                "severity": _severity(
+                    amount, "high" if row["reason"] == "unknown_plan" else "medium"
+                ),
                 "account_id": row["account_id"],
                 "subscription_id": row["subscription_id"],
                 "metric": row["metric"],
@@ -122,8 +132,9 @@ def _missing_recurring(
         if sub["subscription_id"] in billed:
             continue
         plan = catalog.plans.get(sub["plan_id"])
-        reference = plan or (catalog.plans[catalog.list_price_plan]
-                             if catalog.list_price_plan else None)
+        reference = plan or (
+            catalog.plans[catalog.list_price_plan] if catalog.list_price_plan else None
+        )
         amount: Decimal | None = None
         currency: str | None = None
         if reference is not None and reference.recurring_charges():
@@ -140,8 +151,9 @@ def _missing_recurring(
         )
         findings.append(
             {
-                "finding_id": finding_id(period, "missing_recurring_charge",
-                                         sub["account_id"], sub["subscription_id"]),
+                "finding_id": finding_id(
+                    period, "missing_recurring_charge", sub["account_id"], sub["subscription_id"]
+                ),
                 "rule": "missing_recurring_charge",
                 "severity": _severity(amount, "high"),
                 "account_id": sub["account_id"],
@@ -156,8 +168,9 @@ def _missing_recurring(
                         "plan_id": sub["plan_id"],
                         "start_date": str(sub["start_date"]),
                         "end_date": None if sub["end_date"] is None else str(sub["end_date"]),
-                        "valued_at": None if reference is None else (
-                            sub["plan_id"] if plan else catalog.list_price_plan),
+                        "valued_at": None
+                        if reference is None
+                        else (sub["plan_id"] if plan else catalog.list_price_plan),
                     }
                 ),
             }

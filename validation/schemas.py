@@ -62,16 +62,15 @@ def usage_schema(metrics: list[str], start: datetime, end: datetime) -> pa.DataF
         {
             "event_id": pa.Column(pl.String, text, nullable=False),
             "account_id": pa.Column(pl.String, text, nullable=False),
-            "metric": pa.Column(pl.String, pa.Check.isin(metrics),
-                                nullable=False),
+            "metric": pa.Column(pl.String, pa.Check.isin(metrics), nullable=False),
             "quantity": pa.Column(
-                pe.Decimal(38, QUANTITY_SCALE),
+                pl.Decimal(38, QUANTITY_SCALE),
                 pa.Check.ge(0),
                 nullable=False,
             ),
-            "unit_factor": pa.Column(pe.Decimal(38, QUANTITY_SCALE), nullable=False),
+            "unit_factor": pa.Column(pl.Decimal(38, QUANTITY_SCALE), nullable=False),
             "timestamp": pa.Column(
-                pe.DateTime(time_unit="us", time_zone="UTC"),
+                pl.Datetime(time_unit="us", time_zone="UTC"),
                 [
                     pa.Check.ge(start),
                     pa.Check.lt(end),

@@ -36,7 +36,10 @@ _REASONS: dict[tuple[str, str], tuple[str, str]] = {
         "non_numeric_quantity",
         "quantity {quantity!r} is not a number",
     ),
-    ("quantity", "greater_than_or_equal_to"): ("negative_quantity", "quantity {quantity} is negative"),
+    ("quantity", "greater_than_or_equal_to"): (
+        "negative_quantity",
+        "quantity {quantity} is negative",
+    ),
     ("unit_factor", "not_nullable"): (
         "unknown_unit",
         "unit {unit!r} cannot be converted to the metric's unit",
@@ -89,8 +92,11 @@ def conform_raw(frame: pl.DataFrame) -> pl.DataFrame:
     Datetime columns (Parquet) become ISO 8601 text in UTC so every format parses alike.
     Required columns that are missing entirely make the file unreadable, not quarantined.
     """
-    missing = [c for c in ("event_id", "account_id", "metric", "quantity", "timestamp")
-               if c not in frame.columns]
+    missing = [
+        c
+        for c in ("event_id", "account_id", "metric", "quantity", "timestamp")
+        if c not in frame.columns
+    ]
     if missing:
         raise ValueError(f"usage is missing required column(s): {', '.join(missing)}")
     columns = []
@@ -131,8 +137,7 @@ def parse_usage(raw: pl.DataFrame, metric_units: dict[str, str]) -> pl.DataFrame
     """Typed columns beside the raw text; a value that does not parse becomes null."""
     timestamp = pl.coalesce(
         [
-            pl.col("timestamp").str.to_datetime(fmt, time_zone="UTC", time_unit="us",
-                                                strict=False)
+            pl.col("timestamp").str.to_datetime(fmt, time_zone="UTC", time_unit="us", strict=False)
             for fmt in _TIME_FORMATS
         ]
     )
@@ -147,8 +152,9 @@ def parse_usage(raw: pl.DataFrame, metric_units: dict[str, str]) -> pl.DataFrame
         pl.col("quantity").str.strip_chars().cast(QUANTITY, strict=False),
         timestamp.alias("timestamp"),
     )
-    return parsed.join(unit_factors(metric_units), on=["metric", "unit"], how="left",
-                       maintain_order="left")
+    return parsed.join(
+        unit_factors(metric_units), on=["metric", "unit"], how="left", maintain_order="left"
+    )
 
 
 def _failures(parsed: pl.DataFrame, schema: pa.DataFrameSchema) -> pl.DataFrame:
@@ -157,21 +163,22 @@ def _failures(parsed: pl.DataFrame, schema: pa.DataFrameSchema) -> pl.DataFrame:
         with full_depth():
             schema.validate(parsed, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
+        cases: pl.DataFrame = errors.failure_cases
         frame_level = cases.filter(pl.col("index").is_null())
         if frame_level.height:
             raise ValueError(f"usage frame does not match its schema:\n{frame_level}") from errors
-        return cases.select(
-            pl.col("index").cast(pl.Int64).alias("row"), "column", "check"
-        ).unique(maintain_order=True)
+        return cases.select(pl.col("index").cast(pl.Int64).alias("row"), "column", "check").unique(
+            maintain_order=True
+        )
     return pl.DataFrame(schema={"row": pl.Int64, "column": pl.String, "check": pl.String})
 
 
 def _reason_rows(parsed: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
     """One reason code and one sentence per failing row (several failures are joined)."""
     if failures.height == 0:
-        return pl.DataFrame(schema={"row": pl.Int64, "reason": pl.String,
-                                    "reason_detail": pl.String})
+        return pl.DataFrame(
+            schema={"row": pl.Int64, "reason": pl.String, "reason_detail": pl.String}
+        )
     values = parsed.select(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
         "metric",
@@ -194,8 +201,10 @@ def _reason_rows(parsed: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
         rows.select("row")
         .with_columns(pl.Series("reason", codes), pl.Series("reason_detail", details))
         .group_by("row", maintain_order=True)
-        .agg(pl.col("reason").unique(maintain_order=True).str.join(";"),
-             pl.col("reason_detail").str.join("; "))
+        .agg(
+            pl.col("reason").unique(maintain_order=True).str.join(";"),
+            pl.col("reason_detail").str.join("; "),
+        )
     )
 
 
@@ -231,8 +240,9 @@ def validate_usage(
     )
     first_copy = pl.col("row") == pl.col("row").min().over("event_id")
     valid = good.filter(first_copy).select(list(ValidUsage.to_schema().columns))
-    duplicates = good.filter(~first_copy).select("event_id", "account_id", "source_key",
-                                                 "source_row")
+    duplicates = good.filter(~first_copy).select(
+        "event_id", "account_id", "source_key", "source_row"
+    )
     with full_depth():
         ValidUsage.validate(valid, lazy=True)
     counts = UsageCounts(read, valid.height, quarantine.height, duplicates.height)

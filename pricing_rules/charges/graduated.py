@@ -60,4 +60,6 @@ class GraduatedCharge(ChargeBase):
                     tier_to=upper,
                 )
             )
-        return PricedCharge(quantity=quantity, amount=total, unit_price=None, details=tuple(details))
+        return PricedCharge(
+            quantity=quantity, amount=total, unit_price=None, details=tuple(details)
+        )

@@ -29,7 +29,7 @@ class VolumeCharge(ChargeBase):
 
     def tier_index(self, quantity: Decimal) -> int:
         """Index of the tier whose (lower, upper] band holds the quantity; zero uses tier 0."""
-        for index, (lower, upper) in enumerate(tier_bounds(self.tiers)):
+        for index, (_lower, upper) in enumerate(tier_bounds(self.tiers)):
             if upper is None or quantity <= upper:
                 return index
         raise AssertionError("tiers always end open-ended")  # pragma: no cover

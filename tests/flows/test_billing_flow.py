@@ -28,8 +28,12 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
         return make_settings(tmp_path)
     bucket = request.getfixturevalue("s3_bucket")
     endpoint = request.getfixturevalue("moto_endpoint")
-    return make_settings(tmp_path, database_url=request.getfixturevalue("postgres_url"),
-                         store_url=f"s3://{bucket}/billing", s3_endpoint=endpoint)
+    return make_settings(
+        tmp_path,
+        database_url=request.getfixturevalue("postgres_url"),
+        store_url=f"s3://{bucket}/billing",
+        s3_endpoint=endpoint,
+    )
 
 
 def invoice_objects(settings: Settings) -> list[str]:
@@ -51,8 +55,11 @@ def test_billing_run_end_to_end(settings: Settings, small_month: DemoMonth) -> N
     assert rated["rated_events"] + rated["unrated_events"] == counts["valid"]
 
     rules = summary["detected"]["by_rule"]
-    assert set(rules) == {"usage_without_subscription", "usage_not_priced",
-                          "missing_recurring_charge"}
+    assert set(rules) == {
+        "usage_without_subscription",
+        "usage_not_priced",
+        "missing_recurring_charge",
+    }
     db = ledger(settings)
     run = db.run(summary["run_id"])
     assert run is not None and run.status == "published"
@@ -79,8 +86,9 @@ def test_billing_run_end_to_end(settings: Settings, small_month: DemoMonth) -> N
         assert object_store(settings).head(f"runs/{summary['run_id']}/{name}.parquet")
 
 
-def test_rerun_publishes_nothing_new(settings: Settings, small_month: DemoMonth,
-                                     webhook_receiver: WebhookReceiver) -> None:
+def test_rerun_publishes_nothing_new(
+    settings: Settings, small_month: DemoMonth, webhook_receiver: WebhookReceiver
+) -> None:
     settings = Settings.model_validate({**dict(settings), "webhook_url": webhook_receiver.url})
     land_month(settings, small_month)
     first = billing_run(period="2026-10", settings=settings, approval_policy="auto")
@@ -127,9 +135,10 @@ def _start_paused_run(settings: Settings) -> tuple[threading.Thread, dict[str, A
 
     def target() -> None:
         try:
-            outcome["summary"] = billing_run(period="2026-10", settings=settings,
-                                             approval_policy="manual")
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["summary"] = billing_run(
+                period="2026-10", settings=settings, approval_policy="manual"
+            )
+        except BaseException as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)
@@ -149,8 +158,9 @@ def _decide_when_paused(settings: Settings, run_id: str, approved: bool) -> None
     deadline = time.monotonic() + 30
     while True:
         try:
-            submit_decision(settings, run_id, approved, "fin.controller@example.com",
-                            "checked the totals")
+            submit_decision(
+                settings, run_id, approved, "fin.controller@example.com", "checked the totals"
+            )
             return
         except DecisionError:
             # The ledger says "awaiting" a moment before Prefect reports Paused.
@@ -159,8 +169,7 @@ def _decide_when_paused(settings: Settings, run_id: str, approved: bool) -> None
             time.sleep(0.2)
 
 
-def test_paused_run_resumes_with_finance_approval(tmp_path: Path,
-                                                   small_month: DemoMonth) -> None:
+def test_paused_run_resumes_with_finance_approval(tmp_path: Path, small_month: DemoMonth) -> None:
     settings = make_settings(tmp_path)
     land_month(settings, small_month)
     thread, outcome, run_id = _start_paused_run(settings)
@@ -171,13 +180,18 @@ def test_paused_run_resumes_with_finance_approval(tmp_path: Path,
 
     assert "error" not in outcome, outcome.get("error")
     summary = outcome["summary"]
-    assert summary["decision"] == {"approved": True, "approver": "fin.controller@example.com",
-                                   "comment": "checked the totals", "policy": "manual"}
+    assert summary["decision"] == {
+        "approved": True,
+        "approver": "fin.controller@example.com",
+        "comment": "checked the totals",
+        "policy": "manual",
+    }
     approval = ledger(settings).approval(run_id)
     assert approval is not None and approval.decision == "approved"
     assert approval.approver == "fin.controller@example.com"
     assert summary["published"] and len(ledger(settings).invoices("2026-10")) == len(
-        summary["published"])
+        summary["published"]
+    )
 
 
 def test_rejected_run_publishes_nothing(tmp_path: Path, small_month: DemoMonth) -> None:
@@ -206,8 +220,12 @@ def test_decision_for_unknown_run_is_refused(tmp_path: Path) -> None:
 def test_s3_faults_are_retried_during_a_run(
     tmp_path: Path, small_month: DemoMonth, s3_bucket: str, fault_proxy: FaultProxy
 ) -> None:
-    settings = make_settings(tmp_path, store_url=f"s3://{s3_bucket}",
-                             s3_endpoint=fault_proxy.endpoint_url, s3_max_attempts=6)
+    settings = make_settings(
+        tmp_path,
+        store_url=f"s3://{s3_bucket}",
+        s3_endpoint=fault_proxy.endpoint_url,
+        s3_max_attempts=6,
+    )
     land_month(settings, small_month)
     before = fault_proxy.request_count
     fault_proxy.fail_next(3)

@@ -24,7 +24,9 @@ from tests.support.s3 import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "catalog" / "catalog.yaml"
-PG_ADMIN = os.environ.get("TALLYFLOW_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "TALLYFLOW_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +50,9 @@ def postgres_url() -> Iterator[str]:
     yield url
     forget_ledgers()
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def forget_ledgers() -> None:
@@ -67,8 +70,12 @@ class WebhookReceiver:
 
     @property
     def finding_lines(self) -> list[str]:
-        return [block["text"]["text"] for body in self.bodies for block in body["blocks"]
-                if block["type"] == "section"]
+        return [
+            block["text"]["text"]
+            for body in self.bodies
+            for block in body["blocks"]
+            if block["type"] == "section"
+        ]
 
 
 @pytest.fixture
@@ -77,7 +84,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if receiver.fail_next > 0:
                 receiver.fail_next -= 1
@@ -89,7 +96,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
