@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pricing_rules.charges import CHARGE_MODELS, Charge, ChargeBase, model_name
 from pricing_rules.money import RoundingMode, is_currency
+from pricing_rules.terms import Discount, TaxRate
 from pricing_rules.units import UNITS, conversion_factor, is_unit
 
 
@@ -41,7 +50,19 @@ class Metric(BaseModel):
 
     name: str
     unit: str
-    aggregation: Literal["sum", "max"] = "sum"
+    aggregation: Literal["sum", "count", "unique_count", "max", "latest", "time_weighted_sum"] = (
+        "sum"
+    )
+    property: str | None = None
+    dimensions: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _property(self) -> Metric:
+        if self.aggregation == "unique_count" and not self.property:
+            raise ValueError("a unique_count metric names the property it counts")
+        if self.property and self.property not in self.dimensions:
+            raise ValueError(f"property {self.property!r} must be one of the dimensions")
+        return self
 
     @field_validator("unit")
     @classmethod
@@ -49,6 +70,31 @@ class Metric(BaseModel):
         if not is_unit(unit):
             raise ValueError(f"unknown unit {unit!r}; known units: {', '.join(sorted(UNITS))}")
         return unit
+
+
+class AddOn(BaseModel):
+    """Extra charges a plan bundles or a subscription adds; billed in the plan's currency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    charges: list[Charge] = Field(min_length=1)
+
+
+class DeckSpec(BaseModel):
+    """A rate deck: a CSV of prefixes and per-minute rates beside the catalog, and its rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str
+    currency: str
+    increments: str = "60/60"
+    connect_fee: Decimal = Decimal(0)
+    minimum_charge: Decimal = Decimal(0)
+    rounding: Literal["per_call", "per_increment"] = "per_call"
+    rounding_decimals: int = Field(4, ge=0, le=12)
+    rounding_mode: RoundingMode = RoundingMode.HALF_UP
+    time_bands: dict[str, Any] | None = None
 
 
 class Plan(BaseModel):
@@ -59,6 +105,16 @@ class Plan(BaseModel):
     interval: Literal["month"] = "month"
     rounding: RoundingMode = RoundingMode.HALF_UP
     charges: list[Charge] = Field(min_length=1)
+    add_ons: list[str] = Field(default_factory=list)
+    minimum_commitment: Decimal | None = None
+    discounts: list[Discount] = Field(default_factory=list)
+
+    @field_validator("minimum_commitment")
+    @classmethod
+    def _commitment(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value < 0:
+            raise ValueError("must not be negative")
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -85,7 +141,30 @@ class Catalog(BaseModel):
     list_price_plan: str | None = None
     metrics: dict[str, Metric]
     plans: dict[str, Plan]
+    add_ons: dict[str, AddOn] = Field(default_factory=dict)
+    taxes: dict[str, TaxRate] = Field(default_factory=dict)
+    decks: dict[str, DeckSpec] = Field(default_factory=dict)
     content_hash: str = ""
+    _rate_decks: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def rate_deck(self, name: str) -> Any:
+        """The parsed `RateDeck` of a deck spec (loaded with the catalog)."""
+        if name not in self._rate_decks:
+            raise KeyError(f"rate deck {name!r} was not loaded with the catalog")
+        return self._rate_decks[name]
+
+    def plan_charges(
+        self, plan_id: str, extra_add_ons: Sequence[str] = ()
+    ) -> list[tuple[str, ChargeBase]]:
+        """(line key, charge) for a plan, its bundled add-ons and a subscription's add-ons.
+
+        Add-on charges are keyed `<add_on>.<charge>` so they never collide with the plan's.
+        """
+        plan = self.plans[plan_id]
+        charges = [(c.id, c) for c in plan.charge_list]
+        for add_on in [*plan.add_ons, *(a for a in extra_add_ons if a not in plan.add_ons)]:
+            charges.extend((f"{add_on}.{c.id}", c) for c in self.add_ons[add_on].charges)
+        return charges
 
     def metric_units(self) -> dict[str, str]:
         return {name: metric.unit for name, metric in self.metrics.items()}
@@ -128,40 +207,84 @@ def _reference_issues(raw: Mapping[str, Any]) -> list[CatalogIssue]:
     issues: list[CatalogIssue] = []
     metrics: Mapping[str, Any] = raw["metrics"] if isinstance(raw.get("metrics"), Mapping) else {}
     plans: Mapping[str, Any] = raw["plans"] if isinstance(raw.get("plans"), Mapping) else {}
+    add_ons: Mapping[str, Any] = raw["add_ons"] if isinstance(raw.get("add_ons"), Mapping) else {}
+    decks: Mapping[str, Any] = raw["decks"] if isinstance(raw.get("decks"), Mapping) else {}
     list_plan = raw.get("list_price_plan")
     if list_plan is not None and list_plan not in plans:
         issues.append(CatalogIssue("list_price_plan", f"plan {list_plan!r} is not defined"))
-    for plan_id, plan in plans.items():
-        if not isinstance(plan, Mapping) or not isinstance(plan.get("charges"), list):
+    owners = [(f"plans.{k}", v) for k, v in plans.items()]
+    owners += [(f"add_ons.{k}", v) for k, v in add_ons.items()]
+    for owner, body in owners:
+        if not isinstance(body, Mapping):
             continue
-        seen: set[str] = set()
-        for index, charge in enumerate(plan["charges"]):
-            if not isinstance(charge, Mapping):
-                continue
-            where = f"plans.{plan_id}.charges[{index}]"
-            charge_id = charge.get("id")
-            if isinstance(charge_id, str):
-                if charge_id in seen:
-                    issues.append(CatalogIssue(f"{where}.id", f"duplicate charge id {charge_id!r}"))
-                seen.add(charge_id)
-            model = charge.get("model")
-            metric = charge.get("metric")
-            if model in _USAGE_MODELS and metric is None:
-                issues.append(CatalogIssue(f"{where}.metric", f"a {model} charge needs a metric"))
-            if metric is not None and metric not in metrics:
-                issues.append(CatalogIssue(f"{where}.metric", f"metric {metric!r} is not defined"))
-            price_unit = charge.get("price_unit")
-            metric_def = metrics.get(metric) if isinstance(metric, str) else None
-            if price_unit is not None and isinstance(metric_def, Mapping):
-                try:
-                    conversion_factor(str(metric_def.get("unit")), str(price_unit))
-                except ValueError as exc:
-                    issues.append(CatalogIssue(f"{where}.price_unit", str(exc)))
+        if owner.startswith("plans."):
+            for index, add_on in enumerate(body.get("add_ons") or []):
+                if add_on not in add_ons:
+                    issues.append(
+                        CatalogIssue(
+                            f"{owner}.add_ons[{index}]", f"add-on {add_on!r} is not defined"
+                        )
+                    )
+        if isinstance(body.get("charges"), list):
+            issues.extend(_charge_issues(owner, body["charges"], metrics, decks))
     return issues
 
 
-def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
-    """Parse and validate a catalog document; raise `CatalogError` listing every problem."""
+def _charge_issues(
+    owner: str,
+    charges: list[Any],
+    metrics: Mapping[str, Any],
+    decks: Mapping[str, Any],
+) -> list[CatalogIssue]:
+    issues: list[CatalogIssue] = []
+    seen: set[str] = set()
+    for index, charge in enumerate(charges):
+        if not isinstance(charge, Mapping):
+            continue
+        where = f"{owner}.charges[{index}]"
+        charge_id = charge.get("id")
+        if isinstance(charge_id, str):
+            if charge_id in seen:
+                issues.append(CatalogIssue(f"{where}.id", f"duplicate charge id {charge_id!r}"))
+            seen.add(charge_id)
+        model = charge.get("model")
+        metric = charge.get("metric")
+        if model in _USAGE_MODELS and metric is None:
+            issues.append(CatalogIssue(f"{where}.metric", f"a {model} charge needs a metric"))
+        if metric is not None and metric not in metrics:
+            issues.append(CatalogIssue(f"{where}.metric", f"metric {metric!r} is not defined"))
+        metric_def = metrics.get(metric) if isinstance(metric, str) else None
+        price_unit = charge.get("price_unit")
+        if price_unit is not None and isinstance(metric_def, Mapping):
+            try:
+                conversion_factor(str(metric_def.get("unit")), str(price_unit))
+            except ValueError as exc:
+                issues.append(CatalogIssue(f"{where}.price_unit", str(exc)))
+        filters = charge.get("filters")
+        if isinstance(filters, Mapping) and isinstance(metric_def, Mapping):
+            declared = metric_def.get("dimensions") or []
+            for key in filters:
+                if key not in declared:
+                    issues.append(
+                        CatalogIssue(
+                            f"{where}.filters.{key}",
+                            f"metric {metric!r} has no dimension {key!r} (declared: "
+                            f"{', '.join(declared) or 'none'})",
+                        )
+                    )
+        deck = charge.get("deck")
+        if deck is not None and deck not in decks:
+            issues.append(CatalogIssue(f"{where}.deck", f"rate deck {deck!r} is not defined"))
+    return issues
+
+
+def parse_catalog(
+    text: str, source: str = "<catalog>", deck_texts: Mapping[str, str] | None = None
+) -> Catalog:
+    """Parse and validate a catalog document; raise `CatalogError` listing every problem.
+
+    `deck_texts` maps each deck's `file` to its CSV text (see `load_catalog`).
+    """
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -171,18 +294,53 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
     _reject_float_money(raw, "", issues := [])
     issues.extend(_reference_issues(raw))
     catalog: Catalog | None = None
+    deck_texts = deck_texts or {}
+    digest = hashlib.sha256(text.encode())
+    for name in sorted(deck_texts):
+        digest.update(b"\0" + name.encode() + b"\0" + deck_texts[name].encode())
     try:
-        catalog = Catalog.model_validate(
-            {**raw, "content_hash": hashlib.sha256(text.encode()).hexdigest()}
-        )
+        catalog = Catalog.model_validate({**raw, "content_hash": digest.hexdigest()})
     except ValidationError as exc:
         issues = _pydantic_issues(exc) + issues
+    if catalog is not None:
+        issues.extend(_load_decks(catalog, deck_texts))
     if issues or catalog is None:
         raise CatalogError(source, issues)
     return catalog
 
 
-_MONEY_KEYS = {"amount", "unit_price", "flat_fee"}
+def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
+    issues: list[CatalogIssue] = []
+    if catalog.decks:
+        issues.extend(_parse_decks(catalog, deck_texts))
+    for plan_id, plan in catalog.plans.items():
+        for index, (_, charge) in enumerate(catalog.plan_charges(plan_id)):
+            deck_name = getattr(charge, "deck", None)
+            spec = catalog.decks.get(deck_name) if deck_name else None
+            if spec is not None and spec.currency != plan.currency:
+                issues.append(
+                    CatalogIssue(
+                        f"plans.{plan_id}.charges[{index}].deck",
+                        f"deck {deck_name!r} is in {spec.currency}, the plan in {plan.currency}",
+                    )
+                )
+    return issues
+
+
+_MONEY_KEYS = {
+    "amount",
+    "unit_price",
+    "flat_fee",
+    "block_price",
+    "minimum_amount",
+    "maximum_amount",
+    "minimum_commitment",
+    "connect_fee",
+    "minimum_charge",
+    "value",
+    "rate",
+    "units",
+}
 
 
 def _reject_float_money(node: Any, path: str, issues: list[CatalogIssue]) -> None:
@@ -201,9 +359,44 @@ def _reject_float_money(node: Any, path: str, issues: list[CatalogIssue]) -> Non
 
 
 def load_catalog(path: Path) -> Catalog:
-    """Load `catalog.yaml` (or the file given); see `parse_catalog`."""
-    return parse_catalog(path.read_text(encoding="utf-8"), source=str(path))
+    """Load a catalog file and the rate decks it names (paths relative to the file)."""
+    text = path.read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    deck_texts: dict[str, str] = {}
+    decks = raw.get("decks") if isinstance(raw, Mapping) else None
+    if isinstance(decks, Mapping):
+        for spec in decks.values():
+            file = spec.get("file") if isinstance(spec, Mapping) else None
+            if isinstance(file, str) and (path.parent / file).is_file():
+                deck_texts[file] = (path.parent / file).read_text(encoding="utf-8")
+    return parse_catalog(text, source=str(path), deck_texts=deck_texts)
 
 
 def as_decimal(value: Decimal | int | str) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def _parse_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
+    from pricing_rules.decks import DeckError, parse_deck
+
+    issues: list[CatalogIssue] = []
+    for name, spec in catalog.decks.items():
+        if spec.file not in deck_texts:
+            issues.append(CatalogIssue(f"decks.{name}.file", f"deck file {spec.file!r} not found"))
+            continue
+        try:
+            catalog._rate_decks[name] = parse_deck(
+                name,
+                deck_texts[spec.file],
+                currency=spec.currency,
+                increments=spec.increments,
+                connect_fee=str(spec.connect_fee),
+                minimum_charge=str(spec.minimum_charge),
+                rounding=spec.rounding,
+                rounding_decimals=spec.rounding_decimals,
+                rounding_mode=spec.rounding_mode.value,
+                time_bands=spec.time_bands,
+            )
+        except DeckError as exc:
+            issues.extend(CatalogIssue(f"decks.{name}", issue) for issue in exc.issues)
+    return issues

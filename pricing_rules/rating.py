@@ -1,28 +1,36 @@
 """Rating: attribute valid usage to subscriptions and price every charge, exactly.
 
-Usage is reduced with Polars to one row per (account, metric, day) and then per
-(subscription, metric); charges are priced on those totals in Python `Decimal`, so an
-invoice line never passes through a float.
+Usage is reduced with Polars to partial aggregates per (account, metric, UTC day and the
+dimensions charges filter on), attributed to the subscription active that day, and
+combined per (subscription, charge) with the metric's aggregation. Charges are priced on
+those totals in Python `Decimal`; calls rated from a deck are priced per call in Polars
+`Decimal`. No amount passes through a float.
+
+Line order on an invoice: recurring, usage, commitment true-up, discounts, tax, credits.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 import polars as pl
 
-from pricing_rules.catalog import Catalog, Plan
-from pricing_rules.charges import ChargeBase, PricedCharge, model_name
-from pricing_rules.money import MONEY_CONTEXT, round_money, to_minor_units
+from pricing_rules.catalog import Catalog, Metric, Plan
+from pricing_rules.charges import ChargeBase, ChargeDetail, PricedCharge, model_name, price_charge
+from pricing_rules.money import MONEY_CONTEXT, RoundingMode, round_money, to_minor_units
 from pricing_rules.periods import BillingPeriod
+from pricing_rules.terms import AccountTerms, Discount
 from pricing_rules.units import QUANTITY_SCALE, conversion_factor
 
 QUANTITY = pl.Decimal(38, QUANTITY_SCALE)
 MONEY = pl.Decimal(38, 4)
+KIND_ORDER = ("recurring", "usage", "commitment", "discount", "tax", "credit")
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
     "line_id": pl.String(),
@@ -67,6 +75,14 @@ SUBSCRIPTION_SCHEMA: dict[str, pl.DataType] = {
     "plan_id": pl.String(),
     "start_date": pl.Date(),
     "end_date": pl.Date(),
+    "quantity": pl.Int64(),
+    "add_ons": pl.String(),
+}
+
+NOTICE_SCHEMA: dict[str, pl.DataType] = {
+    "account_id": pl.String(),
+    "kind": pl.String(),
+    "message": pl.String(),
 }
 
 
@@ -80,91 +96,157 @@ class RatingResult:
     unrated: pl.DataFrame
     rated_events: int
     unrated_events: int
+    notices: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=NOTICE_SCHEMA))
 
     @property
     def events(self) -> int:
         return self.rated_events + self.unrated_events
 
 
-def daily_usage(usage: pl.LazyFrame) -> pl.LazyFrame:
-    """Partial aggregate per (account, metric, UTC day): sum, max and event count."""
-    return usage.group_by("account_id", "metric", pl.col("timestamp").dt.date().alias("day")).agg(
-        pl.col("quantity").sum().alias("quantity_sum"),
-        pl.col("quantity").max().alias("quantity_max"),
-        pl.len().cast(pl.Int64).alias("events"),
+def conform_subscriptions(subscriptions: pl.DataFrame) -> pl.DataFrame:
+    """Subscriptions with the optional `quantity` (seats, default 1) and `add_ons` columns."""
+    frame = subscriptions
+    if "quantity" not in frame.columns:
+        frame = frame.with_columns(pl.lit(1, pl.Int64).alias("quantity"))
+    if "add_ons" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, pl.String).alias("add_ons"))
+    return (
+        frame.select(list(SUBSCRIPTION_SCHEMA))
+        .cast(SUBSCRIPTION_SCHEMA)
+        .with_columns(  # type: ignore[arg-type]
+            pl.col("quantity").fill_null(1)
+        )
     )
 
 
 def active_subscriptions(subscriptions: pl.DataFrame, period: BillingPeriod) -> pl.DataFrame:
-    return subscriptions.filter(
-        (pl.col("start_date") < period.end)
-        & (pl.col("end_date").is_null() | (pl.col("end_date") > period.start))
-    ).sort("subscription_id")
-
-
-def _reduce(frame: pl.DataFrame, keys: list[str], catalog: Catalog) -> pl.DataFrame:
-    """Combine daily partials with each metric's aggregation (sum of sums, max of maxima)."""
-    sums = [m for m, d in catalog.metrics.items() if d.aggregation == "sum"]
     return (
-        frame.group_by(keys)
-        .agg(
-            pl.when(pl.col("metric").first().is_in(sums))
-            .then(pl.col("quantity_sum").sum())
-            .otherwise(pl.col("quantity_max").max())
-            .alias("quantity"),
-            pl.col("events").sum(),
-            pl.col("day").min().alias("first_day"),
-            pl.col("day").max().alias("last_day"),
+        conform_subscriptions(subscriptions)
+        .filter(
+            (pl.col("start_date") < period.end)
+            & (pl.col("end_date").is_null() | (pl.col("end_date") > period.start))
         )
-        .with_columns(
-            pl.col("metric")
-            .replace_strict(catalog.metric_units(), default=None, return_dtype=pl.String)
-            .alias("unit")
-        )
-        .sort(keys)
+        .sort("subscription_id")
     )
 
 
-def attribute_usage(
-    daily: pl.DataFrame, subscriptions: pl.DataFrame, catalog: Catalog
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split daily usage into per-subscription totals and usage no subscription covers.
+def used_dimensions(catalog: Catalog) -> list[str]:
+    """Event dimensions any charge filters on or any metric counts distinct values of."""
+    dims: set[str] = {m.property for m in catalog.metrics.values() if m.property}
+    for plan_id in catalog.plans:
+        dims.update(k for _, c in catalog.plan_charges(plan_id) for k in c.filters)
+    for add_on in catalog.add_ons.values():
+        dims.update(k for c in add_on.charges for k in c.filters)
+    return sorted(dims)
+
+
+def _property_value(catalog: Catalog) -> pl.Expr:
+    expr: pl.Expr = pl.lit(None, pl.String)
+    for name, metric in catalog.metrics.items():
+        if metric.aggregation == "unique_count" and metric.property:
+            expr = pl.when(pl.col("metric") == name).then(pl.col(metric.property)).otherwise(expr)
+    return expr
+
+
+def partial_usage(usage: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
+    """Partial aggregates per (account, metric, UTC day, filter dimensions).
+
+    Sums, maxima, counts, the latest reading and the distinct property values combine
+    exactly across days, files or workers; this is the unit of scale-out.
+    """
+    dims = used_dimensions(catalog)
+    present = set(usage.collect_schema().names())
+    frame = usage.with_columns(
+        *(pl.lit(None, pl.String).alias(d) for d in dims if d not in present),
+    ).with_columns(_property_value(catalog).alias("_property"))
+    return frame.group_by(
+        "account_id", "metric", pl.col("timestamp").dt.date().alias("day"), *dims
+    ).agg(
+        pl.col("quantity").sum().alias("quantity_sum"),
+        pl.col("quantity").max().alias("quantity_max"),
+        pl.len().cast(pl.Int64).alias("events"),
+        pl.col("timestamp").max().alias("latest_at"),
+        pl.col("quantity").sort_by("timestamp").last().alias("latest_value"),
+        pl.col("_property").drop_nulls().unique().alias("values"),
+    )
+
+
+def _combine(metric: Metric) -> pl.Expr:
+    """Partial aggregates -> one quantity, by the metric's aggregation."""
+    match metric.aggregation:
+        case "sum" | "time_weighted_sum":
+            return pl.col("quantity_sum").sum()
+        case "count":
+            return pl.col("events").sum().cast(QUANTITY)
+        case "max":
+            return pl.col("quantity_max").max()
+        case "latest":
+            return pl.col("latest_value").sort_by("latest_at").last()
+        case "unique_count":
+            return pl.col("values").flatten().drop_nulls().n_unique().cast(QUANTITY)
+    raise AssertionError(metric.aggregation)  # pragma: no cover
+
+
+def attribute(partials: pl.DataFrame, subs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(partials covered by a subscription, partials no subscription covers).
 
     A day is covered when `start_date <= day < end_date`. Two subscriptions covering the
     same account on the same day would bill the usage twice, so that is an error.
     """
-    matched = daily.join(subscriptions, on="account_id", how="inner").filter(
+    indexed = partials.with_row_index("_row")
+    matched = indexed.join(subs, on="account_id", how="inner").filter(
         (pl.col("day") >= pl.col("start_date"))
         & (pl.col("end_date").is_null() | (pl.col("day") < pl.col("end_date")))
     )
-    overlap = matched.group_by("account_id", "metric", "day").len().filter(pl.col("len") > 1)
+    overlap = matched.group_by("_row").len().filter(pl.col("len") > 1)
     if overlap.height:
-        first = overlap.sort("account_id", "day").row(0, named=True)
+        row = indexed.filter(pl.col("_row") == overlap["_row"][0]).row(0, named=True)
         raise RatingError(
-            f"{overlap.height} account-days are covered by more than one subscription, "
-            f"e.g. account {first['account_id']} on {first['day']}"
+            f"{overlap.height} partial usage rows are covered by more than one subscription, "
+            f"e.g. account {row['account_id']} on {row['day']}"
         )
-    covered = _reduce(matched, ["subscription_id", "account_id", "plan_id", "metric"], catalog)
-    orphan = _reduce(
-        daily.join(
-            matched.select("account_id", "metric", "day"),
-            on=["account_id", "metric", "day"],
-            how="anti",
-        ),
-        ["account_id", "metric"],
-        catalog,
+    orphan = indexed.join(matched.select("_row"), on="_row", how="anti")
+    return matched, orphan
+
+
+def _unrated_rows(
+    frame: pl.DataFrame, keys: list[str], reason: str, catalog: Catalog
+) -> pl.DataFrame:
+    if frame.height == 0:
+        return pl.DataFrame(schema=UNRATED_SCHEMA)
+    parts = []
+    for (metric_name,), group in frame.group_by(["metric"], maintain_order=True):
+        metric = catalog.metrics[str(metric_name)]
+        parts.append(
+            group.group_by(keys)
+            .agg(
+                _combine(metric).alias("quantity"),
+                pl.col("events").sum(),
+                pl.col("day").min().alias("first_day"),
+                pl.col("day").max().alias("last_day"),
+            )
+            .with_columns(pl.lit(metric.unit).alias("unit"))
+        )
+    combined = pl.concat(parts, how="diagonal")
+    for column in ("subscription_id", "plan_id"):
+        if column not in combined.columns:
+            combined = combined.with_columns(pl.lit(None, pl.String).alias(column))
+    return (
+        combined.with_columns(pl.lit(reason).alias("reason"))
+        .select(list(UNRATED_SCHEMA))
+        .cast(UNRATED_SCHEMA)  # type: ignore[arg-type]
     )
-    return covered, orphan
 
 
 def price_quantity(
-    charge: ChargeBase, quantity: Decimal, metric_unit: str
+    charge: ChargeBase, quantity: Decimal, metric_unit: str, seats: int = 1
 ) -> tuple[Decimal, str, PricedCharge]:
-    """Convert a canonical quantity to the charge's price unit and price it."""
+    """Convert a canonical quantity to the charge's price unit and price it (with its
+    allowance, minimum and maximum)."""
     unit = charge.price_unit or metric_unit
     factor = conversion_factor(metric_unit, unit)
     converted = quantity if factor == 1 else _scale(quantity, factor)
-    return converted, unit, charge.price(converted)
+    return converted, unit, price_charge(charge, converted, seats)
 
 
 def _scale(quantity: Decimal, factor: Fraction) -> Decimal:
@@ -172,56 +254,443 @@ def _scale(quantity: Decimal, factor: Fraction) -> Decimal:
     return MONEY_CONTEXT.divide(scaled, Decimal(factor.denominator))
 
 
+def _plain(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
 def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
-    quantity = f"{priced.quantity.normalize():f} {unit}"
+    quantity = f"{_plain(priced.quantity)} {unit}"
     parts = []
     for detail in priced.details:
-        price = "" if detail.unit_price is None else f" at {detail.unit_price.normalize():f}"
-        fee = "" if detail.flat_fee is None else f" + flat {detail.flat_fee.normalize():f}"
-        parts.append(f"{detail.label}: {detail.quantity.normalize():f}{price}{fee}")
+        price = "" if detail.unit_price is None else f" at {_plain(detail.unit_price)}"
+        fee = "" if detail.flat_fee is None else f" + flat {_plain(detail.flat_fee)}"
+        parts.append(f"{detail.label}: {_plain(detail.quantity)}{price}{fee}")
     return f"{charge.name}, {quantity} — " + "; ".join(parts)
 
 
+@dataclass
+class _Invoice:
+    """The lines of one (account, currency) while they are built."""
+
+    account_id: str
+    currency: str
+    rounding: RoundingMode
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def subtotal(self, kinds: Sequence[str]) -> Decimal:
+        return sum(
+            (line["amount"] for line in self.lines if line["charge_kind"] in kinds), Decimal(0)
+        )
+
+
 def _line(
+    invoice: _Invoice,
     *,
-    subscription: dict[str, object],
-    plan: Plan,
-    charge: ChargeBase,
-    priced: PricedCharge,
+    line_id: str,
+    subscription_id: str | None,
+    plan_id: str | None,
+    charge_id: str,
+    charge_name: str,
+    charge_model: str,
+    kind: str,
+    metric: str | None,
+    quantity: Decimal,
     unit: str,
-    events: int,
+    unit_price: Decimal | None,
     proration_factor: Decimal | None,
-) -> dict[str, object]:
-    rounded = round_money(priced.amount, plan.currency, plan.rounding)
-    details = [d.as_json() for d in priced.details]
-    if proration_factor is not None:
-        for detail in details:
-            detail["proration_factor"] = str(proration_factor)
-    return {
-        "line_id": f"{subscription['subscription_id']}:{charge.id}",
-        "account_id": subscription["account_id"],
-        "subscription_id": subscription["subscription_id"],
-        "plan_id": subscription["plan_id"],
-        "charge_id": charge.id,
-        "charge_name": charge.name,
-        "charge_model": model_name(type(charge)),
-        "charge_kind": charge.kind,
-        "metric": charge.metric,
-        "quantity": priced.quantity.quantize(Decimal(1).scaleb(-QUANTITY_SCALE)),
+    events: int,
+    precise: Decimal,
+    description: str,
+    details: list[dict[str, Any]],
+) -> dict[str, Any]:
+    rounded = round_money(precise, invoice.currency, invoice.rounding)
+    line = {
+        "line_id": line_id,
+        "account_id": invoice.account_id,
+        "subscription_id": subscription_id,
+        "plan_id": plan_id,
+        "charge_id": charge_id,
+        "charge_name": charge_name,
+        "charge_model": charge_model,
+        "charge_kind": kind,
+        "metric": metric,
+        "quantity": quantity.quantize(Decimal(1).scaleb(-QUANTITY_SCALE), context=MONEY_CONTEXT),
         "unit": unit,
-        "unit_price": priced.unit_price,
+        "unit_price": unit_price,
         "proration_factor": None
         if proration_factor is None
-        else proration_factor.quantize(Decimal(1).scaleb(-12)),
+        else proration_factor.quantize(Decimal(1).scaleb(-12), context=MONEY_CONTEXT),
         "events": events,
-        "precise_amount": str(priced.amount),
+        "precise_amount": str(precise),
         "amount": rounded,
-        "amount_minor": to_minor_units(rounded, plan.currency),
-        "currency": plan.currency,
-        "rounding": plan.rounding.value,
-        "description": _describe(charge, priced, unit),
-        "details": json.dumps(details),
+        "amount_minor": to_minor_units(rounded, invoice.currency),
+        "currency": invoice.currency,
+        "rounding": invoice.rounding.value,
+        "description": description,
+        "details": json.dumps(details, default=str),
     }
+    invoice.lines.append(line)
+    return line
+
+
+def _override(
+    charge: ChargeBase, plan_id: str, terms: AccountTerms | None, period: BillingPeriod
+) -> tuple[ChargeBase, bool]:
+    if terms is None:
+        return charge, False
+    for override in terms.overrides:
+        if (
+            override.plan_id == plan_id
+            and override.charge_id == charge.id
+            and override.covered_days(period.start, period.end) > 0
+        ):
+            data = {**charge.model_dump(), **override.changes()}
+            return type(charge).model_validate(data), True
+    return charge, False
+
+
+class _Rater:
+    def __init__(
+        self,
+        catalog: Catalog,
+        period: BillingPeriod,
+        accounts: Mapping[str, Mapping[str, Any]],
+        terms: Mapping[str, AccountTerms],
+        credits_used: Mapping[str, Decimal],
+    ) -> None:
+        self.catalog = catalog
+        self.period = period
+        self.accounts = accounts
+        self.terms = terms
+        self.credits_used = credits_used
+        self.invoices: dict[tuple[str, str], _Invoice] = {}
+        self.notices: list[dict[str, str]] = []
+
+    def invoice(self, account_id: str, plan: Plan) -> _Invoice:
+        key = (account_id, plan.currency)
+        if key not in self.invoices:
+            self.invoices[key] = _Invoice(account_id, plan.currency, plan.rounding)
+        return self.invoices[key]
+
+    def recurring(self, sub: Mapping[str, Any], plan: Plan) -> None:
+        factor = self.period.proration_factor(sub["start_date"], sub["end_date"])
+        active = self.period.active_days(sub["start_date"], sub["end_date"])
+        terms = self.terms.get(sub["account_id"])
+        invoice = self.invoice(sub["account_id"], plan)
+        for key, charge in self.catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
+            if charge.kind != "recurring":
+                continue
+            charge, overridden = _override(charge, sub["plan_id"], terms, self.period)
+            seats = int(sub["quantity"]) if model_name(type(charge)) == "per_seat" else 1
+            priced = charge.price(MONEY_CONTEXT.multiply(Decimal(seats), factor))
+            details = [d.as_json() | {"proration_factor": str(factor)} for d in priced.details]
+            who = f"{seats} seat(s), " if model_name(type(charge)) == "per_seat" else ""
+            _line(
+                invoice,
+                line_id=f"{sub['subscription_id']}:{key}",
+                subscription_id=sub["subscription_id"],
+                plan_id=sub["plan_id"],
+                charge_id=key,
+                charge_name=charge.name,
+                charge_model=model_name(type(charge)),
+                kind="recurring",
+                metric=None,
+                quantity=priced.quantity,
+                unit="period",
+                unit_price=priced.unit_price,
+                proration_factor=factor,
+                events=0,
+                precise=priced.amount,
+                description=f"{charge.name}: {who}{active} of {self.period.days} days at "
+                f"{priced.unit_price} per period"
+                + (" (account price)" if overridden else ""),
+                details=details,
+            )
+
+    def usage_line(
+        self,
+        sub: Mapping[str, Any],
+        plan: Plan,
+        key: str,
+        charge: ChargeBase,
+        quantity: Decimal,
+        events: int,
+    ) -> None:
+        terms = self.terms.get(sub["account_id"])
+        charge, overridden = _override(charge, sub["plan_id"], terms, self.period)
+        assert charge.metric is not None
+        metric_unit = self.catalog.metrics[charge.metric].unit
+        _, unit, priced = price_quantity(charge, quantity, metric_unit, int(sub["quantity"]))
+        _line(
+            self.invoice(sub["account_id"], plan),
+            line_id=f"{sub['subscription_id']}:{key}",
+            subscription_id=sub["subscription_id"],
+            plan_id=sub["plan_id"],
+            charge_id=key,
+            charge_name=charge.name,
+            charge_model=model_name(type(charge)),
+            kind="usage",
+            metric=charge.metric,
+            quantity=priced.quantity,
+            unit=unit,
+            unit_price=priced.unit_price,
+            proration_factor=None,
+            events=events,
+            precise=priced.amount,
+            description=_describe(charge, priced, unit)
+            + (" (account price)" if overridden else ""),
+            details=[d.as_json() for d in priced.details],
+        )
+
+    def commitment(self, sub: Mapping[str, Any], plan: Plan) -> None:
+        if plan.minimum_commitment is None:
+            return
+        invoice = self.invoice(sub["account_id"], plan)
+        factor = self.period.proration_factor(sub["start_date"], sub["end_date"])
+        committed = MONEY_CONTEXT.multiply(plan.minimum_commitment, factor)
+        spent = sum(
+            (
+                line["amount"]
+                for line in invoice.lines
+                if line["subscription_id"] == sub["subscription_id"]
+            ),
+            Decimal(0),
+        )
+        if spent >= committed:
+            return
+        shortfall = committed - spent
+        _line(
+            invoice,
+            line_id=f"{sub['subscription_id']}:commitment",
+            subscription_id=sub["subscription_id"],
+            plan_id=sub["plan_id"],
+            charge_id="commitment",
+            charge_name="Minimum commitment true-up",
+            charge_model="commitment",
+            kind="commitment",
+            metric=None,
+            quantity=Decimal(1),
+            unit="period",
+            unit_price=None,
+            proration_factor=factor,
+            events=0,
+            precise=shortfall,
+            description=f"Committed {_plain(committed)} this period, billed "
+            f"{_plain(spent)}: true-up {_plain(shortfall)}",
+            details=[
+                ChargeDetail("commitment for the period", factor, committed).as_json(),
+                ChargeDetail("billed on this subscription", Decimal(1), -spent).as_json(),
+            ],
+        )
+
+    def discounts(self, invoice: _Invoice, plan_discounts: list[tuple[str, Discount]]) -> None:
+        terms = self.terms.get(invoice.account_id)
+        found = plan_discounts + [("account", d) for d in (terms.discounts if terms else [])]
+        for source, discount in found:
+            covered = discount.covered_days(self.period.start, self.period.end)
+            if covered == 0:
+                continue
+            share = MONEY_CONTEXT.divide(Decimal(covered), Decimal(self.period.days))
+            if discount.applies_to == "invoice":
+                targets = [
+                    line
+                    for line in invoice.lines
+                    if line["charge_kind"] in ("recurring", "usage", "commitment")
+                ]
+            else:
+                targets = [
+                    line
+                    for line in invoice.lines
+                    if line["charge_id"].split(".")[-1] == discount.applies_to
+                    and line["charge_kind"] in ("recurring", "usage")
+                ]
+            base = sum((line["amount"] for line in targets), Decimal(0))
+            if base <= 0:
+                continue
+            if discount.kind == "percentage":
+                full = MONEY_CONTEXT.multiply(base, discount.value / Decimal(100))
+            else:
+                full = min(discount.value, base)
+            precise = MONEY_CONTEXT.multiply(full, share)
+            label = (
+                f"{_plain(discount.value)}%"
+                if discount.kind == "percentage"
+                else f"{_plain(discount.value)} {invoice.currency}"
+            )
+            _line(
+                invoice,
+                line_id=f"{invoice.account_id}:{invoice.currency}:discount:{source}:{discount.id}",
+                subscription_id=None,
+                plan_id=None,
+                charge_id=f"discount:{discount.id}",
+                charge_name=discount.name,
+                charge_model="discount",
+                kind="discount",
+                metric=None,
+                quantity=Decimal(1),
+                unit="discount",
+                unit_price=None,
+                proration_factor=None if covered == self.period.days else share,
+                events=0,
+                precise=-precise,
+                description=f"{discount.name}: {label} off {_plain(base)} "
+                f"({discount.applies_to})"
+                + (
+                    ""
+                    if covered == self.period.days
+                    else f", valid {covered} of {self.period.days} days"
+                ),
+                details=[ChargeDetail(f"{label} of {_plain(base)}", share, -precise).as_json()],
+            )
+
+    def tax(self, invoice: _Invoice) -> None:
+        if not self.catalog.taxes:
+            return
+        terms = self.terms.get(invoice.account_id)
+        if terms and terms.tax_exempt:
+            return
+        account = self.accounts.get(invoice.account_id, {})
+        jurisdiction = (terms.tax_jurisdiction if terms else None) or account.get("country")
+        rate = self.catalog.taxes.get(str(jurisdiction)) if jurisdiction else None
+        if rate is None:
+            self.notices.append(
+                {
+                    "account_id": invoice.account_id,
+                    "kind": "missing_tax_rate",
+                    "message": f"no tax rate for jurisdiction {jurisdiction!r}; the invoice has "
+                    "no tax line",
+                }
+            )
+            return
+        base = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
+        precise = MONEY_CONTEXT.multiply(base, rate.rate)
+        _line(
+            invoice,
+            line_id=f"{invoice.account_id}:{invoice.currency}:tax:{jurisdiction}",
+            subscription_id=None,
+            plan_id=None,
+            charge_id=f"tax:{jurisdiction}",
+            charge_name=rate.name,
+            charge_model="tax",
+            kind="tax",
+            metric=None,
+            quantity=base,
+            unit=invoice.currency,
+            unit_price=rate.rate,
+            proration_factor=None,
+            events=0,
+            precise=precise,
+            description=f"{rate.name} ({jurisdiction}) {_plain(rate.rate * 100)}% of "
+            f"{_plain(base)}",
+            details=[
+                ChargeDetail(
+                    f"{rate.name} on the subtotal", base, precise, unit_price=rate.rate
+                ).as_json()
+            ],
+        )
+
+    def credits(self, invoice: _Invoice) -> None:
+        terms = self.terms.get(invoice.account_id)
+        if terms is None:
+            return
+        due = invoice.subtotal(KIND_ORDER)
+        for credit in sorted(terms.credits, key=lambda c: (c.expires_on or date.max, c.id)):
+            if credit.currency != invoice.currency or due <= 0:
+                continue
+            if credit.granted_on >= self.period.end or (
+                credit.expires_on is not None and credit.expires_on <= self.period.start
+            ):
+                continue
+            balance = credit.amount - self.credits_used.get(credit.id, Decimal(0))
+            drawn = min(balance, due)
+            if drawn <= 0:
+                continue
+            due -= drawn
+            _line(
+                invoice,
+                line_id=f"{invoice.account_id}:{invoice.currency}:credit:{credit.id}",
+                subscription_id=None,
+                plan_id=None,
+                charge_id=f"credit:{credit.id}",
+                charge_name="Prepaid credit",
+                charge_model="credit",
+                kind="credit",
+                metric=None,
+                quantity=drawn,
+                unit=invoice.currency,
+                unit_price=None,
+                proration_factor=None,
+                events=0,
+                precise=-drawn,
+                description=f"Prepaid credit {credit.id}: {_plain(drawn)} drawn, "
+                f"{_plain(balance - drawn)} left",
+                details=[
+                    ChargeDetail("balance before", balance, Decimal(0)).as_json(),
+                    ChargeDetail("drawn on this invoice", drawn, -drawn).as_json(),
+                ],
+            )
+
+
+EventLine = Callable[[_Rater, Mapping[str, Any], Plan, str, ChargeBase], None]
+
+
+def _add_ons(sub: Mapping[str, Any]) -> list[str]:
+    text = sub.get("add_ons")
+    return [a.strip() for a in str(text).split(",") if a.strip()] if text else []
+
+
+def charge_filter(charge: ChargeBase) -> pl.Expr:
+    expr = pl.col("metric") == charge.metric
+    for key, value in charge.filters.items():
+        expr = expr & (pl.col(key) == value)
+    return expr
+
+
+def _time_weighted(
+    usage: pl.LazyFrame, subs: pl.DataFrame, metric: str, period: BillingPeriod
+) -> pl.DataFrame:
+    """Σ value x seconds held / seconds in the period, per subscription (e.g. seat-months).
+
+    A reading holds until the next one or the end of the subscription's window; before
+    the first reading in the window the value is zero.
+    """
+    events = (
+        usage.filter(pl.col("metric") == metric)
+        .join(
+            subs.lazy().select("subscription_id", "account_id", "start_date", "end_date"),
+            on="account_id",
+        )
+        .filter(
+            (pl.col("timestamp").dt.date() >= pl.col("start_date"))
+            & (pl.col("end_date").is_null() | (pl.col("timestamp").dt.date() < pl.col("end_date")))
+        )
+        .collect()
+        .sort("subscription_id", "timestamp")
+    )
+    rows = []
+    total_seconds = Decimal(period.days * 86400)
+    for (sub_id,), group in events.group_by(["subscription_id"], maintain_order=True):
+        end = group["end_date"][0]
+        window_end = (
+            period.end_at
+            if end is None
+            else min(
+                period.end_at, datetime(end.year, end.month, end.day, tzinfo=period.end_at.tzinfo)
+            )
+        )
+        times = group["timestamp"].to_list() + [window_end]
+        values = group["quantity"].to_list()
+        held = sum(
+            (
+                Decimal(int((times[i + 1] - times[i]) / timedelta(seconds=1))) * values[i]
+                for i in range(len(values))
+            ),
+            Decimal(0),
+        )
+        rows.append(
+            {"subscription_id": sub_id, "quantity": MONEY_CONTEXT.divide(held, total_seconds)}
+        )
+    return pl.DataFrame(rows, schema={"subscription_id": pl.String, "quantity": pl.Object})
 
 
 def rate(
@@ -229,92 +698,163 @@ def rate(
     subscriptions: pl.DataFrame,
     catalog: Catalog,
     period: BillingPeriod,
+    *,
+    accounts: pl.DataFrame | None = None,
+    terms: Mapping[str, AccountTerms] | None = None,
+    credits_used: Mapping[str, Decimal] | None = None,
 ) -> RatingResult:
-    """Price a period: recurring fees for every active subscription, usage by metric.
+    """Price a period: recurring fees for every active subscription, usage by charge,
+    commitments, discounts, tax and prepaid credits.
 
     `usage` holds valid events with canonical quantities (see `validation.schemas`).
     Usage nobody pays for is returned in `unrated` with a reason, never priced at zero:
-    `no_subscription`, `unknown_plan` or `metric_not_priced`.
+    `no_subscription`, `unknown_plan`, `metric_not_priced`, `no_matching_charge`, or a
+    rate-deck reason such as `no_rate_for_destination`.
     """
-    subs = active_subscriptions(subscriptions.cast(SUBSCRIPTION_SCHEMA), period)  # type: ignore[arg-type]
-    daily = daily_usage(usage).collect(engine="streaming")
-    covered, orphan = attribute_usage(daily, subs, catalog)
+    subs = active_subscriptions(subscriptions, period)
+    account_info = (
+        {row["account_id"]: row for row in accounts.iter_rows(named=True)}
+        if accounts is not None
+        else {}
+    )
+    rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {})
+    partials = partial_usage(usage, catalog).collect(engine="streaming")
+    covered, orphan = attribute(partials, subs)
 
-    lines: list[dict[str, object]] = []
-    unrated: list[pl.DataFrame] = [
-        orphan.with_columns(
-            pl.lit(None, pl.String).alias("subscription_id"),
-            pl.lit(None, pl.String).alias("plan_id"),
-            pl.lit("no_subscription").alias("reason"),
+    unrated = [_unrated_rows(orphan, ["account_id", "metric"], "no_subscription", catalog)]
+    known = covered.filter(pl.col("plan_id").is_in(list(catalog.plans)))
+    unrated.append(
+        _unrated_rows(
+            covered.filter(~pl.col("plan_id").is_in(list(catalog.plans))),
+            ["account_id", "subscription_id", "plan_id", "metric"],
+            "unknown_plan",
+            catalog,
         )
-    ]
-    rated_events = 0
-    usage_by_sub = covered.partition_by("subscription_id", as_dict=True)
-    for subscription in subs.iter_rows(named=True):
-        sub_usage = usage_by_sub.get((subscription["subscription_id"],), covered.clear())
-        plan = catalog.plans.get(subscription["plan_id"])
-        if plan is None:
-            unrated.append(sub_usage.with_columns(pl.lit("unknown_plan").alias("reason")))
-            continue
-        factor = period.proration_factor(subscription["start_date"], subscription["end_date"])
-        active_days = period.active_days(subscription["start_date"], subscription["end_date"])
-        for charge in plan.recurring_charges():
-            priced = charge.price(factor)
-            lines.append(
-                _line(
-                    subscription=subscription,
-                    plan=plan,
-                    charge=charge,
-                    priced=priced,
-                    unit="period",
-                    events=0,
-                    proration_factor=factor,
-                )
-                | {
-                    "description": f"{charge.name}: {active_days} of {period.days} days "
-                    f"at {priced.unit_price} per period"
-                }
-            )
-        for row in sub_usage.iter_rows(named=True):
-            charges = plan.usage_charges(row["metric"])
-            if not charges:
-                unrated.append(
-                    pl.DataFrame([row]).with_columns(pl.lit("metric_not_priced").alias("reason"))
-                )
+    )
+
+    rated_rows: set[int] = set()
+    usage_by_sub: dict[tuple[str, str], tuple[Decimal, int]] = {}
+    combos = known.select("plan_id", "add_ons").unique().sort("plan_id", "add_ons", nulls_last=True)
+    for plan_id, add_ons in combos.iter_rows():
+        scope = known.filter(
+            (pl.col("plan_id") == plan_id) & (pl.col("add_ons").eq_missing(add_ons))
+        )
+        for key, charge in catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons})):
+            if charge.kind != "usage" or charge.metric is None:
                 continue
-            rated_events += row["events"]
-            for charge in charges:
-                _, unit, priced = price_quantity(charge, row["quantity"], row["unit"])
-                lines.append(
-                    _line(
-                        subscription=subscription,
-                        plan=plan,
-                        charge=charge,
-                        priced=priced,
-                        unit=unit,
-                        events=row["events"],
-                        proration_factor=None,
-                    )
-                )
+            chosen = scope.filter(charge_filter(charge))
+            rated_rows.update(chosen["_row"].to_list())
+            if charge.level == "event":
+                continue
+            metric = catalog.metrics[charge.metric]
+            totals = chosen.group_by("subscription_id").agg(
+                _combine(metric).alias("quantity"), pl.col("events").sum()
+            )
+            for sub_id, quantity, events in totals.iter_rows():
+                usage_by_sub[(sub_id, key)] = (quantity, events)
 
-    unrated_frame = pl.concat(
-        [frame.select(list(UNRATED_SCHEMA)).cast(UNRATED_SCHEMA) for frame in unrated]  # type: ignore[arg-type]
-    ).sort("account_id", "metric", "reason")
-    covered_events = int(covered["events"].sum())
-    orphan_events = int(orphan["events"].sum())
-    unrated_events = int(unrated_frame["events"].sum())
-    if rated_events + unrated_events != covered_events + orphan_events:
-        raise RatingError(
-            f"rating lost events: {covered_events + orphan_events} attributed or orphaned, "
-            f"{rated_events} rated + {unrated_events} unrated"
+    event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
+    unrated.append(event_unrated)
+    not_priced = known.filter(~pl.col("_row").is_in(list(rated_rows)))
+    priced_metrics = {
+        (p, c.metric) for p in catalog.plans for _, c in catalog.plan_charges(p) if c.metric
+    }
+    metric_gap = (
+        not_priced.filter(
+            ~pl.struct("plan_id", "metric").map_elements(
+                lambda s: (s["plan_id"], s["metric"]) in priced_metrics, return_dtype=pl.Boolean
+            )
         )
-    lines_frame = pl.DataFrame(lines, schema=LINE_SCHEMA).sort("account_id", "line_id")
-    return RatingResult(lines_frame, unrated_frame, rated_events, unrated_events)
+        if not_priced.height
+        else not_priced
+    )
+    filter_gap = not_priced.join(metric_gap.select("_row"), on="_row", how="anti")
+    keys = ["account_id", "subscription_id", "plan_id", "metric"]
+    unrated.append(_unrated_rows(metric_gap, keys, "metric_not_priced", catalog))
+    unrated.append(_unrated_rows(filter_gap, keys, "no_matching_charge", catalog))
+
+    time_weighted = {
+        name: _time_weighted(usage, subs, name, period)
+        for name, m in catalog.metrics.items()
+        if m.aggregation == "time_weighted_sum"
+    }
+
+    for sub in subs.iter_rows(named=True):
+        plan = catalog.plans.get(sub["plan_id"])
+        if plan is None:
+            continue
+        rater.recurring(sub, plan)
+        for key, charge in catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
+            if charge.kind != "usage" or charge.metric is None:
+                continue
+            if charge.level == "event":
+                line = event_lines.get((sub["subscription_id"], key))
+                if line is not None:
+                    line(rater, sub, plan, key, charge)
+                continue
+            found = usage_by_sub.get((sub["subscription_id"], key))
+            if charge.metric in time_weighted and found is not None:
+                weighted = time_weighted[charge.metric].filter(
+                    pl.col("subscription_id") == sub["subscription_id"]
+                )
+                found = (weighted["quantity"][0] if weighted.height else Decimal(0), found[1])
+            if found is None and charge.minimum_amount is None:
+                continue
+            quantity, events = found or (Decimal(0), 0)
+            rater.usage_line(sub, plan, key, charge, quantity, events)
+        rater.commitment(sub, plan)
+
+    plans_by_account: dict[tuple[str, str], list[tuple[str, Discount]]] = {}
+    for sub in subs.iter_rows(named=True):
+        plan = catalog.plans.get(sub["plan_id"])
+        if plan is not None:
+            found = plans_by_account.setdefault((sub["account_id"], plan.currency), [])
+            found.extend(
+                (sub["plan_id"], d) for d in plan.discounts if (sub["plan_id"], d) not in found
+            )
+    for key, invoice in sorted(rater.invoices.items()):
+        rater.discounts(invoice, plans_by_account.get(key, []))
+        rater.tax(invoice)
+        rater.credits(invoice)
+
+    lines = [line for _, inv in sorted(rater.invoices.items()) for line in inv.lines]
+    lines_frame = pl.DataFrame(lines, schema=LINE_SCHEMA)
+    unrated_frame = pl.concat(unrated).sort("account_id", "metric", "reason", nulls_last=True)
+    # An event an event-level charge matched but could not price is unrated, not rated.
+    rated_events = int(known.filter(pl.col("_row").is_in(list(rated_rows)))["events"].sum())
+    rated_events -= int(event_unrated["events"].sum())
+    unrated_events = int(unrated_frame["events"].sum())
+    total = int(partials["events"].sum())
+    if rated_events + unrated_events != total:
+        raise RatingError(
+            f"rating lost events: {total} in, {rated_events} rated + {unrated_events} unrated"
+        )
+    notices = pl.DataFrame(rater.notices, schema=NOTICE_SCHEMA)
+    return RatingResult(lines_frame, unrated_frame, rated_events, unrated_events, notices)
+
+
+def _event_charges(
+    usage: pl.LazyFrame,
+    subs: pl.DataFrame,
+    known: pl.DataFrame,
+    catalog: Catalog,
+    accounts: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[tuple[str, str], EventLine], pl.DataFrame]:
+    """Charges priced per event (calls from a rate deck): a line builder per
+    (subscription, charge key), and the events that could not be priced, with reasons."""
+    from pricing_rules.event_rating import rate_event_charges
+
+    return rate_event_charges(usage, subs, known, catalog, accounts)
 
 
 def subscription_frame(rows: list[dict[str, object]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=SUBSCRIPTION_SCHEMA)
-
-
-def period_dates(period: BillingPeriod) -> tuple[date, date]:
-    return period.start, period.end
+    """A subscriptions frame from dicts; `quantity` and `add_ons` are optional."""
+    frame = pl.DataFrame(
+        rows,
+        schema_overrides={
+            k: v for k, v in SUBSCRIPTION_SCHEMA.items() if k in (rows[0] if rows else {})
+        },
+    )
+    if not rows:
+        frame = pl.DataFrame(schema=SUBSCRIPTION_SCHEMA)
+    return conform_subscriptions(frame)

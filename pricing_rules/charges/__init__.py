@@ -6,17 +6,30 @@ from typing import Annotated, Union, get_args
 
 from pydantic import Field
 
-from pricing_rules.charges.base import ChargeBase, ChargeDetail, PricedCharge, Tier
+from pricing_rules.charges.base import (
+    Allowance,
+    ChargeBase,
+    ChargeDetail,
+    PricedCharge,
+    Tier,
+    price_charge,
+)
+from pricing_rules.charges.call_deck import CallDeckCharge
 from pricing_rules.charges.flat import FlatCharge
 from pricing_rules.charges.graduated import GraduatedCharge
+from pricing_rules.charges.package import PackageCharge
+from pricing_rules.charges.per_seat import PerSeatCharge
 from pricing_rules.charges.per_unit import PerUnitCharge
 from pricing_rules.charges.volume import VolumeCharge
 
 CHARGE_MODELS: tuple[type[ChargeBase], ...] = (
     FlatCharge,
+    PerSeatCharge,
     PerUnitCharge,
     GraduatedCharge,
     VolumeCharge,
+    PackageCharge,
+    CallDeckCharge,
 )
 
 # The catalog's `model:` key picks the class; the union is built from the registry above.
@@ -30,6 +43,11 @@ def model_name(model: type[ChargeBase]) -> str:
 
 __all__ = [
     "CHARGE_MODELS",
+    "Allowance",
+    "CallDeckCharge",
+    "PackageCharge",
+    "PerSeatCharge",
+    "price_charge",
     "Charge",
     "ChargeBase",
     "ChargeDetail",

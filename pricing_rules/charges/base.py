@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pricing_rules.money import MONEY_CONTEXT
 
@@ -102,8 +102,25 @@ def multiply(a: Decimal, b: Decimal) -> Decimal:
     return MONEY_CONTEXT.multiply(a, b)
 
 
+class Allowance(BaseModel):
+    """Units included before paid units: per plan, or per seat pooled across the seats."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    units: Decimal
+    per: Literal["plan", "seat"] = "plan"
+
+    @field_validator("units")
+    @classmethod
+    def _not_negative(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+
 class ChargeBase(BaseModel):
-    """Fields every charge has. `kind` says whether the charge is recurring or usage."""
+    """Fields every charge has. `kind` says whether the charge is recurring or usage;
+    `level` whether it prices a period total (`aggregate`) or each event (`event`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -111,8 +128,82 @@ class ChargeBase(BaseModel):
     name: str
     metric: str | None = None
     price_unit: str | None = None
+    filters: dict[str, str] = Field(default_factory=dict)
+    free_units: Allowance | None = None
+    minimum_amount: Decimal | None = None
+    maximum_amount: Decimal | None = None
 
     kind: ClassVar[Literal["recurring", "usage"]] = "usage"
+    level: ClassVar[Literal["aggregate", "event"]] = "aggregate"
+
+    @model_validator(mode="after")
+    def _limits(self) -> ChargeBase:
+        low, high = self.minimum_amount, self.maximum_amount
+        if low is not None and low < 0:
+            raise ValueError("minimum_amount must not be negative")
+        if high is not None and high < 0:
+            raise ValueError("maximum_amount must not be negative")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"minimum_amount {low} is above maximum_amount {high}")
+        return self
 
     def price(self, quantity: Decimal) -> PricedCharge:
         raise NotImplementedError
+
+
+def price_charge(charge: ChargeBase, quantity: Decimal, seats: int = 1) -> PricedCharge:
+    """Price a quantity with the charge's allowance and its minimum and maximum.
+
+    Free units are consumed first; the minimum tops the amount up and the maximum caps
+    it, each as its own explanation row, so the rows still add up to the amount.
+
+    # 1,500 units, 1,000 free, then 0.01 each, minimum 10.00:
+    # 500 x 0.01 = 5.00, topped up by 5.00 to the minimum => 10.00
+    >>> from pricing_rules.charges.base import Allowance, price_charge
+    >>> from pricing_rules.charges.per_unit import PerUnitCharge
+    >>> charge = PerUnitCharge(id="x", name="X", model="per_unit", metric="m",
+    ...     unit_price=Decimal("0.01"), free_units=Allowance(units=Decimal(1000)),
+    ...     minimum_amount=Decimal("10.00"))
+    >>> priced = price_charge(charge, Decimal(1500))
+    >>> priced.amount, [d.label for d in priced.details]
+    (Decimal('10.00'), ['included allowance', 'X', 'minimum charge top-up'])
+    """
+    details: list[ChargeDetail] = []
+    billable = quantity
+    if charge.free_units is not None:
+        allowance = charge.free_units.units * (seats if charge.free_units.per == "seat" else 1)
+        used = min(quantity, allowance)
+        billable = quantity - used
+        details.append(
+            ChargeDetail(
+                label="included allowance",
+                quantity=used,
+                unit_price=Decimal(0),
+                amount=Decimal(0),
+                tier_to=allowance,
+            )
+        )
+    priced = charge.price(billable)
+    details.extend(priced.details)
+    amount = priced.amount
+    if charge.minimum_amount is not None and amount < charge.minimum_amount:
+        details.append(
+            ChargeDetail(
+                label="minimum charge top-up",
+                quantity=Decimal(1),
+                amount=charge.minimum_amount - amount,
+            )
+        )
+        amount = charge.minimum_amount
+    if charge.maximum_amount is not None and amount > charge.maximum_amount:
+        details.append(
+            ChargeDetail(
+                label="maximum charge cap",
+                quantity=Decimal(1),
+                amount=charge.maximum_amount - amount,
+            )
+        )
+        amount = charge.maximum_amount
+    return PricedCharge(
+        quantity=quantity, amount=amount, unit_price=priced.unit_price, details=tuple(details)
+    )

@@ -1,0 +1,158 @@
+"""Event-level charges: calls priced one by one from a rate deck, then summed per line.
+
+The per-call amounts come from `pricing_rules.decks.rate_calls` (Polars `Decimal`); each
+line's explanation is one row per (destination prefix, time band, rate), and the rows add
+up exactly to the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from pricing_rules.catalog import Catalog, Plan
+from pricing_rules.charges import CallDeckCharge, ChargeBase, ChargeDetail, model_name
+from pricing_rules.units import conversion_factor, exact_decimal
+
+if TYPE_CHECKING:
+    from pricing_rules.rating import EventLine, _Rater
+
+_SUB_COLUMNS = ("subscription_id", "account_id", "plan_id", "add_ons", "start_date", "end_date")
+
+
+def _calls_for(
+    usage: pl.LazyFrame,
+    subs: pl.DataFrame,
+    charge: CallDeckCharge,
+    sub_ids: list[str],
+    metric_unit: str,
+    accounts: Mapping[str, Mapping[str, Any]],
+) -> pl.LazyFrame:
+    from pricing_rules.rating import charge_filter
+
+    to_seconds = exact_decimal(conversion_factor(metric_unit, "s"))
+    if to_seconds is None:
+        raise ValueError(f"{metric_unit} does not convert exactly to seconds")
+    zones = pl.DataFrame(
+        {
+            "account_id": list(accounts),
+            "timezone": [str(a.get("timezone") or "UTC") for a in accounts.values()],
+        },
+        schema={"account_id": pl.String, "timezone": pl.String},
+    )
+    scoped = subs.filter(pl.col("subscription_id").is_in(sub_ids)).select(_SUB_COLUMNS)
+    seconds = pl.col("quantity") * pl.lit(to_seconds).cast(pl.Decimal(38, 12))
+    return (
+        usage.filter(charge_filter(charge))
+        .join(scoped.lazy(), on="account_id")
+        .filter(
+            (pl.col("timestamp").dt.date() >= pl.col("start_date"))
+            & (pl.col("end_date").is_null() | (pl.col("timestamp").dt.date() < pl.col("end_date")))
+        )
+        .join(zones.lazy(), on="account_id", how="left")
+        .with_columns(
+            pl.col("timezone").fill_null("UTC"),
+            # A started second is a billed second.
+            seconds.ceil().cast(pl.Int64).alias("duration"),
+        )
+    )
+
+
+def rate_event_charges(
+    usage: pl.LazyFrame,
+    subs: pl.DataFrame,
+    known: pl.DataFrame,
+    catalog: Catalog,
+    accounts: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[tuple[str, str], EventLine], pl.DataFrame]:
+    """Price every call of every call-deck charge; see `pricing_rules.rating.rate`."""
+    from pricing_rules.rating import UNRATED_SCHEMA, _add_ons
+
+    builders: dict[tuple[str, str], EventLine] = {}
+    unrated: list[pl.DataFrame] = [pl.DataFrame(schema=UNRATED_SCHEMA)]
+    combos = known.select("plan_id", "add_ons").unique()
+    for plan_id, add_ons in combos.sort("plan_id", "add_ons", nulls_last=True).iter_rows():
+        for key, charge in catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons})):
+            if not isinstance(charge, CallDeckCharge) or charge.metric is None:
+                continue
+            from pricing_rules.decks import rate_calls, summarize_calls
+
+            deck = catalog.rate_deck(charge.deck)
+            sub_ids = subs.filter(
+                (pl.col("plan_id") == plan_id) & pl.col("add_ons").eq_missing(add_ons)
+            )["subscription_id"].to_list()
+            metric_unit = catalog.metrics[charge.metric].unit
+            calls = _calls_for(usage, subs, charge, sub_ids, metric_unit, accounts)
+            rated = rate_calls(calls, deck).collect(engine="streaming")
+            failed = rated.filter(pl.col("unrated_reason").is_not_null())
+            if failed.height:
+                unrated.append(
+                    failed.group_by("account_id", "subscription_id", "plan_id", "unrated_reason")
+                    .agg(
+                        pl.col("quantity").sum(),
+                        pl.len().cast(pl.Int64).alias("events"),
+                        pl.col("timestamp").min().dt.date().alias("first_day"),
+                        pl.col("timestamp").max().dt.date().alias("last_day"),
+                    )
+                    .with_columns(
+                        pl.lit(charge.metric).alias("metric"),
+                        pl.lit(metric_unit).alias("unit"),
+                        pl.col("unrated_reason").alias("reason"),
+                    )
+                    .select(list(UNRATED_SCHEMA))
+                    .cast(UNRATED_SCHEMA)  # type: ignore[arg-type]
+                )
+            priced = rated.filter(pl.col("unrated_reason").is_null())
+            for (sub_id,), calls_of_sub in priced.group_by(["subscription_id"]):
+                builders[(str(sub_id), key)] = _builder(calls_of_sub, summarize_calls)
+    return builders, pl.concat(unrated)
+
+
+def _builder(calls: pl.DataFrame, summarize: Any) -> EventLine:
+    summary = summarize(calls).sort("account_id", "prefix", "band")
+    total = sum(summary["amount"].to_list(), Decimal(0))
+    billed = Decimal(int(calls["billed_seconds"].sum()))
+    count = calls.height
+
+    def build(
+        rater: _Rater, sub: Mapping[str, Any], plan: Plan, key: str, charge: ChargeBase
+    ) -> None:
+        from pricing_rules.rating import _line
+
+        assert isinstance(charge, CallDeckCharge)
+        minutes = billed / Decimal(60)
+        details = [
+            ChargeDetail(
+                label=f"{row['deck_destination']} (+{row['prefix']}, {row['band']}): "
+                f"{row['calls']} call(s), {row['billed_seconds']} s billed",
+                quantity=Decimal(int(row["billed_seconds"])) / Decimal(60),
+                unit_price=row["rate_per_minute"],
+                amount=row["amount"],
+            ).as_json()
+            for row in summary.iter_rows(named=True)
+        ]
+        _line(
+            rater.invoice(sub["account_id"], plan),
+            line_id=f"{sub['subscription_id']}:{key}",
+            subscription_id=sub["subscription_id"],
+            plan_id=sub["plan_id"],
+            charge_id=key,
+            charge_name=charge.name,
+            charge_model=model_name(type(charge)),
+            kind="usage",
+            metric=charge.metric,
+            quantity=minutes,
+            unit="min",
+            unit_price=None,
+            proration_factor=None,
+            events=count,
+            precise=total,
+            description=f"{charge.name}, {count} call(s), {minutes:.2f} billed min — rated "
+            f"per call from deck {charge.deck} ({len(details)} destination/band rows)",
+            details=details,
+        )
+
+    return build

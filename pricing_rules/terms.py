@@ -1,0 +1,136 @@
+"""Commercial terms beside the price list: discounts, account price overrides, prepaid
+credits and tax rates. Pure models, validated like the catalog."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pricing_rules.charges.base import Tier, check_tiers
+
+
+def _not_negative(value: Decimal | None) -> Decimal | None:
+    if value is not None and value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+class Window(BaseModel):
+    """An optional validity window `[valid_from, valid_to)` in calendar days."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    valid_from: date | None = None
+    valid_to: date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
+            raise ValueError("valid_to must be after valid_from")
+        return self
+
+    def covered_days(self, start: date, end: date) -> int:
+        """Days of `[start, end)` inside the window."""
+        first = max(start, self.valid_from) if self.valid_from else start
+        last = min(end, self.valid_to) if self.valid_to else end
+        return max((last - first).days, 0)
+
+
+class Discount(Window):
+    """A percentage or fixed discount on one charge or on the whole invoice.
+
+    A discount whose window covers only part of the period is prorated by the days
+    it covers.
+    """
+
+    id: str
+    name: str
+    kind: Literal["percentage", "fixed"]
+    value: Decimal
+    applies_to: str = "invoice"  # "invoice" or a charge id
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _percentage(self) -> Discount:
+        if self.kind == "percentage" and self.value > 100:
+            raise ValueError("a percentage discount cannot exceed 100")
+        return self
+
+
+class PriceOverride(Window):
+    """An account's own price for one charge of a plan; only the given fields change."""
+
+    plan_id: str
+    charge_id: str
+    unit_price: Decimal | None = None
+    amount: Decimal | None = None
+    block_price: Decimal | None = None
+    tiers: list[Tier] | None = None
+
+    _money = field_validator("unit_price", "amount", "block_price")(_not_negative)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers(cls, tiers: list[Tier] | None) -> list[Tier] | None:
+        return None if tiers is None else check_tiers(tiers)
+
+    def changes(self) -> dict[str, object]:
+        fields = {
+            "unit_price": self.unit_price,
+            "amount": self.amount,
+            "block_price": self.block_price,
+            "tiers": self.tiers,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+class PrepaidCredit(BaseModel):
+    """Money paid in advance, drawn down by invoices until used up or expired."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    amount: Decimal
+    currency: str
+    granted_on: date
+    expires_on: date | None = None
+
+    _amount = field_validator("amount")(_not_negative)
+
+
+class AccountTerms(BaseModel):
+    """Everything specific to one account's contract that changes its invoice."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_id: str
+    tax_jurisdiction: str | None = None
+    tax_exempt: bool = False
+    overrides: list[PriceOverride] = Field(default_factory=list)
+    discounts: list[Discount] = Field(default_factory=list)
+    credits: list[PrepaidCredit] = Field(default_factory=list)
+
+
+class TaxRate(BaseModel):
+    """A jurisdiction's rate, shown as its own invoice line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    rate: Decimal
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: Decimal) -> Decimal:
+        if not Decimal(0) <= value < Decimal(1):
+            raise ValueError("a tax rate is a fraction between 0 and 1, e.g. 0.20")
+        return value
