@@ -23,7 +23,7 @@ from tasks.rate import rate
 from tasks.validate import validate
 from validation.usage import ConservationError
 
-STAGED = ("raw", "valid", "quarantine", "duplicates", "rated", "unrated", "findings")
+STAGED = ("raw", "valid", "quarantine", "duplicates", "rated", "unrated", "notices", "findings")
 
 
 def new_run_id(period: str) -> str:

@@ -145,16 +145,31 @@ def run(
     print_summary(summary)
 
 
-def _import(settings: Any, accounts_file: Path | None, subscriptions_file: Path | None) -> None:
-    from infra.directory import read_accounts, read_subscriptions
+def _import(
+    settings: Any,
+    accounts_file: Path | None,
+    subscriptions_file: Path | None,
+    terms_file: Path | None = None,
+) -> None:
+    from infra.directory import DirectoryError, read_accounts, read_subscriptions, read_terms
     from tasks.common import ledger
 
     db = ledger(settings)
-    if accounts_file:
-        console.print(f"Imported {db.upsert_accounts(read_accounts(accounts_file))} accounts")
-    if subscriptions_file:
-        count = db.upsert_subscriptions(read_subscriptions(subscriptions_file))
-        console.print(f"Imported {count} subscriptions")
+    try:
+        if accounts_file:
+            count = db.upsert_accounts(read_accounts(accounts_file))
+            console.print(f"Imported {count} accounts")
+        if subscriptions_file:
+            count = db.upsert_subscriptions(read_subscriptions(subscriptions_file))
+            console.print(f"Imported {count} subscriptions")
+        if terms_file:
+            terms = read_terms(terms_file)
+            for item in terms:
+                db.set_account_terms(item.account_id, item.model_dump_json())
+            console.print(f"Imported terms for {len(terms)} accounts")
+    except (DirectoryError, KeyError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
 
 
 @app.command("import")
@@ -163,10 +178,13 @@ def import_directory(
     subscriptions_file: Annotated[
         Path | None, typer.Option(help="CSV or YAML subscriptions.")
     ] = None,
+    terms_file: Annotated[
+        Path | None, typer.Option(help="YAML account terms: overrides, discounts, credits.")
+    ] = None,
     settings_file: SettingsFile = None,
 ) -> None:
-    """Import accounts and subscriptions into the ledger."""
-    _import(_settings(settings_file), accounts_file, subscriptions_file)
+    """Import accounts, subscriptions and account terms into the ledger."""
+    _import(_settings(settings_file), accounts_file, subscriptions_file, terms_file)
 
 
 def _decide(

@@ -52,6 +52,7 @@ class Account(Base):
     country: Mapped[str | None] = mapped_column(String(2))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     billing_email: Mapped[str | None] = mapped_column(String(200))
+    terms: Mapped[str | None] = mapped_column(Text)  # AccountTerms as JSON
 
 
 class Subscription(Base):
@@ -61,6 +62,8 @@ class Subscription(Base):
     plan_id: Mapped[str] = mapped_column(String(100))
     start_date: Mapped[date] = mapped_column(Date)
     end_date: Mapped[date | None] = mapped_column(Date)
+    quantity: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    add_ons: Mapped[str | None] = mapped_column(String(500))
 
 
 class BillingRun(Base):
@@ -232,6 +235,8 @@ class Ledger:
                         "plan_id": s.plan_id,
                         "start_date": s.start_date,
                         "end_date": s.end_date,
+                        "quantity": s.quantity,
+                        "add_ons": s.add_ons,
                     }
                     for s in rows
                 ],
@@ -241,8 +246,61 @@ class Ledger:
                     "plan_id": pl.String,
                     "start_date": pl.Date,
                     "end_date": pl.Date,
+                    "quantity": pl.Int64,
+                    "add_ons": pl.String,
                 },
             )
+
+    def account_frame(self) -> pl.DataFrame:
+        """account_id, currency, country, timezone for rating (time bands, tax)."""
+        with self.session() as session:
+            rows = session.scalars(select(Account).order_by(Account.account_id))
+            return pl.DataFrame(
+                [
+                    {
+                        "account_id": a.account_id,
+                        "currency": a.currency,
+                        "country": a.country,
+                        "timezone": a.timezone,
+                    }
+                    for a in rows
+                ],
+                schema={
+                    "account_id": pl.String,
+                    "currency": pl.String,
+                    "country": pl.String,
+                    "timezone": pl.String,
+                },
+            )
+
+    def account_terms(self) -> dict[str, str]:
+        """account_id -> AccountTerms JSON, for accounts that have terms."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Account.account_id, Account.terms).where(Account.terms.is_not(None))
+            )
+            return {account_id: terms for account_id, terms in rows if terms is not None}
+
+    def set_account_terms(self, account_id: str, terms_json: str) -> None:
+        with self.session() as session:
+            account = session.get(Account, account_id)
+            if account is None:
+                raise KeyError(f"account {account_id} does not exist; import it first")
+            account.terms = terms_json
+
+    def credits_used(self, before_period: str) -> dict[str, int]:
+        """Minor units drawn per prepaid credit id on invoices of earlier periods."""
+        with self.session() as session:
+            rows = session.execute(
+                select(InvoiceLine.charge_id, InvoiceLine.amount_minor)
+                .join(Invoice, Invoice.invoice_id == InvoiceLine.invoice_id)
+                .where(Invoice.period < before_period, InvoiceLine.charge_id.like("credit:%"))
+            )
+            used: dict[str, int] = {}
+            for charge_id, amount_minor in rows:
+                key = charge_id.removeprefix("credit:")
+                used[key] = used.get(key, 0) - amount_minor
+            return used
 
     def accounts(self) -> dict[str, Account]:
         with self.session() as session:

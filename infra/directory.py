@@ -1,15 +1,18 @@
-"""Accounts and subscriptions from CSV or YAML files, checked before they reach the ledger."""
+"""Accounts, subscriptions and account terms from CSV or YAML files, checked before they
+reach the ledger. Every problem is reported with the file and row."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
 from pathlib import Path
 
 import polars as pl
 import yaml
+from pydantic import ValidationError
 
-ACCOUNT_SCHEMA = {
+from pricing_rules.terms import AccountTerms
+
+ACCOUNT_SCHEMA: dict[str, type[pl.DataType]] = {
     "account_id": pl.String,
     "name": pl.String,
     "currency": pl.String,
@@ -17,74 +20,116 @@ ACCOUNT_SCHEMA = {
     "timezone": pl.String,
     "billing_email": pl.String,
 }
-SUBSCRIPTION_SCHEMA = {
+SUBSCRIPTION_SCHEMA: dict[str, type[pl.DataType]] = {
     "subscription_id": pl.String,
     "account_id": pl.String,
     "plan_id": pl.String,
     "start_date": pl.Date,
     "end_date": pl.Date,
+    "quantity": pl.Int64,
+    "add_ons": pl.String,
 }
+OPTIONAL = {"country", "timezone", "billing_email", "end_date", "quantity", "add_ons"}
 
 
 class DirectoryError(ValueError):
     pass
 
 
-def _read(path: Path, schema: Mapping[str, type[pl.DataType]]) -> pl.DataFrame:
+def _records(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise DirectoryError(f"{path} does not exist")
     if path.suffix in (".yaml", ".yml"):
         rows = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-        if not isinstance(rows, list):
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise DirectoryError(f"{path}: expected a list of records")
-        frame = pl.DataFrame(rows, infer_schema_length=None)
-    elif path.suffix == ".csv":
-        frame = pl.read_csv(path, infer_schema=False)
-    else:
-        raise DirectoryError(f"{path}: use .csv, .yaml or .yml")
-    missing = [c for c in schema if c not in frame.columns]
-    required = [c for c in missing if c not in ("country", "timezone", "billing_email", "end_date")]
+        texts = [{k: None if v is None else str(v) for k, v in r.items()} for r in rows]
+        columns = list(dict.fromkeys(k for r in texts for k in r))
+        return pl.DataFrame(texts, schema=dict.fromkeys(columns, pl.String))
+    if path.suffix == ".csv":
+        return pl.read_csv(path, infer_schema=False)
+    raise DirectoryError(f"{path}: use .csv, .yaml or .yml")
+
+
+def _read(path: Path, schema: Mapping[str, type[pl.DataType]]) -> pl.DataFrame:
+    frame = _records(path)
+    required = [c for c in schema if c not in frame.columns and c not in OPTIONAL]
     if required:
         raise DirectoryError(f"{path}: missing column(s) {', '.join(required)}")
-    for column in missing:
-        frame = frame.with_columns(pl.lit(None, pl.String).alias(column))
-    columns = []
+    frame = frame.with_columns(
+        pl.lit(None, pl.String).alias(c) for c in schema if c not in frame.columns
+    )
+    typed = frame.select(
+        pl.col(name).str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
+        if dtype is pl.Date
+        else pl.col(name).str.strip_chars().cast(dtype, strict=False)
+        for name, dtype in schema.items()
+    )
+    problems = []
     for name, dtype in schema.items():
-        if dtype is pl.Date:
-            columns.append(pl.col(name).cast(pl.String).str.to_date("%Y-%m-%d", strict=False))
-        else:
-            columns.append(pl.col(name).cast(pl.String))
-    typed = frame.select(columns)
-    for name, dtype in schema.items():
-        bad = typed.filter(pl.col(name).is_null() & frame[name].cast(pl.String).is_not_null())
-        if dtype is pl.Date and bad.height:
-            raise DirectoryError(f"{path}: {name} must be YYYY-MM-DD ({bad.height} row(s))")
+        if dtype is pl.String:
+            continue
+        bad = typed.with_row_index("row").filter(
+            pl.col(name).is_null()
+            & frame[name].is_not_null()
+            & (frame[name].str.strip_chars() != "")
+        )
+        for row in bad.iter_rows(named=True):
+            kind = "a date YYYY-MM-DD" if dtype is pl.Date else "a whole number"
+            problems.append(
+                f"row {row['row'] + 1}: {name} {frame[name][row['row']]!r} is not {kind}"
+            )
+    if problems:
+        raise DirectoryError(f"{path}:\n  " + "\n  ".join(problems))
     return typed
 
 
 def read_accounts(path: Path) -> pl.DataFrame:
     frame = _read(path, ACCOUNT_SCHEMA).with_columns(pl.col("timezone").fill_null("UTC"))
+    missing = frame.filter(pl.col("account_id").is_null() | pl.col("currency").is_null())
+    if missing.height:
+        raise DirectoryError(f"{path}: {missing.height} account(s) lack an id or currency")
     if frame["account_id"].is_duplicated().any():
         raise DirectoryError(f"{path}: duplicate account_id values")
     return frame
 
 
 def read_subscriptions(path: Path) -> pl.DataFrame:
-    frame = _read(path, SUBSCRIPTION_SCHEMA)
+    frame = _read(path, SUBSCRIPTION_SCHEMA).with_columns(pl.col("quantity").fill_null(1))
     problems = frame.filter(
         pl.col("subscription_id").is_null()
         | pl.col("account_id").is_null()
         | pl.col("plan_id").is_null()
         | pl.col("start_date").is_null()
         | (pl.col("end_date").is_not_null() & (pl.col("end_date") <= pl.col("start_date")))
+        | (pl.col("quantity") < 0)
     )
     if problems.height:
         raise DirectoryError(
             f"{path}: {problems.height} subscription(s) lack an id, account, plan or start "
-            f"date, or end on/before they start, e.g. {problems.row(0, named=True)}"
+            f"date, end on or before they start, or have negative seats, e.g. "
+            f"{problems.row(0, named=True)}"
         )
+    if frame["subscription_id"].is_duplicated().any():
+        raise DirectoryError(f"{path}: duplicate subscription_id values")
     return frame
 
 
-def today() -> date:
-    return date.today()
+def read_terms(path: Path) -> list[AccountTerms]:
+    """A YAML list of account terms (overrides, discounts, credits, tax jurisdiction)."""
+    if not path.is_file():
+        raise DirectoryError(f"{path} does not exist")
+    rows = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    if not isinstance(rows, list):
+        raise DirectoryError(f"{path}: expected a list of account terms")
+    terms, problems = [], []
+    for index, row in enumerate(rows):
+        try:
+            terms.append(AccountTerms.model_validate(row))
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = ".".join(str(p) for p in error["loc"])
+                problems.append(f"[{index}].{where}: {error['msg']}")
+    if problems:
+        raise DirectoryError(f"{path}:\n  " + "\n  ".join(problems))
+    return terms

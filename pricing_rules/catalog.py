@@ -80,6 +80,10 @@ class AddOn(BaseModel):
     name: str
     charges: list[Charge] = Field(min_length=1)
 
+    @property
+    def charge_list(self) -> list[ChargeBase]:
+        return list(self.charges)
+
 
 class DeckSpec(BaseModel):
     """A rate deck: a CSV of prefixes and per-minute rates beside the catalog, and its rules."""
@@ -163,7 +167,7 @@ class Catalog(BaseModel):
         plan = self.plans[plan_id]
         charges = [(c.id, c) for c in plan.charge_list]
         for add_on in [*plan.add_ons, *(a for a in extra_add_ons if a not in plan.add_ons)]:
-            charges.extend((f"{add_on}.{c.id}", c) for c in self.add_ons[add_on].charges)
+            charges.extend((f"{add_on}.{c.id}", c) for c in self.add_ons[add_on].charge_list)
         return charges
 
     def metric_units(self) -> dict[str, str]:
@@ -191,8 +195,19 @@ def _path(loc: tuple[int | str, ...]) -> str:
 def _pydantic_issues(error: ValidationError) -> list[CatalogIssue]:
     issues = []
     for item in error.errors():
-        # Discriminated unions add the model name to the location; drop it for readability.
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p in _MODEL_TAGS))
+        # A discriminated union adds the model name after a charge's index; drop only that.
+        raw_loc = item["loc"]
+        loc = tuple(
+            part
+            for i, part in enumerate(raw_loc)
+            if not (
+                i >= 2
+                and isinstance(part, str)
+                and part in _MODEL_TAGS
+                and isinstance(raw_loc[i - 1], int)
+                and raw_loc[i - 2] == "charges"
+            )
+        )
         message = item["msg"].removeprefix("Value error, ")
         issues.append(CatalogIssue(_path(loc), message))
     return issues

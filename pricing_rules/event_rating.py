@@ -103,7 +103,7 @@ def rate_event_charges(
                         pl.col("unrated_reason").alias("reason"),
                     )
                     .select(list(UNRATED_SCHEMA))
-                    .cast(UNRATED_SCHEMA)  # type: ignore[arg-type]
+                    .cast(UNRATED_SCHEMA)
                 )
             priced = rated.filter(pl.col("unrated_reason").is_null())
             for (sub_id,), calls_of_sub in priced.group_by(["subscription_id"]):

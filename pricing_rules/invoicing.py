@@ -114,7 +114,8 @@ def assemble_invoices(
 ) -> list[InvoiceDoc]:
     """Group rated lines into invoices; `accounts` maps id -> (name, billing email)."""
     invoices: list[InvoiceDoc] = []
-    ordered = lines.sort("account_id", "currency", "charge_kind", "line_id", descending=False)
+    # Lines arrive in invoice order (see `pricing_rules.rating`); keep it within each invoice.
+    ordered = lines.with_row_index("_order").sort("account_id", "currency", "_order")
     for (account_id, currency), group in ordered.group_by(
         ["account_id", "currency"], maintain_order=True
     ):

@@ -32,7 +32,7 @@ QUANTITY = pl.Decimal(38, QUANTITY_SCALE)
 MONEY = pl.Decimal(38, 4)
 KIND_ORDER = ("recurring", "usage", "commitment", "discount", "tax", "credit")
 
-LINE_SCHEMA: dict[str, pl.DataType] = {
+LINE_SCHEMA = pl.Schema({
     "line_id": pl.String(),
     "account_id": pl.String(),
     "subscription_id": pl.String(),
@@ -54,9 +54,9 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
     "rounding": pl.String(),
     "description": pl.String(),
     "details": pl.String(),
-}
+})
 
-UNRATED_SCHEMA: dict[str, pl.DataType] = {
+UNRATED_SCHEMA = pl.Schema({
     "account_id": pl.String(),
     "subscription_id": pl.String(),
     "plan_id": pl.String(),
@@ -67,9 +67,9 @@ UNRATED_SCHEMA: dict[str, pl.DataType] = {
     "first_day": pl.Date(),
     "last_day": pl.Date(),
     "reason": pl.String(),
-}
+})
 
-SUBSCRIPTION_SCHEMA: dict[str, pl.DataType] = {
+SUBSCRIPTION_SCHEMA = pl.Schema({
     "subscription_id": pl.String(),
     "account_id": pl.String(),
     "plan_id": pl.String(),
@@ -77,13 +77,13 @@ SUBSCRIPTION_SCHEMA: dict[str, pl.DataType] = {
     "end_date": pl.Date(),
     "quantity": pl.Int64(),
     "add_ons": pl.String(),
-}
+})
 
-NOTICE_SCHEMA: dict[str, pl.DataType] = {
+NOTICE_SCHEMA = pl.Schema({
     "account_id": pl.String(),
     "kind": pl.String(),
     "message": pl.String(),
-}
+})
 
 
 class RatingError(ValueError):
@@ -113,7 +113,7 @@ def conform_subscriptions(subscriptions: pl.DataFrame) -> pl.DataFrame:
     return (
         frame.select(list(SUBSCRIPTION_SCHEMA))
         .cast(SUBSCRIPTION_SCHEMA)
-        .with_columns(  # type: ignore[arg-type]
+        .with_columns(
             pl.col("quantity").fill_null(1)
         )
     )
@@ -136,7 +136,7 @@ def used_dimensions(catalog: Catalog) -> list[str]:
     for plan_id in catalog.plans:
         dims.update(k for _, c in catalog.plan_charges(plan_id) for k in c.filters)
     for add_on in catalog.add_ons.values():
-        dims.update(k for c in add_on.charges for k in c.filters)
+        dims.update(k for c in add_on.charge_list for k in c.filters)
     return sorted(dims)
 
 
@@ -183,7 +183,7 @@ def _combine(metric: Metric) -> pl.Expr:
         case "latest":
             return pl.col("latest_value").sort_by("latest_at").last()
         case "unique_count":
-            return pl.col("values").flatten().drop_nulls().n_unique().cast(QUANTITY)
+            return pl.col("values").explode().drop_nulls().n_unique().cast(QUANTITY)
     raise AssertionError(metric.aggregation)  # pragma: no cover
 
 
@@ -234,7 +234,7 @@ def _unrated_rows(
     return (
         combined.with_columns(pl.lit(reason).alias("reason"))
         .select(list(UNRATED_SCHEMA))
-        .cast(UNRATED_SCHEMA)  # type: ignore[arg-type]
+        .cast(UNRATED_SCHEMA)
     )
 
 
@@ -250,8 +250,15 @@ def price_quantity(
 
 
 def _scale(quantity: Decimal, factor: Fraction) -> Decimal:
+    """The quantity in the price unit, at the frame scale (12 decimals).
+
+    Seconds to minutes does not terminate (100 s = 1.666... min); the priced quantity is
+    the one the line shows, so tier rows and their sum stay exact.
+    """
     scaled = MONEY_CONTEXT.multiply(quantity, Decimal(factor.numerator))
-    return MONEY_CONTEXT.divide(scaled, Decimal(factor.denominator))
+    return MONEY_CONTEXT.divide(scaled, Decimal(factor.denominator)).quantize(
+        Decimal(1).scaleb(-QUANTITY_SCALE), context=MONEY_CONTEXT
+    )
 
 
 def _plain(value: Decimal) -> str:
@@ -402,8 +409,7 @@ class _Rater:
                 events=0,
                 precise=priced.amount,
                 description=f"{charge.name}: {who}{active} of {self.period.days} days at "
-                f"{priced.unit_price} per period"
-                + (" (account price)" if overridden else ""),
+                f"{priced.unit_price} per period" + (" (account price)" if overridden else ""),
                 details=details,
             )
 
@@ -678,7 +684,7 @@ def _time_weighted(
                 period.end_at, datetime(end.year, end.month, end.day, tzinfo=period.end_at.tzinfo)
             )
         )
-        times = group["timestamp"].to_list() + [window_end]
+        times = [*group["timestamp"].to_list(), window_end]
         values = group["quantity"].to_list()
         held = sum(
             (
@@ -804,16 +810,18 @@ def rate(
             rater.usage_line(sub, plan, key, charge, quantity, events)
         rater.commitment(sub, plan)
 
-    plans_by_account: dict[tuple[str, str], list[tuple[str, Discount]]] = {}
+    plan_discounts: dict[tuple[str, str], list[tuple[str, Discount]]] = {}
     for sub in subs.iter_rows(named=True):
-        plan = catalog.plans.get(sub["plan_id"])
-        if plan is not None:
-            found = plans_by_account.setdefault((sub["account_id"], plan.currency), [])
-            found.extend(
-                (sub["plan_id"], d) for d in plan.discounts if (sub["plan_id"], d) not in found
+        sub_plan = catalog.plans.get(sub["plan_id"])
+        if sub_plan is not None:
+            listed = plan_discounts.setdefault((sub["account_id"], sub_plan.currency), [])
+            listed.extend(
+                (sub["plan_id"], d)
+                for d in sub_plan.discounts
+                if (sub["plan_id"], d) not in listed
             )
-    for key, invoice in sorted(rater.invoices.items()):
-        rater.discounts(invoice, plans_by_account.get(key, []))
+    for invoice_key, invoice in sorted(rater.invoices.items()):
+        rater.discounts(invoice, plan_discounts.get(invoice_key, []))
         rater.tax(invoice)
         rater.credits(invoice)
 

@@ -36,6 +36,7 @@ def detect(settings: Settings, run_id: str, period: str) -> dict[str, object]:
             unrated,
             rated_events=int(lines["events"].sum()),
             unrated_events=int(unrated["events"].sum()),
+            notices=read_staged(store, run_id, "notices"),
         )
         findings = detect_leakage(rating, db.subscriptions(), catalog, BillingPeriod.parse(period))
         with full_depth():

@@ -36,7 +36,11 @@ def load(settings: Settings, run_id: str, manifest: list[tuple[str, int, str]]) 
         source = usage_store(settings)
         frames = []
         for number, (key, _size, _etag) in enumerate(manifest, start=1):
-            frames.append(conform_raw(read_usage_file(key, source.get(key))))
+            frame = read_usage_file(key, source.get(key))
+            try:
+                frames.append(conform_raw(frame))
+            except ValueError as exc:
+                raise UsageFileError(f"{key}: {exc}") from exc
             if number % 25 == 0 or number == len(manifest):
                 logger.info("load: %d/%d files read", number, len(manifest))
         raw = (

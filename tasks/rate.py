@@ -13,6 +13,7 @@ from pricing_rules.catalog import load_catalog
 from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import rate as rate_usage
+from pricing_rules.terms import AccountTerms
 from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
 from validation.schemas import full_depth, rated_lines_schema
 
@@ -31,13 +32,26 @@ def rate(settings: Settings, run_id: str, period: str) -> dict[str, object]:
         db = ledger(settings)
         db.update_run(run_id, catalog_version=catalog.version, catalog_hash=catalog.content_hash)
         valid = read_staged(store, run_id, "valid")
-        result = rate_usage(valid.lazy(), db.subscriptions(), catalog, BillingPeriod.parse(period))
+        terms = {
+            account_id: AccountTerms.model_validate_json(text)
+            for account_id, text in db.account_terms().items()
+        }
+        result = rate_usage(
+            valid.lazy(),
+            db.subscriptions(),
+            catalog,
+            BillingPeriod.parse(period),
+            accounts=db.account_frame(),
+            terms=terms,
+            credits_used=credits_used(db.credits_used(period), terms),
+        )
         with full_depth():
             rated_lines_schema().validate(result.lines, lazy=True)
         if result.events != valid.height:
             raise RuntimeError(f"rating saw {result.events} events but {valid.height} are valid")
         stage(store, run_id, "rated", result.lines)
         stage(store, run_id, "unrated", result.unrated)
+        stage(store, run_id, "notices", result.notices)
     totals = totals_by_currency(result.lines)
     summary: dict[str, object] = {
         "lines": result.lines.height,
@@ -56,5 +70,13 @@ def rate(settings: Settings, run_id: str, period: str) -> dict[str, object]:
     return summary
 
 
-def as_decimal(value: str) -> Decimal:
-    return Decimal(value)
+def credits_used(
+    minor_by_credit: dict[str, int], terms: dict[str, AccountTerms]
+) -> dict[str, Decimal]:
+    """Minor units drawn per credit id -> amounts in each credit's currency."""
+    currencies = {c.id: c.currency for t in terms.values() for c in t.credits}
+    return {
+        credit_id: from_minor_units(minor, currencies[credit_id])
+        for credit_id, minor in minor_by_credit.items()
+        if credit_id in currencies
+    }

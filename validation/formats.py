@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 
 import polars as pl
+
+from validation.schemas import RAW_USAGE_COLUMNS
 
 USAGE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 
@@ -35,6 +38,8 @@ def read_usage_file(key: str, body: bytes) -> pl.DataFrame:
             frame = _read_json_lines(data)
         else:
             raise UsageFileError(f"{key}: unsupported usage file type")
+    except UsageFileError as exc:
+        raise UsageFileError(f"{key}: cannot be read: {exc}") from exc
     except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
         raise UsageFileError(f"{key}: cannot be read: {exc}") from exc
     return frame.with_columns(
@@ -44,10 +49,28 @@ def read_usage_file(key: str, body: bytes) -> pl.DataFrame:
 
 
 def _read_json_lines(data: bytes) -> pl.DataFrame:
-    if not data.strip():
-        return pl.DataFrame()
-    frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-    return frame.select(
-        pl.col(name).cast(pl.String) if not isinstance(dtype, pl.Datetime) else pl.col(name)
-        for name, dtype in frame.schema.items()
-    )
+    """JSON Lines with every value as text. Numbers keep every digit: Polars' own reader
+    parses them as Float64 first, which would change a long quantity before validation."""
+    rows = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_float=str, parse_int=str)
+        except json.JSONDecodeError as exc:
+            raise UsageFileError(f"line {number} is not JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise UsageFileError(f"line {number} is not a JSON object")
+        rows.append({k: None if v is None else _text(v) for k, v in record.items()})
+    if not rows:
+        return pl.DataFrame(schema=dict.fromkeys(RAW_USAGE_COLUMNS, pl.String))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return pl.DataFrame(rows, schema=dict.fromkeys(columns, pl.String))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)

@@ -84,10 +84,34 @@ def _usage_findings(
                 f"{r['events']} events were not billed"
             ),
         ),
+        "no_matching_charge": (
+            "usage_not_priced",
+            lambda r: (
+                f"{r['events']} {r['metric']} events of subscription {r['subscription_id']} "
+                "match no charge filter of its plan and were not billed"
+            ),
+        ),
+        "no_rate_for_destination": (
+            "unrated_calls",
+            lambda r: (
+                f"{r['events']} calls of subscription {r['subscription_id']} have a "
+                "destination no rate-deck prefix covers and were not billed"
+            ),
+        ),
+        "no_rate_for_band": (
+            "unrated_calls",
+            lambda r: (
+                f"{r['events']} calls of subscription {r['subscription_id']} fall in a time "
+                "band their destination has no rate for and were not billed"
+            ),
+        ),
     }
     findings = []
     for row in rating.unrated.iter_rows(named=True):
-        rule, message = rules[row["reason"]]
+        rule, message = rules.get(
+            row["reason"],
+            ("usage_not_priced", lambda r: f"{r['events']} events not billed: {r['reason']}"),
+        )
         valued = list_price_value(catalog, row["metric"], row["quantity"])
         amount, currency = valued if valued else (None, None)
         evidence = {
@@ -178,16 +202,38 @@ def _missing_recurring(
     return findings
 
 
+def _notice_findings(rating: RatingResult, period: BillingPeriod) -> list[dict[str, object]]:
+    """Problems the rating met outside usage, e.g. an account with no tax rate."""
+    return [
+        {
+            "finding_id": finding_id(period, row["kind"], row["account_id"]),
+            "rule": row["kind"],
+            "severity": "high",
+            "account_id": row["account_id"],
+            "subscription_id": None,
+            "metric": None,
+            "amount_at_risk": None,
+            "currency": None,
+            "message": row["message"],
+            "evidence": json.dumps({"kind": row["kind"]}),
+        }
+        for row in rating.notices.iter_rows(named=True)
+    ]
+
+
 def detect_leakage(
     rating: RatingResult, subscriptions: pl.DataFrame, catalog: Catalog, period: BillingPeriod
 ) -> pl.DataFrame:
     """Run every rule; one row per finding, highest amount at risk first.
 
-    Rules: `usage_without_subscription`, `usage_not_priced` (unknown plan or a metric the
-    plan does not price) and `missing_recurring_charge`.
+    Rules: `usage_without_subscription`, `usage_not_priced` (unknown plan, a metric the
+    plan does not price, usage no charge filter matches, a call with no deck rate),
+    `missing_recurring_charge`, and rating notices such as `missing_tax_rate`.
     """
-    rows = _usage_findings(rating, catalog, period) + _missing_recurring(
-        rating, subscriptions, catalog, period
+    rows = (
+        _usage_findings(rating, catalog, period)
+        + _missing_recurring(rating, subscriptions, catalog, period)
+        + _notice_findings(rating, period)
     )
     return pl.DataFrame(rows, schema=FINDING_SCHEMA).sort(
         pl.col("amount_at_risk").fill_null(Decimal(0)), "finding_id", descending=[True, False]

@@ -15,7 +15,7 @@ import polars as pl
 from pandera.config import ValidationDepth, config_context
 from pandera.engines import polars_engine as pe
 
-from pricing_rules.rating import LINE_SCHEMA
+from pricing_rules.rating import KIND_ORDER, LINE_SCHEMA
 from pricing_rules.units import QUANTITY_SCALE
 
 RAW_USAGE_COLUMNS = (
@@ -124,11 +124,20 @@ def rated_lines_schema() -> pa.DataFrameSchema:
         name: pa.Column(dtype, nullable=name in nullable) for name, dtype in LINE_SCHEMA.items()
     }
     columns["line_id"] = pa.Column(pl.String, nullable=False, unique=True)
-    columns["amount"] = pa.Column(LINE_SCHEMA["amount"], pa.Check.ge(0), nullable=False)
+    columns["amount"] = pa.Column(LINE_SCHEMA["amount"], nullable=False)
+    columns["charge_kind"] = pa.Column(pl.String, pa.Check.isin(list(KIND_ORDER)), nullable=False)
     columns["details"] = pa.Column(
         pl.String, pa.Check.str_startswith("[", name="details_json_list"), nullable=False
     )
-    return pa.DataFrameSchema(columns, strict=True, name="RatedLines")
+    only_credits_are_negative = pa.Check(
+        lambda data: data.lazyframe.select(
+            (pl.col("amount") >= 0) | pl.col("charge_kind").is_in(["discount", "credit"])
+        ),
+        name="only_discounts_and_credits_are_negative",
+    )
+    return pa.DataFrameSchema(
+        columns, checks=[only_credits_are_negative], strict=True, name="RatedLines"
+    )
 
 
 SEVERITIES = ["low", "medium", "high", "critical"]

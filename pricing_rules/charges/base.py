@@ -173,7 +173,7 @@ def price_charge(charge: ChargeBase, quantity: Decimal, seats: int = 1) -> Price
     if charge.free_units is not None:
         allowance = charge.free_units.units * (seats if charge.free_units.per == "seat" else 1)
         used = min(quantity, allowance)
-        billable = quantity - used
+        billable = MONEY_CONTEXT.subtract(quantity, used)
         details.append(
             ChargeDetail(
                 label="included allowance",
@@ -191,7 +191,7 @@ def price_charge(charge: ChargeBase, quantity: Decimal, seats: int = 1) -> Price
             ChargeDetail(
                 label="minimum charge top-up",
                 quantity=Decimal(1),
-                amount=charge.minimum_amount - amount,
+                amount=MONEY_CONTEXT.subtract(charge.minimum_amount, amount),
             )
         )
         amount = charge.minimum_amount
@@ -200,7 +200,7 @@ def price_charge(charge: ChargeBase, quantity: Decimal, seats: int = 1) -> Price
             ChargeDetail(
                 label="maximum charge cap",
                 quantity=Decimal(1),
-                amount=charge.maximum_amount - amount,
+                amount=MONEY_CONTEXT.subtract(charge.maximum_amount, amount),
             )
         )
         amount = charge.maximum_amount

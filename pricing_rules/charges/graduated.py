@@ -16,6 +16,7 @@ from pricing_rules.charges.base import (
     multiply,
     tier_bounds,
 )
+from pricing_rules.money import MONEY_CONTEXT
 
 
 class GraduatedCharge(ChargeBase):
@@ -45,9 +46,9 @@ class GraduatedCharge(ChargeBase):
             if quantity <= lower:
                 break
             top = quantity if upper is None else min(quantity, upper)
-            units = top - lower
-            amount = multiply(units, tier.unit_price) + tier.flat_fee
-            total += amount
+            units = MONEY_CONTEXT.subtract(top, lower)
+            amount = MONEY_CONTEXT.add(multiply(units, tier.unit_price), tier.flat_fee)
+            total = MONEY_CONTEXT.add(total, amount)
             details.append(
                 ChargeDetail(
                     label=f"tier {index + 1}",

@@ -16,6 +16,7 @@ from pricing_rules.charges.base import (
     multiply,
     tier_bounds,
 )
+from pricing_rules.money import MONEY_CONTEXT
 
 
 class VolumeCharge(ChargeBase):
@@ -48,7 +49,7 @@ class VolumeCharge(ChargeBase):
         tier = self.tiers[index]
         lower, upper = tier_bounds(self.tiers)[index]
         flat_fee = tier.flat_fee if quantity > 0 else Decimal(0)
-        amount = multiply(quantity, tier.unit_price) + flat_fee
+        amount = MONEY_CONTEXT.add(multiply(quantity, tier.unit_price), flat_fee)
         detail = ChargeDetail(
             label=f"tier {index + 1} (all units)",
             quantity=quantity,

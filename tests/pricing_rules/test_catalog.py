@@ -1,0 +1,291 @@
+"""pricing_rules.catalog: YAML pricing-as-code, every error reported with its path."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from pricing_rules.catalog import CatalogError, load_catalog, parse_catalog
+from pricing_rules.charges import (
+    CHARGE_MODELS,
+    FlatCharge,
+    GraduatedCharge,
+    PerUnitCharge,
+    VolumeCharge,
+    model_name,
+)
+from pricing_rules.money import RoundingMode
+from tests.pricing_rules.frames import CATALOG_PATH
+
+
+def test_the_real_catalog_loads() -> None:
+    catalog = load_catalog(CATALOG_PATH)
+    assert catalog.version == "2026.10"
+    assert catalog.list_price_plan == "ucaas-business-usd"
+    assert set(catalog.metrics) == {"voice", "sms", "storage", "bandwidth", "seats", "video"}
+    assert catalog.metric_units() == {
+        "voice": "s",
+        "sms": "message",
+        "storage": "GB",
+        "bandwidth": "Mbps",
+        "seats": "seat",
+        "video": "s",
+    }
+    assert {m: d.aggregation for m, d in catalog.metrics.items()} == {
+        "voice": "sum",
+        "sms": "sum",
+        "storage": "max",
+        "bandwidth": "max",
+        "seats": "max",
+        "video": "sum",
+    }
+    assert set(catalog.plans) == {"ucaas-business-usd", "ucaas-business-eur", "ucaas-starter-jpy"}
+    assert catalog.content_hash == hashlib.sha256(CATALOG_PATH.read_bytes()).hexdigest()
+
+
+def test_the_real_catalog_plans() -> None:
+    catalog = load_catalog(CATALOG_PATH)
+    usd = catalog.plans["ucaas-business-usd"]
+    assert (usd.currency, usd.rounding) == ("USD", RoundingMode.HALF_UP)
+    assert catalog.plans["ucaas-business-eur"].rounding is RoundingMode.HALF_EVEN
+    assert catalog.plans["ucaas-starter-jpy"].currency == "JPY"
+    assert [type(c) for c in usd.charge_list] == [
+        FlatCharge,
+        PerUnitCharge,
+        GraduatedCharge,
+        PerUnitCharge,
+        VolumeCharge,
+        VolumeCharge,
+    ]
+    assert [c.id for c in usd.recurring_charges()] == ["platform"]
+    (voice,) = usd.usage_charges("voice")
+    assert voice.price_unit == "min"
+    assert usd.usage_charges("video") == []
+    platform = usd.recurring_charges()[0]
+    assert isinstance(platform, FlatCharge)
+    assert platform.amount == Decimal("199.00")
+
+
+def test_list_price_lookup() -> None:
+    catalog = load_catalog(CATALOG_PATH)
+    found = catalog.list_price("sms")
+    assert found is not None
+    plan, charge = found
+    assert (plan.name, charge.id) == ("UCaaS Business", "sms")
+    assert catalog.list_price("video") is None  # no plan prices video
+
+
+def test_the_registry_names_every_model_once() -> None:
+    names = [model_name(model) for model in CHARGE_MODELS]
+    assert {"flat", "per_unit", "graduated", "volume"} <= set(names)
+    assert len(set(names)) == len(names)
+    assert model_name(GraduatedCharge) == "graduated"
+
+
+GOOD_PLAN = """
+  good:
+    name: Good
+    currency: USD
+    charges:
+      - {id: platform, name: Platform, model: flat, amount: "10"}
+"""
+
+BROKEN = (
+    """
+version: "broken"
+list_price_plan: missing-plan              # undefined list_price_plan
+metrics:
+  voice: {name: Voice, unit: s}
+  storage: {name: Storage, unit: furlong}  # unknown unit
+plans:
+  bad:
+    name: Bad
+    currency: XYZ                          # unknown currency
+    charges:
+      - {id: platform, name: Platform, model: flat, amount: "10"}
+      - {id: platform, name: Seats, model: per_unit, metric: voice, unit_price: "-1"}
+      - id: calls
+        name: Calls
+        model: graduated
+        metric: ghost                      # undefined metric
+        tiers:
+          - {up_to: "100", unit_price: "1"}
+          - {up_to: "50", unit_price: "0.5"}
+      - {id: sms, name: SMS, model: per_unit, metric: voice, unit_price: 0.0079}
+      - {id: tiered, name: Tiered, model: stairstep, metric: voice}
+      - id: storage
+        name: Storage
+        model: volume
+        metric: voice
+        tiers:
+          - {up_to: null, unit_price: "1"}
+          - {up_to: "10", unit_price: "2"}
+"""
+    + GOOD_PLAN
+)
+
+
+def test_a_broken_catalog_reports_every_error_with_its_path() -> None:
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(BROKEN, source="broken.yaml")
+    error = raised.value
+    issues = {issue.path: issue.message for issue in error.issues}
+    assert sorted(issues) == sorted(
+        [
+            "metrics.storage.unit",  # unknown unit
+            "plans.bad.currency",  # unknown currency
+            "plans.bad.charges[1].unit_price",  # negative price
+            "plans.bad.charges[1].id",  # duplicate charge id
+            "plans.bad.charges[2].metric",  # undefined metric
+            "plans.bad.charges[2].tiers",  # bad tiers: bounds fall, last tier closed
+            "plans.bad.charges[3].unit_price",  # money as a YAML float
+            "plans.bad.charges[4]",  # unknown model
+            "plans.bad.charges[5].tiers",  # bad tiers: open tier not last
+            "list_price_plan",  # undefined list-price plan
+        ]
+    )
+    assert len(error.issues) == 10  # one issue per problem, none repeated
+    assert issues["metrics.storage.unit"].startswith("unknown unit 'furlong'")
+    assert issues["plans.bad.currency"] == "unknown ISO 4217 currency 'XYZ'"
+    assert issues["plans.bad.charges[1].unit_price"] == "must not be negative"
+    assert issues["plans.bad.charges[1].id"] == "duplicate charge id 'platform'"
+    assert issues["plans.bad.charges[2].metric"] == "metric 'ghost' is not defined"
+    assert issues["plans.bad.charges[2].tiers"] == (
+        "tier 1 ends at 50, not above the previous bound 100; "
+        "the last tier (tier 1) must be open-ended (up_to: null)"
+    )
+    assert issues["plans.bad.charges[3].unit_price"] == (
+        'write money as a quoted string, e.g. "0.0079"'
+    )
+    assert "Input tag 'stairstep'" in issues["plans.bad.charges[4]"]
+    assert issues["plans.bad.charges[5].tiers"] == (
+        "tier 0 is open-ended but is not the last tier; "
+        "the last tier (tier 1) must be open-ended (up_to: null)"
+    )
+    assert issues["list_price_plan"] == "plan 'missing-plan' is not defined"
+    text = str(error)
+    assert text.startswith("catalog broken.yaml has 10 error(s):")
+    assert "  - plans.bad.currency: unknown ISO 4217 currency 'XYZ'" in text
+
+
+@pytest.mark.parametrize(
+    ("charge", "path", "message"),
+    [
+        (
+            "{id: c, name: C, model: per_unit, unit_price: '1'}",
+            "plans.p.charges[0].metric",
+            "a per_unit charge needs a metric",
+        ),
+        (
+            "{id: c, name: C, model: graduated, tiers: [{up_to: null, unit_price: '1'}]}",
+            "plans.p.charges[0].metric",
+            "a graduated charge needs a metric",
+        ),
+        (
+            "{id: c, name: C, model: per_unit, metric: voice, price_unit: GB, unit_price: '1'}",
+            "plans.p.charges[0].price_unit",
+            r"cannot convert s \(duration\) to GB \(data\)",
+        ),
+        (
+            "{id: c, name: C, model: per_unit, metric: voice, price_unit: parsec, unit_price: '1'}",
+            "plans.p.charges[0].price_unit",
+            "unknown unit 'parsec'",
+        ),
+        (
+            "{id: c, name: C, model: flat, amount: 19.99}",
+            "plans.p.charges[0].amount",
+            "write money as a quoted string",
+        ),
+        (
+            "{id: c, name: C, model: graduated, metric: voice, "
+            "tiers: [{up_to: null, unit_price: '1', flat_fee: 2.5}]}",
+            "plans.p.charges[0].tiers[0].flat_fee",
+            "write money as a quoted string",
+        ),
+        (
+            "{id: c, name: C, model: flat, amount: '1', colour: red}",
+            "plans.p.charges[0].colour",
+            "Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_single_charge_errors(charge: str, path: str, message: str) -> None:
+    document = f"""
+version: "1"
+metrics:
+  voice: {{name: Voice, unit: s}}
+plans:
+  p:
+    name: P
+    currency: USD
+    charges:
+      - {charge}
+"""
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(document)
+    (issue,) = raised.value.issues
+    assert issue.path == path
+    assert re.search(message, issue.message), issue.message
+
+
+def test_integer_money_is_accepted() -> None:
+    # an integer is exact in YAML; only floats are rejected
+    catalog = parse_catalog(
+        f"""
+version: "1"
+metrics: {{}}
+plans:{GOOD_PLAN}""".replace('amount: "10"', "amount: 10")
+    )
+    assert catalog.plans["good"].charge_list[0].price(Decimal(1)).amount == Decimal(10)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("version: [unclosed", "not valid YAML"),
+        ("- just\n- a list\n", "the catalog must be a mapping"),
+        ("", "the catalog must be a mapping"),
+    ],
+)
+def test_unreadable_documents(text: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message) as raised:
+        parse_catalog(text)
+    assert [issue.path for issue in raised.value.issues] == ["<root>"]
+
+
+def test_missing_top_level_keys_are_reported() -> None:
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog("version: '1'\n")
+    assert {issue.path for issue in raised.value.issues} == {"metrics", "plans"}
+
+
+def test_load_catalog_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text("version: '1'\nmetrics: {}\nplans: {}\nlist_price_plan: nope\n")
+    with pytest.raises(CatalogError, match=r"catalog .*catalog\.yaml has 1 error\(s\)"):
+        load_catalog(path)
+
+
+# Regression: issue paths once dropped every part equal to a model name.
+def test_paths_keep_keys_that_share_a_model_name() -> None:
+    document = """
+version: "1"
+metrics:
+  volume: {name: Call volume, unit: furlong}
+plans:
+  flat:
+    name: Flat rate
+    currency: XYZ
+    charges:
+      - {id: c, name: C, model: flat, amount: "1"}
+"""
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(document)
+    assert {issue.path for issue in raised.value.issues} == {
+        "metrics.volume.unit",
+        "plans.flat.currency",
+    }

@@ -1,0 +1,435 @@
+"""validation.usage: parse, check, quarantine with reasons, dedupe; nothing is lost."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from pricing_rules.periods import BillingPeriod
+from validation.schemas import RAW_USAGE_COLUMNS
+from validation.usage import (
+    ConservationError,
+    UsageCounts,
+    conform_raw,
+    unit_factors,
+    validate_usage,
+)
+
+OCT = BillingPeriod.parse("2026-10")
+METRIC_UNITS = {"voice": "s", "sms": "message", "storage": "GB", "bandwidth": "Mbps"}
+GOOD = ("e1", "A", "voice", "60", "s", "2026-10-05T10:00:00Z")
+COLUMNS = ["event_id", "account_id", "metric", "quantity", "unit", "timestamp"]
+
+
+def raw(
+    rows: list[tuple[str | None, ...]], source_key: str = "usage/2026-10-05.csv"
+) -> pl.DataFrame:
+    """Rows as a text file reads them: every column a string, plus provenance."""
+    return pl.DataFrame(rows, schema=dict.fromkeys(COLUMNS, pl.String), orient="row").with_columns(
+        pl.lit(source_key).alias("source_key"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("source_row"),
+    )
+
+
+def validate(rows: list[tuple[str | None, ...]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    result = validate_usage(raw(rows), METRIC_UNITS, OCT)
+    return result.valid, result.quarantine.sort("source_row")
+
+
+@pytest.mark.parametrize(
+    ("row", "reason", "detail"),
+    [
+        (
+            (None, "A", "voice", "1", "s", "2026-10-05T10:00:00Z"),
+            "missing_event_id",
+            "the event has no event_id",
+        ),
+        (
+            ("  ", "A", "voice", "1", "s", "2026-10-05T10:00:00Z"),
+            "missing_event_id",
+            "the event has an empty event_id",
+        ),
+        (
+            ("e2", None, "voice", "1", "s", "2026-10-05T10:00:00Z"),
+            "missing_account_id",
+            "the event has no account_id",
+        ),
+        (
+            ("e2", "", "voice", "1", "s", "2026-10-05T10:00:00Z"),
+            "missing_account_id",
+            "the event has an empty account_id",
+        ),
+        (
+            ("e2", "A", "voice", "abc", "s", "2026-10-05T10:00:00Z"),
+            "non_numeric_quantity",
+            "quantity 'abc' is not a number",
+        ),
+        (
+            ("e2", "A", "voice", None, "s", "2026-10-05T10:00:00Z"),
+            "non_numeric_quantity",
+            "quantity None is not a number",
+        ),
+        (
+            ("e2", "A", "voice", "-5", "s", "2026-10-05T10:00:00Z"),
+            "negative_quantity",
+            "quantity -5 is negative",
+        ),
+        (
+            ("e2", "A", "voice", "5", "GB", "2026-10-05T10:00:00Z"),
+            "unknown_unit",
+            "unit 'GB' cannot be converted to the metric's unit",
+        ),
+        (
+            ("e2", "A", "voice", "5", None, "2026-10-05T10:00:00Z"),
+            "unknown_unit",
+            "unit None cannot be converted to the metric's unit",
+        ),
+        (
+            ("e2", "A", "voice", "5", "s", "2026-10-05 10:00"),
+            "bad_timestamp",
+            "timestamp '2026-10-05 10:00' is not ISO 8601 with a UTC offset",
+        ),
+        # no offset: local time of an unknown zone is not accepted
+        (
+            ("e2", "A", "voice", "5", "s", "2026-10-05T10:00:00"),
+            "bad_timestamp",
+            "timestamp '2026-10-05T10:00:00' is not ISO 8601 with a UTC offset",
+        ),
+        (
+            ("e2", "A", "voice", "5", "s", "2026-09-30T23:59:59Z"),
+            "outside_period",
+            "timestamp 2026-09-30T23:59:59Z is before the billing period",
+        ),
+        # the period is [2026-10-01, 2026-11-01): midnight on the 1st of November is outside
+        (
+            ("e2", "A", "voice", "5", "s", "2026-11-01T00:00:00Z"),
+            "outside_period",
+            "timestamp 2026-11-01T00:00:00Z is after the billing period",
+        ),
+        # 01:00 at +02:00 on 1 October is 23:00 UTC on 30 September
+        (
+            ("e2", "A", "voice", "5", "s", "2026-10-01T01:00:00+02:00"),
+            "outside_period",
+            "timestamp 2026-10-01T01:00:00+02:00 is before the billing period",
+        ),
+    ],
+)
+def test_each_quarantine_reason(row: tuple[str | None, ...], reason: str, detail: str) -> None:
+    valid, quarantine = validate([GOOD, row])
+    assert valid["event_id"].to_list() == ["e1"]
+    assert quarantine.select("source_row", "reason", "reason_detail").rows() == [
+        (1, reason, detail)
+    ]
+
+
+def test_unknown_metric() -> None:
+    _, quarantine = validate([GOOD, ("e2", "A", "fax", "1", "page", "2026-10-05T10:00:00Z")])
+    (row,) = quarantine.iter_rows(named=True)
+    # an unknown metric has no units either, so its unit is reported as well
+    assert row["reason"].split(";")[0] == "unknown_metric"
+    assert row["reason_detail"].startswith("metric 'fax' is not in the catalog")
+
+
+def test_several_problems_in_one_row_are_all_reported() -> None:
+    _, quarantine = validate([(None, "", "voice", "-1", "s", "2026-12-01T00:00:00Z")])
+    (row,) = quarantine.iter_rows(named=True)
+    assert set(row["reason"].split(";")) == {
+        "missing_event_id",
+        "missing_account_id",
+        "negative_quantity",
+        "outside_period",
+    }
+    assert "quantity -1 is negative" in row["reason_detail"]
+
+
+def test_quarantine_keeps_the_raw_text_and_provenance() -> None:
+    _, quarantine = validate([GOOD, ("e2", "A", "voice", " 1,5 ", "s", "yesterday")])
+    assert quarantine.columns == [
+        *RAW_USAGE_COLUMNS,
+        "source_key",
+        "source_row",
+        "reason",
+        "reason_detail",
+    ]
+    row = quarantine.row(0, named=True)
+    assert (row["quantity"], row["timestamp"]) == (" 1,5 ", "yesterday")
+    assert (row["source_key"], row["source_row"]) == ("usage/2026-10-05.csv", 1)
+    assert row["reason"] == "non_numeric_quantity;bad_timestamp"
+
+
+def test_duplicates_keep_the_first_copy_in_input_order() -> None:
+    result = validate_usage(
+        raw(
+            [
+                ("e1", "A", "voice", "60", "s", "2026-10-05T10:00:00Z"),
+                ("e2", "A", "sms", "1", "message", "2026-10-05T10:00:00Z"),
+                ("e1", "B", "voice", "999", "s", "2026-10-06T10:00:00Z"),  # later copy of e1
+                (" e2 ", "A", "sms", "1", "message", "2026-10-05T10:00:00Z"),  # same id, padded
+                ("e1", "A", "voice", "60", "s", "2026-10-05T10:00:00Z"),
+            ]
+        ),
+        METRIC_UNITS,
+        OCT,
+    )
+    assert result.valid.select("event_id", "account_id", "quantity", "source_row").rows() == [
+        ("e1", "A", Decimal(60), 0),
+        ("e2", "A", Decimal(1), 1),
+    ]
+    assert_frame_equal(
+        result.duplicates.sort("source_row"),
+        pl.DataFrame(
+            {
+                "event_id": ["e1", "e2", "e1"],
+                "account_id": ["B", "A", "A"],
+                "source_key": ["usage/2026-10-05.csv"] * 3,
+                "source_row": [2, 3, 4],
+            },
+            schema={
+                "event_id": pl.String,
+                "account_id": pl.String,
+                "source_key": pl.String,
+                "source_row": pl.Int64,
+            },
+        ),
+    )
+    assert result.counts == UsageCounts(read=5, valid=2, quarantined=0, duplicates=3)
+
+
+def test_duplicates_across_files_keep_the_earlier_file() -> None:
+    first = raw([("e1", "A", "voice", "60", "s", "2026-10-05T10:00:00Z")], "usage/a.csv")
+    second = raw([("e1", "A", "voice", "60", "s", "2026-10-05T10:00:00Z")], "usage/b.csv")
+    result = validate_usage(pl.concat([first, second]), METRIC_UNITS, OCT)
+    assert result.valid["source_key"].to_list() == ["usage/a.csv"]
+    assert result.duplicates["source_key"].to_list() == ["usage/b.csv"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "quantity", "unit", "canonical", "canonical_unit"),
+    [
+        ("voice", "1.5", "min", "90", "s"),  # 1.5 min x 60 = 90 s
+        ("voice", "2", "h", "7200", "s"),  # 2 h x 3600 = 7200 s
+        ("voice", "61.25", "s", "61.25", "s"),
+        ("storage", "1500", "MB", "1.5", "GB"),  # 1500 MB / 1000 = 1.5 GB
+        ("storage", "1.234567", "MB", "0.001234567", "GB"),  # 1.234567 / 1000
+        ("storage", "1", "GiB", "1.073741824", "GB"),  # 2^30 B / 10^9
+        ("storage", "1", "KiB", "0.000001024", "GB"),  # 1024 B / 10^9
+        ("bandwidth", "2500", "kbps", "2.5", "Mbps"),  # 2500 kbps / 1000 = 2.5 Mbps
+        ("bandwidth", "0.3", "Gbps", "300", "Mbps"),
+        ("sms", "3", "message", "3", "message"),
+    ],
+)
+def test_unit_conversion_is_exact(
+    metric: str, quantity: str, unit: str, canonical: str, canonical_unit: str
+) -> None:
+    valid, quarantine = validate([("e1", "A", metric, quantity, unit, "2026-10-05T10:00:00Z")])
+    assert quarantine.height == 0
+    row = valid.row(0, named=True)
+    assert row["quantity"] == Decimal(canonical)
+    assert row["unit"] == canonical_unit
+
+
+def test_seconds_cannot_be_reported_for_a_per_minute_metric() -> None:
+    # s -> min is x 1/60, which does not terminate: s is not an accepted unit for min
+    result = validate_usage(
+        raw([("e1", "A", "calls", "30", "s", "2026-10-05T10:00:00Z")]), {"calls": "min"}, OCT
+    )
+    assert result.quarantine["reason"].to_list() == ["unknown_unit"]
+
+
+def test_unit_factors_table() -> None:
+    factors = unit_factors({"voice": "s"})
+    assert_frame_equal(
+        factors,
+        pl.DataFrame(
+            {
+                "metric": ["voice"] * 3,
+                "unit": ["h", "min", "s"],
+                "unit_factor": [Decimal(3600), Decimal(60), Decimal(1)],
+            },
+            schema={"metric": pl.String, "unit": pl.String, "unit_factor": pl.Decimal(38, 12)},
+        ),
+    )
+
+
+def test_text_is_trimmed_and_timestamps_become_utc() -> None:
+    valid, _ = validate(
+        [
+            (" e1 ", " A ", " voice ", " 7 ", " s ", "2026-10-05T12:30:00+02:00"),
+            ("e2", "A", "voice", "1", "s", "2026-10-31T23:59:59.999999Z"),
+        ]
+    )
+    assert valid.select("event_id", "account_id", "metric", "quantity", "unit").rows()[0] == (
+        "e1",
+        "A",
+        "voice",
+        Decimal(7),
+        "s",
+    )
+    assert valid["timestamp"].to_list() == [
+        datetime(2026, 10, 5, 10, 30, tzinfo=UTC),
+        datetime(2026, 10, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    assert valid.schema["timestamp"] == pl.Datetime("us", "UTC")
+    assert valid.schema["quantity"] == pl.Decimal(38, 12)
+
+
+def parquet_frame(timestamps: list[datetime], dtype: pl.DataType) -> pl.DataFrame:
+    """What `pl.read_parquet` gives for typed columns: floats and Datetime."""
+    n = len(timestamps)
+    return pl.DataFrame(
+        {
+            "event_id": [f"p{i}" for i in range(n)],
+            "account_id": ["A"] * n,
+            "metric": ["voice"] * n,
+            "quantity": [1.5] * n,
+            "unit": ["min"] * n,
+            "timestamp": pl.Series(timestamps, dtype=dtype),
+            "source_key": ["usage/p.parquet"] * n,
+            "source_row": list(range(n)),
+        }
+    )
+
+
+def test_conform_raw_turns_parquet_datetimes_into_utc_text() -> None:
+    berlin = pl.Datetime("ns", "Europe/Berlin")
+    frame = parquet_frame(
+        [
+            datetime(2026, 10, 5, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+            datetime(2026, 10, 5, 12, 0, 0, 250000, tzinfo=UTC),
+        ],
+        pl.Datetime("us", "UTC"),
+    ).with_columns(pl.col("timestamp").cast(berlin))
+    conformed = conform_raw(frame)
+    assert conformed.columns == [*RAW_USAGE_COLUMNS, "source_key", "source_row"]
+    assert all(
+        dtype == pl.String for name, dtype in conformed.schema.items() if name != "source_row"
+    )
+    assert conformed["timestamp"].to_list() == [
+        "2026-10-05T10:00:00Z",  # 12:00 at +02:00
+        "2026-10-05T12:00:00.250Z",
+    ]
+    assert conformed["quantity"].to_list() == ["1.5", "1.5"]
+    assert conformed["destination"].to_list() == [None, None]  # absent optional columns
+    result = validate_usage(frame, METRIC_UNITS, OCT)
+    assert result.valid["timestamp"].to_list() == [
+        datetime(2026, 10, 5, 10, 0, tzinfo=UTC),
+        datetime(2026, 10, 5, 12, 0, 0, 250000, tzinfo=UTC),
+    ]
+    # 1.5 min x 60 = 90 s
+    assert result.valid["quantity"].to_list() == [Decimal(90), Decimal(90)]
+
+
+def test_naive_parquet_datetimes_are_quarantined() -> None:
+    frame = parquet_frame([datetime(2026, 10, 5, 12, 0)], pl.Datetime("us"))
+    assert conform_raw(frame)["timestamp"].to_list() == ["2026-10-05T12:00:00"]
+    result = validate_usage(frame, METRIC_UNITS, OCT)
+    assert result.quarantine["reason"].to_list() == ["bad_timestamp"]
+
+
+def test_missing_required_column_is_an_error() -> None:
+    frame = raw([GOOD]).drop("timestamp", "metric")
+    with pytest.raises(
+        ValueError,
+        match=r"usage is missing required column\(s\): metric, "
+        "timestamp",
+    ):
+        conform_raw(frame)
+    with pytest.raises(ValueError, match="missing required column"):
+        validate_usage(frame, METRIC_UNITS, OCT)
+
+
+def test_optional_columns_may_be_absent() -> None:
+    frame = raw([GOOD]).drop("unit")
+    conformed = conform_raw(frame)
+    assert conformed["unit"].to_list() == [None]
+
+
+def test_counts_check() -> None:
+    UsageCounts(read=5, valid=3, quarantined=1, duplicates=1).check()
+    with pytest.raises(
+        ConservationError, match=r"read 5 != valid 3 \+ quarantined 1 \+ duplicates 0"
+    ):
+        UsageCounts(read=5, valid=3, quarantined=1, duplicates=0).check()
+
+
+def test_empty_usage() -> None:
+    result = validate_usage(raw([]), METRIC_UNITS, OCT)
+    assert result.counts == UsageCounts(read=0, valid=0, quarantined=0, duplicates=0)
+    assert result.valid.height == 0
+
+
+# Each kind of bad row, with the reason it must get.
+BAD_ROWS: list[tuple[tuple[str | None, ...], str]] = [
+    ((None, "A", "voice", "1", "s", "2026-10-05T10:00:00Z"), "missing_event_id"),
+    (("{id}", None, "voice", "1", "s", "2026-10-05T10:00:00Z"), "missing_account_id"),
+    (("{id}", "A", "voice", "x", "s", "2026-10-05T10:00:00Z"), "non_numeric_quantity"),
+    (("{id}", "A", "voice", "-1", "s", "2026-10-05T10:00:00Z"), "negative_quantity"),
+    (("{id}", "A", "voice", "1", "GB", "2026-10-05T10:00:00Z"), "unknown_unit"),
+    (("{id}", "A", "voice", "1", "s", "05/10/2026"), "bad_timestamp"),
+    (("{id}", "A", "voice", "1", "s", "2026-09-01T00:00:00Z"), "outside_period"),
+]
+
+kinds = st.lists(
+    st.one_of(
+        st.just(("good", 0)),
+        st.tuples(st.just("bad"), st.integers(0, len(BAD_ROWS) - 1)),
+        st.tuples(st.just("dup"), st.integers(0, 50)),
+    ),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(kinds)
+def test_conservation_over_random_mixes(mix: list[tuple[str, int]]) -> None:
+    rows: list[tuple[str | None, ...]] = []
+    good_ids: list[str] = []
+    expected = {"good": 0, "bad": 0, "dup": 0}
+    expected_reasons: list[str] = []
+    for number, (kind, pick) in enumerate(mix):
+        if kind == "dup" and not good_ids:
+            kind = "good"
+        event_id = f"ev-{number}"
+        if kind == "good":
+            rows.append((event_id, "A", "sms", str(number), "message", "2026-10-05T10:00:00Z"))
+            good_ids.append(event_id)
+        elif kind == "bad":
+            template, reason = BAD_ROWS[pick]
+            rows.append(tuple(None if v is None else v.format(id=event_id) for v in template))
+            expected_reasons.append(reason)
+        else:  # a second copy of an earlier good event
+            copy = good_ids[pick % len(good_ids)]
+            rows.append((copy, "A", "sms", "1", "message", "2026-10-06T10:00:00Z"))
+        expected[kind] += 1
+
+    result = validate_usage(raw(rows), METRIC_UNITS, OCT)
+    counts = result.counts
+    assert counts.read == len(rows)
+    assert counts.read == counts.valid + counts.quarantined + counts.duplicates
+    assert (counts.valid, counts.quarantined, counts.duplicates) == (
+        expected["good"],
+        expected["bad"],
+        expected["dup"],
+    )
+    assert (result.valid.height, result.quarantine.height, result.duplicates.height) == (
+        counts.valid,
+        counts.quarantined,
+        counts.duplicates,
+    )
+    assert result.quarantine.sort("source_row")["reason"].to_list() == expected_reasons
+    assert sorted(result.valid["event_id"].to_list()) == sorted(good_ids)
+    # every input row is accounted for exactly once
+    seen = sorted(
+        result.valid["source_row"].to_list()
+        + result.quarantine["source_row"].to_list()
+        + result.duplicates["source_row"].to_list()
+    )
+    assert seen == list(range(len(rows)))
