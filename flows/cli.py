@@ -116,7 +116,7 @@ def demo(
         f"{planted.unpriced_events} '{planted.unpriced_metric}' events no plan prices, "
         f"subscription {planted.unknown_plan_subscription_id} on an unknown plan"
     )
-    summary = billing_run(period=period, settings=settings, approval_policy="auto")
+    summary = _run_flow(billing_run, period, settings, "auto")
     print_summary(summary)
     console.print(f"Finished in {time.perf_counter() - started:.1f} s")
 
@@ -139,10 +139,18 @@ def run(
     _import(settings, accounts_file, subscriptions_file)
     from flows.billing import billing_run
 
-    summary = billing_run(
-        period=period, settings=settings, approval_policy="auto" if auto_approve else None
-    )
+    summary = _run_flow(billing_run, period, settings, "auto" if auto_approve else None)
     print_summary(summary)
+
+
+def _run_flow(billing_run: Any, period: str, settings: Any, policy: str | None) -> Any:
+    """Run the flow; a failure is reported in one line (Prefect keeps the traceback)."""
+    try:
+        return billing_run(period=period, settings=settings, approval_policy=policy)
+    except Exception as exc:
+        console.print(f"[red]Billing run for {period} failed: {type(exc).__name__}: {exc}[/]")
+        console.print("The run is marked failed in the ledger; see the Prefect logs for details.")
+        raise typer.Exit(1) from exc
 
 
 def _import(
@@ -241,6 +249,154 @@ def runs(
             str(item.started_at)[:19],
         )
     console.print(table)
+
+
+@app.command()
+def quote(
+    period: Annotated[str, typer.Option(help="Billing month, YYYY-MM.")],
+    plan: Annotated[str | None, typer.Option(help="Plan id from the catalog.")] = None,
+    account: Annotated[
+        str | None,
+        typer.Option(help="Quote an account's subscription and terms from the ledger (read only)."),
+    ] = None,
+    usage: Annotated[
+        list[str] | None,
+        typer.Option("--usage", "-u", help="Inline usage, e.g. voice=1500min (repeatable)."),
+    ] = None,
+    usage_file: Annotated[
+        Path | None, typer.Option(help="A usage file (Parquet, CSV, JSON Lines, optionally .gz).")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="Subscription start, YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option(help="Subscription end (exclusive).")] = None,
+    seats: Annotated[int, typer.Option(help="Seats on the subscription.")] = 1,
+    add_on: Annotated[list[str] | None, typer.Option(help="Add-on id (repeatable).")] = None,
+    terms_file: Annotated[
+        Path | None, typer.Option(help="YAML account terms to apply (the first entry).")
+    ] = None,
+    country: Annotated[str | None, typer.Option(help="Tax jurisdiction.")] = None,
+    catalog_path: Annotated[
+        Path | None, typer.Option("--catalog", help="Catalog file (default: the configured one).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    settings_file: SettingsFile = None,
+) -> None:
+    """Price usage for a plan and period without touching the ledger (an invoice preview)."""
+    from datetime import date
+
+    from infra.directory import DirectoryError, read_terms
+    from pricing_rules.catalog import CatalogError, load_catalog
+    from pricing_rules.periods import BillingPeriod
+    from pricing_rules.quote import QuoteError, inline_usage, parse_quantity, quote_document
+    from pricing_rules.quote import quote as price_quote
+    from validation.formats import UsageFileError, read_usage_file
+    from validation.usage import validate_usage
+
+    settings = _settings(settings_file)
+    try:
+        billing_period = BillingPeriod.parse(period)
+        catalog = load_catalog(catalog_path or settings.catalog_path)
+        terms = read_terms(terms_file)[0] if terms_file else None
+        start_date = date.fromisoformat(start) if start else None
+        end_date = date.fromisoformat(end) if end else None
+        plan_id = plan
+        if account:
+            plan_id, start_date, end_date, seats, add_on, terms, country = _account_quote(
+                settings, account, billing_period, plan_id
+            )
+        if plan_id is None:
+            raise QuoteError("give --plan or --account")
+        if usage_file is not None:
+            raw = read_usage_file(usage_file.name, usage_file.read_bytes())
+        else:
+            raw = inline_usage(
+                [parse_quantity(u) for u in usage or []],
+                catalog,
+                billing_period,
+                start_date or billing_period.start,
+            )
+        checked = validate_usage(raw, catalog.metric_units(), billing_period)
+        result = price_quote(
+            checked.valid,
+            catalog,
+            plan_id,
+            billing_period,
+            start=start_date,
+            end=end_date,
+            seats=seats,
+            add_ons=add_on,
+            terms=terms,
+            country=country,
+        )
+    except (QuoteError, CatalogError, DirectoryError, UsageFileError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    document = quote_document(result, billing_period, plan_id)
+    document["quarantined"] = checked.quarantine.select(
+        "event_id", "reason", "reason_detail"
+    ).to_dicts()
+    if as_json:
+        typer.echo(_json(document))
+        return
+    table = Table(
+        "#",
+        "charge",
+        "quantity",
+        "unit price",
+        "amount",
+        title=(f"Quote: plan {plan_id}, {billing_period.label} (nothing is stored)"),
+    )
+    for number, line in enumerate(document["lines"], start=1):
+        table.add_row(
+            str(number),
+            f"{line['charge']}\n[dim]{line['description']}[/]",
+            f"{line['quantity']} {line['unit']}",
+            line["unit_price"] or "",
+            f"{line['amount']} {line['currency']}",
+        )
+    for currency, total in document["totals"].items():
+        table.add_row("", "[bold]Total[/]", "", "", f"[bold]{total} {currency}[/]")
+    console.print(table)
+    for item in document["unrated"]:
+        console.print(
+            f"[yellow]not priced[/]: {item['events']} {item['metric']} event(s): {item['reason']}"
+        )
+    for item in document["quarantined"]:
+        console.print(f"[yellow]rejected[/]: {item['event_id']}: {item['reason_detail']}")
+
+
+def _account_quote(settings: Any, account: str, period: Any, plan: str | None) -> tuple[Any, ...]:
+    """The account's active subscription and terms, read from the ledger."""
+    import polars as pl
+
+    from pricing_rules.quote import QuoteError
+    from pricing_rules.rating import active_subscriptions
+    from pricing_rules.terms import AccountTerms
+    from tasks.common import ledger
+
+    db = ledger(settings)
+    subs = active_subscriptions(db.subscriptions(), period).filter(pl.col("account_id") == account)
+    if plan:
+        subs = subs.filter(pl.col("plan_id") == plan)
+    if subs.height != 1:
+        raise QuoteError(
+            f"account {account!r} has {subs.height} active subscription(s) in "
+            f"{period.label}; give --plan to choose"
+        )
+    sub = subs.row(0, named=True)
+    terms_json = db.account_terms().get(account)
+    terms = AccountTerms.model_validate_json(terms_json) if terms_json else None
+    info = db.account_frame().filter(pl.col("account_id") == account)
+    country = info["country"][0] if info.height else None
+    add_ons = [a for a in (sub["add_ons"] or "").split(",") if a]
+    return (
+        sub["plan_id"],
+        sub["start_date"],
+        sub["end_date"],
+        int(sub["quantity"]),
+        add_ons,
+        terms,
+        country,
+    )
 
 
 @app.command()

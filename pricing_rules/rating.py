@@ -32,58 +32,66 @@ QUANTITY = pl.Decimal(38, QUANTITY_SCALE)
 MONEY = pl.Decimal(38, 4)
 KIND_ORDER = ("recurring", "usage", "commitment", "discount", "tax", "credit")
 
-LINE_SCHEMA = pl.Schema({
-    "line_id": pl.String(),
-    "account_id": pl.String(),
-    "subscription_id": pl.String(),
-    "plan_id": pl.String(),
-    "charge_id": pl.String(),
-    "charge_name": pl.String(),
-    "charge_model": pl.String(),
-    "charge_kind": pl.String(),
-    "metric": pl.String(),
-    "quantity": QUANTITY,
-    "unit": pl.String(),
-    "unit_price": pl.Decimal(38, 12),
-    "proration_factor": pl.Decimal(38, 12),
-    "events": pl.Int64(),
-    "precise_amount": pl.String(),
-    "amount": MONEY,
-    "amount_minor": pl.Int64(),
-    "currency": pl.String(),
-    "rounding": pl.String(),
-    "description": pl.String(),
-    "details": pl.String(),
-})
+LINE_SCHEMA = pl.Schema(
+    {
+        "line_id": pl.String(),
+        "account_id": pl.String(),
+        "subscription_id": pl.String(),
+        "plan_id": pl.String(),
+        "charge_id": pl.String(),
+        "charge_name": pl.String(),
+        "charge_model": pl.String(),
+        "charge_kind": pl.String(),
+        "metric": pl.String(),
+        "quantity": QUANTITY,
+        "unit": pl.String(),
+        "unit_price": pl.Decimal(38, 12),
+        "proration_factor": pl.Decimal(38, 12),
+        "events": pl.Int64(),
+        "precise_amount": pl.String(),
+        "amount": MONEY,
+        "amount_minor": pl.Int64(),
+        "currency": pl.String(),
+        "rounding": pl.String(),
+        "description": pl.String(),
+        "details": pl.String(),
+    }
+)
 
-UNRATED_SCHEMA = pl.Schema({
-    "account_id": pl.String(),
-    "subscription_id": pl.String(),
-    "plan_id": pl.String(),
-    "metric": pl.String(),
-    "quantity": QUANTITY,
-    "unit": pl.String(),
-    "events": pl.Int64(),
-    "first_day": pl.Date(),
-    "last_day": pl.Date(),
-    "reason": pl.String(),
-})
+UNRATED_SCHEMA = pl.Schema(
+    {
+        "account_id": pl.String(),
+        "subscription_id": pl.String(),
+        "plan_id": pl.String(),
+        "metric": pl.String(),
+        "quantity": QUANTITY,
+        "unit": pl.String(),
+        "events": pl.Int64(),
+        "first_day": pl.Date(),
+        "last_day": pl.Date(),
+        "reason": pl.String(),
+    }
+)
 
-SUBSCRIPTION_SCHEMA = pl.Schema({
-    "subscription_id": pl.String(),
-    "account_id": pl.String(),
-    "plan_id": pl.String(),
-    "start_date": pl.Date(),
-    "end_date": pl.Date(),
-    "quantity": pl.Int64(),
-    "add_ons": pl.String(),
-})
+SUBSCRIPTION_SCHEMA = pl.Schema(
+    {
+        "subscription_id": pl.String(),
+        "account_id": pl.String(),
+        "plan_id": pl.String(),
+        "start_date": pl.Date(),
+        "end_date": pl.Date(),
+        "quantity": pl.Int64(),
+        "add_ons": pl.String(),
+    }
+)
 
-NOTICE_SCHEMA = pl.Schema({
-    "account_id": pl.String(),
-    "kind": pl.String(),
-    "message": pl.String(),
-})
+NOTICE_SCHEMA = pl.Schema(
+    {
+        "account_id": pl.String(),
+        "kind": pl.String(),
+        "message": pl.String(),
+    }
+)
 
 
 class RatingError(ValueError):
@@ -113,9 +121,7 @@ def conform_subscriptions(subscriptions: pl.DataFrame) -> pl.DataFrame:
     return (
         frame.select(list(SUBSCRIPTION_SCHEMA))
         .cast(SUBSCRIPTION_SCHEMA)
-        .with_columns(
-            pl.col("quantity").fill_null(1)
-        )
+        .with_columns(pl.col("quantity").fill_null(1))
     )
 
 
@@ -816,9 +822,7 @@ def rate(
         if sub_plan is not None:
             listed = plan_discounts.setdefault((sub["account_id"], sub_plan.currency), [])
             listed.extend(
-                (sub["plan_id"], d)
-                for d in sub_plan.discounts
-                if (sub["plan_id"], d) not in listed
+                (sub["plan_id"], d) for d in sub_plan.discounts if (sub["plan_id"], d) not in listed
             )
     for invoice_key, invoice in sorted(rater.invoices.items()):
         rater.discounts(invoice, plan_discounts.get(invoice_key, []))

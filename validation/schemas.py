@@ -119,7 +119,7 @@ class Quarantine(pa.DataFrameModel):
 
 def rated_lines_schema() -> pa.DataFrameSchema:
     """Every line priced, rounded to a minor unit, explained; `line_id` is unique."""
-    nullable = {"metric", "unit_price", "proration_factor"}
+    nullable = {"subscription_id", "plan_id", "metric", "unit_price", "proration_factor"}
     columns = {
         name: pa.Column(dtype, nullable=name in nullable) for name, dtype in LINE_SCHEMA.items()
     }

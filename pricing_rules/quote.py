@@ -1,0 +1,185 @@
+"""Quotes: price given usage for a plan and period without touching any ledger."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import polars as pl
+
+from pricing_rules.catalog import Catalog
+from pricing_rules.money import from_minor_units
+from pricing_rules.periods import BillingPeriod
+from pricing_rules.rating import RatingResult, rate, subscription_frame
+from pricing_rules.terms import AccountTerms
+from pricing_rules.units import UNITS
+
+_QUANTITY = re.compile(r"^(?P<metric>[A-Za-z0-9_.-]+)=(?P<value>[0-9.]+)\s*(?P<unit>[A-Za-z]*)$")
+
+
+class QuoteError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class InlineQuantity:
+    metric: str
+    quantity: str
+    unit: str | None
+
+
+def parse_quantity(text: str) -> InlineQuantity:
+    """`voice=90000s`, `storage=150GB`, `sms=3200` -> metric, quantity, unit.
+
+    >>> parse_quantity("voice=1500min")
+    InlineQuantity(metric='voice', quantity='1500', unit='min')
+    """
+    match = _QUANTITY.match(text.strip())
+    if not match:
+        raise QuoteError(f"usage {text!r} must look like metric=quantity[unit], e.g. voice=1500min")
+    try:
+        Decimal(match["value"])
+    except InvalidOperation as exc:
+        raise QuoteError(f"usage {text!r}: {match['value']!r} is not a number") from exc
+    unit = match["unit"] or None
+    if unit is not None and unit not in UNITS:
+        raise QuoteError(f"usage {text!r}: unknown unit {unit!r}")
+    return InlineQuantity(match["metric"], match["value"], unit)
+
+
+def inline_usage(
+    quantities: list[InlineQuantity], catalog: Catalog, period: BillingPeriod, start: date
+) -> pl.DataFrame:
+    """Raw usage rows (text, like a file) for inline quantities, one event each."""
+    at = datetime.combine(max(start, period.start), time(12), tzinfo=period.start_at.tzinfo)
+    rows = []
+    for index, item in enumerate(quantities):
+        if item.metric not in catalog.metrics:
+            raise QuoteError(
+                f"metric {item.metric!r} is not in the catalog "
+                f"(known: {', '.join(sorted(catalog.metrics))})"
+            )
+        rows.append(
+            {
+                "event_id": f"quote-{index}",
+                "account_id": "QUOTE",
+                "metric": item.metric,
+                "quantity": item.quantity,
+                "unit": item.unit or catalog.metrics[item.metric].unit,
+                "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "source_key": "inline",
+                "source_row": index,
+            }
+        )
+    return pl.DataFrame(rows, schema_overrides={"source_row": pl.Int64})
+
+
+def quote(
+    valid_usage: pl.DataFrame,
+    catalog: Catalog,
+    plan_id: str,
+    period: BillingPeriod,
+    *,
+    account_id: str = "QUOTE",
+    start: date | None = None,
+    end: date | None = None,
+    seats: int = 1,
+    add_ons: list[str] | None = None,
+    terms: AccountTerms | None = None,
+    country: str | None = None,
+    timezone: str = "UTC",
+) -> RatingResult:
+    """Rate one subscription for one period; nothing is read or written elsewhere."""
+    if plan_id not in catalog.plans:
+        raise QuoteError(
+            f"plan {plan_id!r} is not in the catalog (known: {', '.join(sorted(catalog.plans))})"
+        )
+    unknown = [a for a in (add_ons or []) if a not in catalog.add_ons]
+    if unknown:
+        raise QuoteError(f"add-on(s) {', '.join(unknown)} not in the catalog")
+    subscription = subscription_frame(
+        [
+            {
+                "subscription_id": f"QUOTE-{uuid.uuid5(uuid.NAMESPACE_URL, plan_id).hex[:8]}",
+                "account_id": account_id,
+                "plan_id": plan_id,
+                "start_date": start or period.start,
+                "end_date": end,
+                "quantity": seats,
+                "add_ons": ",".join(add_ons or []) or None,
+            }
+        ]
+    )
+    accounts = pl.DataFrame(
+        [
+            {
+                "account_id": account_id,
+                "currency": catalog.plans[plan_id].currency,
+                "country": country,
+                "timezone": timezone,
+            }
+        ],
+        schema={
+            "account_id": pl.String,
+            "currency": pl.String,
+            "country": pl.String,
+            "timezone": pl.String,
+        },
+    )
+    usage = valid_usage.with_columns(pl.lit(account_id).alias("account_id"))
+    return rate(
+        usage.lazy(),
+        subscription,
+        catalog,
+        period,
+        accounts=accounts,
+        terms={account_id: terms} if terms else None,
+    )
+
+
+def quote_document(result: RatingResult, period: BillingPeriod, plan_id: str) -> dict[str, Any]:
+    """Lines with amounts and details, and the total per currency, as plain JSON values."""
+    lines = []
+    for row in result.lines.iter_rows(named=True):
+        lines.append(
+            {
+                "line_id": row["line_id"],
+                "charge": row["charge_name"],
+                "kind": row["charge_kind"],
+                "model": row["charge_model"],
+                "quantity": f"{row['quantity'].normalize():f}",
+                "unit": row["unit"],
+                "unit_price": None
+                if row["unit_price"] is None
+                else f"{row['unit_price'].normalize():f}",
+                "proration_factor": None
+                if row["proration_factor"] is None
+                else f"{row['proration_factor'].normalize():f}",
+                "precise_amount": row["precise_amount"],
+                "amount": str(from_minor_units(row["amount_minor"], row["currency"])),
+                "currency": row["currency"],
+                "description": row["description"],
+                "details": json.loads(row["details"]),
+            }
+        )
+    totals = result.lines.group_by("currency").agg(pl.col("amount_minor").sum()).sort("currency")
+    return {
+        "period": period.label,
+        "plan": plan_id,
+        "lines": lines,
+        "totals": {c: str(from_minor_units(int(m), c)) for c, m in totals.rows()},
+        "unrated": [
+            {
+                **row,
+                "quantity": f"{row['quantity'].normalize():f}",
+                "first_day": str(row["first_day"]),
+                "last_day": str(row["last_day"]),
+            }
+            for row in result.unrated.iter_rows(named=True)
+        ],
+    }
