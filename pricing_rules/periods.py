@@ -10,6 +10,7 @@ from decimal import Decimal
 from pricing_rules.money import MONEY_CONTEXT
 
 _PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+FACTOR_QUANTUM = Decimal(1).scaleb(-30)
 
 
 @dataclass(frozen=True, order=True)
@@ -60,13 +61,19 @@ class BillingPeriod:
         return max((last - first).days, 0)
 
     def proration_factor(self, start: date, end: date | None) -> Decimal:
-        """Active days / days in the period.
+        """Active days / days in the period, to 30 decimal places.
+
+        A fixed number of places makes the factors of a split period add up to exactly 1:
+        round(1 - x) = 1 - round(x) whenever x is not a tie, and k/n for n <= 366 never
+        ends in a 5 at the 31st place.
 
         # Signed up on 2026-10-17: 15 of 31 days -> 15/31
         >>> BillingPeriod.parse("2026-10").proration_factor(date(2026, 10, 17), None)
-        Decimal('0.48387096774193548387096774193548387096774193548387')
+        Decimal('0.483870967741935483870967741935')
         """
         active = self.active_days(start, end)
         if active == self.days:
             return Decimal(1)
-        return MONEY_CONTEXT.divide(Decimal(active), Decimal(self.days))
+        return MONEY_CONTEXT.divide(Decimal(active), Decimal(self.days)).quantize(
+            FACTOR_QUANTUM, context=MONEY_CONTEXT
+        )

@@ -30,7 +30,9 @@ def read_usage_file(key: str, body: bytes) -> pl.DataFrame:
     try:
         data = gzip.decompress(body) if key.endswith(".gz") else body
         name = key.removesuffix(".gz")
-        if name.endswith(".parquet"):
+        if not data.strip() and name.endswith((".csv", ".jsonl", ".ndjson")):
+            frame = pl.DataFrame(schema=dict.fromkeys(RAW_USAGE_COLUMNS, pl.String))
+        elif name.endswith(".parquet"):
             frame = pl.read_parquet(io.BytesIO(data))
         elif name.endswith(".csv"):
             frame = pl.read_csv(io.BytesIO(data), infer_schema=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import pairwise
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -202,6 +203,61 @@ def _missing_recurring(
     return findings
 
 
+def _overlapping_subscriptions(
+    subscriptions: pl.DataFrame, catalog: Catalog, period: BillingPeriod
+) -> list[dict[str, object]]:
+    """Two subscriptions of one account active on the same days: a double charge."""
+    findings: list[dict[str, object]] = []
+    active = active_subscriptions(subscriptions, period).sort("account_id", "start_date")
+    for (account_id,), subs in active.group_by(["account_id"], maintain_order=True):
+        rows = subs.rows(named=True)
+        for earlier, later in pairwise(rows):
+            overlap_end = min(
+                earlier["end_date"] or period.end, later["end_date"] or period.end, period.end
+            )
+            overlap_start = max(later["start_date"], period.start)
+            days = (overlap_end - overlap_start).days
+            if days <= 0:
+                continue
+            plan = catalog.plans.get(later["plan_id"])
+            amount: Decimal | None = None
+            if plan is not None and plan.recurring_charges():
+                factor = period.proration_factor(overlap_start, overlap_end)
+                precise = sum(
+                    (c.price(factor).amount for c in plan.recurring_charges()), Decimal(0)
+                )
+                amount = round_money(precise, plan.currency, plan.rounding)
+            findings.append(
+                {
+                    "finding_id": finding_id(
+                        period,
+                        "overlapping_subscriptions",
+                        str(account_id),
+                        earlier["subscription_id"],
+                        later["subscription_id"],
+                    ),
+                    "rule": "overlapping_subscriptions",
+                    "severity": "high",
+                    "account_id": str(account_id),
+                    "subscription_id": later["subscription_id"],
+                    "metric": None,
+                    "amount_at_risk": amount,
+                    "currency": plan.currency if plan else None,
+                    "message": f"subscriptions {earlier['subscription_id']} and "
+                    f"{later['subscription_id']} of account {account_id} are both active for "
+                    f"{days} day(s) of {period.label}; recurring fees may be charged twice",
+                    "evidence": json.dumps(
+                        {
+                            "overlap_from": str(overlap_start),
+                            "overlap_to": str(overlap_end),
+                            "plans": [earlier["plan_id"], later["plan_id"]],
+                        }
+                    ),
+                }
+            )
+    return findings
+
+
 def _notice_findings(rating: RatingResult, period: BillingPeriod) -> list[dict[str, object]]:
     """Problems the rating met outside usage, e.g. an account with no tax rate."""
     return [
@@ -228,12 +284,14 @@ def detect_leakage(
 
     Rules: `usage_without_subscription`, `usage_not_priced` (unknown plan, a metric the
     plan does not price, usage no charge filter matches, a call with no deck rate),
-    `missing_recurring_charge`, and rating notices such as `missing_tax_rate`.
+    `missing_recurring_charge`, `overlapping_subscriptions` (a possible double charge),
+    and rating notices such as `missing_tax_rate`.
     """
     rows = (
         _usage_findings(rating, catalog, period)
         + _missing_recurring(rating, subscriptions, catalog, period)
         + _notice_findings(rating, period)
+        + _overlapping_subscriptions(subscriptions, catalog, period)
     )
     return pl.DataFrame(rows, schema=FINDING_SCHEMA).sort(
         pl.col("amount_at_risk").fill_null(Decimal(0)), "finding_id", descending=[True, False]

@@ -69,6 +69,7 @@ def usage_schema(metrics: list[str], start: datetime, end: datetime) -> pa.DataF
                 nullable=False,
             ),
             "unit_factor": pa.Column(pl.Decimal(38, QUANTITY_SCALE), nullable=False),
+            "precise_enough": pa.Column(pl.Boolean, pa.Check.eq(True), nullable=False),
             "timestamp": pa.Column(
                 pl.Datetime(time_unit="us", time_zone="UTC"),
                 [

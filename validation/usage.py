@@ -40,6 +40,10 @@ _REASONS: dict[tuple[str, str], tuple[str, str]] = {
         "negative_quantity",
         "quantity {quantity} is negative",
     ),
+    ("precise_enough", "equal_to"): (
+        "quantity_too_precise",
+        "quantity {quantity} {unit} needs more than 12 decimal places in the metric's unit",
+    ),
     ("unit_factor", "not_nullable"): (
         "unknown_unit",
         "unit {unit!r} cannot be converted to the metric's unit",
@@ -127,10 +131,28 @@ def unit_factors(metric_units: dict[str, str]) -> pl.DataFrame:
     for metric, canonical in metric_units.items():
         for unit in convertible_units(canonical):
             factor = exact_decimal(conversion_factor(unit, canonical))
-            rows.append({"metric": metric, "unit": unit, "unit_factor": factor})
+            assert factor is not None
+            places = max(-int(factor.as_tuple().exponent), 0)
+            rows.append(
+                {"metric": metric, "unit": unit, "unit_factor": factor, "factor_places": places}
+            )
     return pl.DataFrame(
-        rows, schema={"metric": pl.String, "unit": pl.String, "unit_factor": QUANTITY}
+        rows,
+        schema={
+            "metric": pl.String,
+            "unit": pl.String,
+            "unit_factor": QUANTITY,
+            "factor_places": pl.Int64,
+        },
     )
+
+
+def _decimal_places(text: pl.Expr) -> pl.Expr:
+    """Decimal places a numeric text needs (`1.50` -> 1, `2.5e-3` -> 4, `12` -> 0)."""
+    number = text.str.strip_chars()
+    fraction = number.str.extract(r"^[+-]?\d*\.(\d*?)0*(?:[eE][+-]?\d+)?$").str.len_chars()
+    exponent = number.str.extract(r"[eE]([+-]?\d+)$").cast(pl.Int64, strict=False)
+    return (fraction.fill_null(0) - exponent.fill_null(0)).clip(lower_bound=0)
 
 
 def parse_usage(raw: pl.DataFrame, metric_units: dict[str, str]) -> pl.DataFrame:
@@ -152,9 +174,14 @@ def parse_usage(raw: pl.DataFrame, metric_units: dict[str, str]) -> pl.DataFrame
         pl.col("quantity").str.strip_chars().cast(QUANTITY, strict=False),
         timestamp.alias("timestamp"),
     )
-    return parsed.join(
+    joined = parsed.join(
         unit_factors(metric_units), on=["metric", "unit"], how="left", maintain_order="left"
     )
+    # A quantity is kept to 12 places after conversion; more would be rounded away silently.
+    places = _decimal_places(pl.col("raw_quantity")) + pl.col("factor_places")
+    return joined.with_columns(
+        (places <= QUANTITY_SCALE).fill_null(True).alias("precise_enough")
+    ).drop("factor_places")
 
 
 def _failures(parsed: pl.DataFrame, schema: pa.DataFrameSchema) -> pl.DataFrame:
@@ -197,14 +224,15 @@ def _reason_rows(parsed: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
         )
         codes.append(code)
         details.append(template.format(**case))
-    return (
-        rows.select("row")
-        .with_columns(pl.Series("reason", codes), pl.Series("reason_detail", details))
-        .group_by("row", maintain_order=True)
-        .agg(
-            pl.col("reason").unique(maintain_order=True).str.join(";"),
-            pl.col("reason_detail").str.join("; "),
-        )
+    reasons = rows.select("row").with_columns(
+        pl.Series("reason", codes), pl.Series("reason_detail", details)
+    )
+    # An unknown or missing metric makes every unit unknown; report only the metric.
+    metric_wrong = pl.col("reason").is_in(["unknown_metric", "missing_metric"]).any().over("row")
+    reasons = reasons.filter(~(metric_wrong & (pl.col("reason") == "unknown_unit")))
+    return reasons.group_by("row", maintain_order=True).agg(
+        pl.col("reason").unique(maintain_order=True).str.join(";"),
+        pl.col("reason_detail").str.join("; "),
     )
 
 

@@ -75,8 +75,17 @@ def catalog() -> dict[str, Any]:
 
 
 def plan_metrics(catalog: dict[str, Any]) -> dict[str, set[str]]:
+    """Metrics each plan prices, its bundled add-ons included."""
+    add_ons = catalog.get("add_ons", {})
     return {
-        plan_id: {c["metric"] for c in plan["charges"] if "metric" in c}
+        plan_id: {
+            c["metric"]
+            for c in [
+                *plan["charges"],
+                *(c for a in plan.get("add_ons", []) for c in add_ons[a]["charges"]),
+            ]
+            if "metric" in c
+        }
         for plan_id, plan in catalog["plans"].items()
     }
 

@@ -14,60 +14,46 @@ from pricing_rules.charges import (
     CHARGE_MODELS,
     FlatCharge,
     GraduatedCharge,
-    PerUnitCharge,
-    VolumeCharge,
     model_name,
 )
-from pricing_rules.money import RoundingMode
+from pricing_rules.money import RoundingMode, minor_unit_exponent
 from tests.pricing_rules.frames import CATALOG_PATH
 
 
 def test_the_real_catalog_loads() -> None:
+    # The catalog is living configuration: check what the pipeline relies on, not every price.
     catalog = load_catalog(CATALOG_PATH)
-    assert catalog.version == "2026.10"
-    assert catalog.list_price_plan == "ucaas-business-usd"
-    assert set(catalog.metrics) == {"voice", "sms", "storage", "bandwidth", "seats", "video"}
-    assert catalog.metric_units() == {
-        "voice": "s",
-        "sms": "message",
-        "storage": "GB",
-        "bandwidth": "Mbps",
-        "seats": "seat",
-        "video": "s",
-    }
-    assert {m: d.aggregation for m, d in catalog.metrics.items()} == {
-        "voice": "sum",
-        "sms": "sum",
-        "storage": "max",
-        "bandwidth": "max",
-        "seats": "max",
-        "video": "sum",
-    }
-    assert set(catalog.plans) == {"ucaas-business-usd", "ucaas-business-eur", "ucaas-starter-jpy"}
+    assert catalog.list_price_plan in catalog.plans
+    assert {"voice", "sms", "storage", "bandwidth", "seats"} <= set(catalog.metrics)
+    assert catalog.metric_units()["voice"] == "s"
+    assert catalog.metrics["storage"].aggregation == "max"
+    assert catalog.metrics["voice"].aggregation == "sum"
     assert catalog.content_hash == hashlib.sha256(CATALOG_PATH.read_bytes()).hexdigest()
 
 
-def test_the_real_catalog_plans() -> None:
+def test_the_real_catalog_is_consistent() -> None:
     catalog = load_catalog(CATALOG_PATH)
-    usd = catalog.plans["ucaas-business-usd"]
+    for plan_id, plan in catalog.plans.items():
+        assert minor_unit_exponent(plan.currency) >= 0, plan_id
+        assert isinstance(plan.rounding, RoundingMode)
+        ids = [c.id for c in plan.charge_list]
+        assert len(ids) == len(set(ids)), plan_id
+        for charge in plan.charge_list:
+            if charge.kind == "usage":
+                assert charge.metric in catalog.metrics, (plan_id, charge.id)
+
+
+def test_the_real_catalog_usd_plan() -> None:
+    usd = load_catalog(CATALOG_PATH).plans["ucaas-business-usd"]
     assert (usd.currency, usd.rounding) == ("USD", RoundingMode.HALF_UP)
-    assert catalog.plans["ucaas-business-eur"].rounding is RoundingMode.HALF_EVEN
-    assert catalog.plans["ucaas-starter-jpy"].currency == "JPY"
-    assert [type(c) for c in usd.charge_list] == [
-        FlatCharge,
-        PerUnitCharge,
-        GraduatedCharge,
-        PerUnitCharge,
-        VolumeCharge,
-        VolumeCharge,
-    ]
-    assert [c.id for c in usd.recurring_charges()] == ["platform"]
-    (voice,) = usd.usage_charges("voice")
-    assert voice.price_unit == "min"
-    assert usd.usage_charges("video") == []
-    platform = usd.recurring_charges()[0]
+    platform = next(c for c in usd.recurring_charges() if c.id == "platform")
     assert isinstance(platform, FlatCharge)
     assert platform.amount == Decimal("199.00")
+    (voice,) = usd.usage_charges("voice")
+    assert isinstance(voice, GraduatedCharge)
+    assert voice.price_unit == "min"
+    assert [t.up_to for t in voice.tiers] == [Decimal(1000), Decimal(20000), None]
+    assert usd.usage_charges("video") == []
 
 
 def test_list_price_lookup() -> None:
@@ -75,8 +61,8 @@ def test_list_price_lookup() -> None:
     found = catalog.list_price("sms")
     assert found is not None
     plan, charge = found
-    assert (plan.name, charge.id) == ("UCaaS Business", "sms")
-    assert catalog.list_price("video") is None  # no plan prices video
+    assert plan is catalog.plans[str(catalog.list_price_plan)]
+    assert charge.metric == "sms"
 
 
 def test_the_registry_names_every_model_once() -> None:

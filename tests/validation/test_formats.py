@@ -180,10 +180,9 @@ def test_a_header_only_csv_has_no_rows() -> None:
         ("usage/bad.csv.gz", b"not gzip at all", "cannot be read"),
         ("usage/cut.jsonl.gz", gzip.compress(jsonl_bytes())[:25], "cannot be read"),
         ("usage/bad.jsonl", b'{"event_id": "e1", \n', "cannot be read"),
-        ("usage/empty.csv", b"", "cannot be read"),
         ("usage/notes.xml", b"<usage/>", "unsupported usage file type"),
     ],
-    ids=["not-parquet", "cut-parquet", "not-gzip", "cut-gzip", "bad-json", "empty-csv", "xml"],
+    ids=["not-parquet", "cut-parquet", "not-gzip", "cut-gzip", "bad-json", "xml"],
 )
 def test_corrupt_files_raise_usage_file_error(key: str, body: bytes, message: str) -> None:
     with pytest.raises(UsageFileError, match=message) as raised:
@@ -218,10 +217,14 @@ def test_is_usage_file(key: str, usage: bool) -> None:
 # Regression: an empty JSON Lines file once lost its columns and failed conform_raw.
 @pytest.mark.parametrize(
     ("key", "body"),
-    [("usage/quiet-hour.jsonl", b""), ("usage/quiet-hour.jsonl.gz", gzip.compress(b""))],
-    ids=["jsonl", "jsonl.gz"],
+    [
+        ("usage/quiet-hour.jsonl", b""),
+        ("usage/quiet-hour.jsonl.gz", gzip.compress(b"")),
+        ("usage/quiet-hour.csv", b""),
+    ],
+    ids=["jsonl", "jsonl.gz", "csv"],
 )
-def test_an_empty_jsonl_file_has_no_rows(key: str, body: bytes) -> None:
+def test_an_empty_text_file_has_no_rows(key: str, body: bytes) -> None:
     frame = conform_raw(read_usage_file(key, body))
     assert frame.height == 0
     assert frame.columns == [*RAW_USAGE_COLUMNS, "source_key", "source_row"]

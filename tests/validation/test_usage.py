@@ -251,8 +251,14 @@ def test_unit_factors_table() -> None:
                 "metric": ["voice"] * 3,
                 "unit": ["h", "min", "s"],
                 "unit_factor": [Decimal(3600), Decimal(60), Decimal(1)],
+                "factor_places": [0, 0, 0],
             },
-            schema={"metric": pl.String, "unit": pl.String, "unit_factor": pl.Decimal(38, 12)},
+            schema={
+                "metric": pl.String,
+                "unit": pl.String,
+                "unit_factor": pl.Decimal(38, 12),
+                "factor_places": pl.Int64,
+            },
         ),
     )
 
