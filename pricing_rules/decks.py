@@ -17,7 +17,7 @@ import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import datetime, time
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any, Final, Literal, cast
@@ -118,7 +118,7 @@ class TimeBands:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def band(self, local: Any) -> str:
+    def band(self, local: datetime) -> str:
         """The band of one local wall-clock `datetime` (the vector form is in `rate_calls`)."""
         weekday = local.isoweekday()
         if weekday in self.weekend_days:
@@ -188,7 +188,7 @@ class RateDeck:
 
     @property
     def has_time_bands(self) -> bool:
-        return bool(self._prefix_ranges["__deck_rate_all"].null_count())
+        return bool(self._prefix_ranges[f"{_TMP}rate_all"].null_count())
 
     @cached_property
     def _prefix_ranges(self) -> pl.DataFrame:
@@ -207,11 +207,8 @@ class RateDeck:
         for prefix, destination, band, rate in rates.select(list(RATES_SCHEMA)).iter_rows():
             entry = by_prefix.setdefault(prefix, {"destination": destination})
             entry[band] = rate
-        # By start, and a parent before a child that starts at the same key.
-        spans = sorted(
-            ((_key_range(prefix), prefix) for prefix in by_prefix),
-            key=lambda item: (item[0][0], -item[0][1]),
-        )
+        # By start; no two prefixes share a start, and a parent starts before its children.
+        spans = sorted((_key_range(prefix), prefix) for prefix in by_prefix)
         ranges: list[tuple[int, int, str]] = []
         stack: list[tuple[int, str]] = []  # (end, prefix) of the open ranges, innermost last
         cursor = 0
@@ -587,7 +584,7 @@ def match_prefixes(
 ('+447700900123', '447', 'UK - Mobile'), ('447924123456', '4479', 'UK - Mobile (Jersey)')]
     """
     names = numbers.collect_schema().names()
-    clash = [c for c in ("prefix", "deck_destination") if c in names]
+    clash = [c for c in names if c in ("prefix", "deck_destination") or c.startswith(_TMP)]
     if clash:
         raise ValueError(f"the frame already has column(s) {', '.join(clash)}")
     hit = pl.col(f"{_TMP}hit")
@@ -609,10 +606,14 @@ def match_prefixes(
 def _local_wall_clock(batch: pl.Series) -> pl.Series:
     """UTC instants to naive local wall-clock times, one vectorized conversion per distinct
     time zone in the batch. A null, empty or unknown zone gives a null time."""
-    instants = batch.struct.field("instant")
     zones = batch.struct.field("zone")
     local = pl.Series("local", dtype=pl.Datetime("us")).extend_constant(None, batch.len())
-    for zone in zones.drop_nulls().unique().to_list():
+    wanted = zones.is_not_null().arg_true()
+    if wanted.is_empty():
+        return local
+    zones = zones.gather(wanted)
+    instants = batch.struct.field("instant").gather(wanted)
+    for zone in zones.unique().to_list():
         if not zone.strip():
             continue
         rows = (zones == zone).arg_true()
@@ -620,7 +621,7 @@ def _local_wall_clock(batch: pl.Series) -> pl.Series:
             wall = instants.gather(rows).dt.convert_time_zone(zone).dt.replace_time_zone(None)
         except pl.exceptions.ComputeError:
             continue  # unknown zone: the calls stay unrated with "no_local_time"
-        local = local.scatter(rows, wall)
+        local = local.scatter(wanted.gather(rows), wall)
     return local
 
 
@@ -648,12 +649,13 @@ def _usage_exact(rate: pl.Expr, seconds: pl.Expr | int) -> pl.Expr:
     `rate x seconds` is exact: Decimal(38, 6) times an integer keeps scale 6. It is cast up
     to scale 18 before dividing, because Polars divides to the larger input scale
     (FACTS.md); the quotient is then within 1e-18 of the exact value v = k / (6 x 10^7),
-    k an integer. That 1e-18 cannot change a rounding at n <= 12 decimals. Every rounding
-    boundary b (a multiple of 10^-n, or a tie halfway between two) is a multiple of
-    1 / (2 x 10^n), so v - b is a multiple of 1 / lcm(6 x 10^7, 2 x 10^n), which divides
-    1 / (6 x 10^max(7, n)). Either v is exactly a boundary, and then it has at most n + 1
-    decimals and scale 18 holds it exactly, or it is at least 1 / (6 x 10^12) ~ 1.7e-13
-    away from every boundary, far beyond the 1e-18 error.
+    k an integer (a multiple of 1e-6 / 60). That 1e-18 cannot change a rounding at
+    n <= 12 decimals. Every rounding boundary b (a multiple of 10^-n, or a tie halfway
+    between two) is a multiple of 1 / (2 x 10^n), so v - b is a whole multiple of
+    1 / lcm(6 x 10^7, 2 x 10^n) = 1 / (6 x 10^max(7, n)). Either v is exactly on a
+    boundary, and then it has at most n + 1 <= 13 decimals and scale 18 holds it exactly,
+    or it is at least 1 / (6 x 10^12) ~ 1.7e-13 away from every boundary, far beyond the
+    1e-18 error: the rounded result is that of the exact value.
     """
     return (rate * seconds).cast(EXACT_DTYPE) / pl.lit(60, pl.Int64)
 
@@ -757,8 +759,10 @@ def rate_calls(
             pl.col("timestamp").dt.cast_time_unit("us").alias("instant"),
             zone.cast(pl.String).alias("zone"),
         ).map_batches(_local_wall_clock, pl.Datetime("us"), is_elementwise=True)
-        time_band = _time_band(local, deck.time_bands)
+        # A column, so that the conversion runs once and not once per use in `_time_band`.
+        time_band = _time_band(pl.col(f"{_TMP}local"), deck.time_bands)
     else:
+        local = pl.lit(None, pl.Datetime("us"))
         time_band = pl.lit(None, pl.String)
     banded = pl.col(f"{_TMP}time_band")
     band_rate = (
@@ -809,6 +813,7 @@ def rate_calls(
 
     return (
         _join_ranges(calls, deck, "destination")
+        .with_columns(local.alias(f"{_TMP}local"))
         .with_columns(
             pl.when(hit).then(pl.col(f"{_TMP}prefix")).alias("prefix"),
             pl.when(hit).then(pl.col(f"{_TMP}destination")).alias("deck_destination"),

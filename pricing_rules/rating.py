@@ -347,18 +347,36 @@ def _line(
 
 
 def _override(
-    charge: ChargeBase, plan_id: str, terms: AccountTerms | None, period: BillingPeriod
+    charge: ChargeBase,
+    key: str,
+    plan_id: str,
+    terms: AccountTerms | None,
+    period: BillingPeriod,
+    notices: list[dict[str, str]],
 ) -> tuple[ChargeBase, bool]:
+    """The account's price for a charge when an override covers the whole period.
+
+    An override that starts or ends inside the period is not applied (the list price is
+    used) and a notice says so: splitting a period by price is not supported yet.
+    """
     if terms is None:
         return charge, False
     for override in terms.overrides:
-        if (
-            override.plan_id == plan_id
-            and override.charge_id == charge.id
-            and override.covered_days(period.start, period.end) > 0
-        ):
+        if override.plan_id != plan_id or override.charge_id != key:
+            continue
+        covered = override.covered_days(period.start, period.end)
+        if covered == period.days:
             data = {**charge.model_dump(), **override.changes()}
             return type(charge).model_validate(data), True
+        if covered:
+            notices.append(
+                {
+                    "account_id": terms.account_id,
+                    "kind": "override_partly_effective",
+                    "message": f"price override of {plan_id}/{key} covers {covered} of "
+                    f"{period.days} days of {period.label}; the list price was used",
+                }
+            )
     return charge, False
 
 
@@ -393,9 +411,11 @@ class _Rater:
         for key, charge in self.catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
             if charge.kind != "recurring":
                 continue
-            charge, overridden = _override(charge, sub["plan_id"], terms, self.period)
+            charge, overridden = _override(
+                charge, key, sub["plan_id"], terms, self.period, self.notices
+            )
             seats = int(sub["quantity"]) if model_name(type(charge)) == "per_seat" else 1
-            priced = charge.price(MONEY_CONTEXT.multiply(Decimal(seats), factor))
+            priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats), factor))
             details = [d.as_json() | {"proration_factor": str(factor)} for d in priced.details]
             who = f"{seats} seat(s), " if model_name(type(charge)) == "per_seat" else ""
             _line(
@@ -429,7 +449,9 @@ class _Rater:
         events: int,
     ) -> None:
         terms = self.terms.get(sub["account_id"])
-        charge, overridden = _override(charge, sub["plan_id"], terms, self.period)
+        charge, overridden = _override(
+            charge, key, sub["plan_id"], terms, self.period, self.notices
+        )
         assert charge.metric is not None
         metric_unit = self.catalog.metrics[charge.metric].unit
         _, unit, priced = price_quantity(charge, quantity, metric_unit, int(sub["quantity"]))
@@ -470,7 +492,7 @@ class _Rater:
         )
         if spent >= committed:
             return
-        shortfall = committed - spent
+        shortfall = MONEY_CONTEXT.subtract(committed, spent)
         _line(
             invoice,
             line_id=f"{sub['subscription_id']}:commitment",
@@ -503,17 +525,23 @@ class _Rater:
             if covered == 0:
                 continue
             share = MONEY_CONTEXT.divide(Decimal(covered), Decimal(self.period.days))
+            # A plan's discount reaches only that plan's lines; an account's, every line.
+            lines = [
+                line
+                for line in invoice.lines
+                if source == "account" or line["plan_id"] == source
+            ]
             if discount.applies_to == "invoice":
                 targets = [
                     line
-                    for line in invoice.lines
+                    for line in lines
                     if line["charge_kind"] in ("recurring", "usage", "commitment")
                 ]
             else:
                 targets = [
                     line
-                    for line in invoice.lines
-                    if line["charge_id"].split(".")[-1] == discount.applies_to
+                    for line in lines
+                    if line["charge_id"] == discount.applies_to
                     and line["charge_kind"] in ("recurring", "usage")
                 ]
             base = sum((line["amount"] for line in targets), Decimal(0))
@@ -523,7 +551,11 @@ class _Rater:
                 full = MONEY_CONTEXT.multiply(base, discount.value / Decimal(100))
             else:
                 full = min(discount.value, base)
-            precise = MONEY_CONTEXT.multiply(full, share)
+            # Stacked discounts never take the invoice below zero.
+            remaining = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
+            precise = min(MONEY_CONTEXT.multiply(full, share), max(remaining, Decimal(0)))
+            if precise <= 0:
+                continue
             label = (
                 f"{_plain(discount.value)}%"
                 if discount.kind == "percentage"
@@ -643,6 +675,28 @@ class _Rater:
             )
 
 
+def _known_add_ons(
+    subs: pl.DataFrame, catalog: Catalog, notices: list[dict[str, str]]
+) -> pl.DataFrame:
+    """Drop add-ons the catalog does not define, each with a notice (a finding later)."""
+    kept: list[str | None] = []
+    for sub in subs.iter_rows(named=True):
+        names = _add_ons(sub)
+        unknown = [a for a in names if a not in catalog.add_ons]
+        for name in unknown:
+            notices.append(
+                {
+                    "account_id": sub["account_id"],
+                    "kind": "unknown_add_on",
+                    "message": f"subscription {sub['subscription_id']} has add-on {name!r}, "
+                    "which the catalog does not define; its charges were not billed",
+                }
+            )
+        known = [a for a in names if a in catalog.add_ons]
+        kept.append(",".join(known) or None)
+    return subs.with_columns(pl.Series("add_ons", kept, dtype=pl.String))
+
+
 EventLine = Callable[[_Rater, Mapping[str, Any], Plan, str, ChargeBase], None]
 
 
@@ -659,15 +713,16 @@ def charge_filter(charge: ChargeBase) -> pl.Expr:
 
 
 def _time_weighted(
-    usage: pl.LazyFrame, subs: pl.DataFrame, metric: str, period: BillingPeriod
-) -> pl.DataFrame:
-    """Σ value x seconds held / seconds in the period, per subscription (e.g. seat-months).
+    usage: pl.LazyFrame, subs: pl.DataFrame, charge: ChargeBase, period: BillingPeriod
+) -> dict[str, Decimal]:
+    """Σ value x seconds held / seconds in the period, per subscription (e.g. seat-months),
+    over the readings the charge's filters select.
 
     A reading holds until the next one or the end of the subscription's window; before
     the first reading in the window the value is zero.
     """
     events = (
-        usage.filter(pl.col("metric") == metric)
+        usage.filter(charge_filter(charge))
         .join(
             subs.lazy().select("subscription_id", "account_id", "start_date", "end_date"),
             on="account_id",
@@ -679,30 +734,29 @@ def _time_weighted(
         .collect()
         .sort("subscription_id", "timestamp")
     )
-    rows = []
+    weighted: dict[str, Decimal] = {}
     total_seconds = Decimal(period.days * 86400)
     for (sub_id,), group in events.group_by(["subscription_id"], maintain_order=True):
         end = group["end_date"][0]
-        window_end = (
-            period.end_at
-            if end is None
-            else min(
-                period.end_at, datetime(end.year, end.month, end.day, tzinfo=period.end_at.tzinfo)
-            )
-        )
+        window_end = period.end_at
+        if end is not None:
+            end_at = datetime(end.year, end.month, end.day, tzinfo=period.end_at.tzinfo)
+            window_end = min(window_end, end_at)
         times = [*group["timestamp"].to_list(), window_end]
         values = group["quantity"].to_list()
         held = sum(
             (
-                Decimal(int((times[i + 1] - times[i]) / timedelta(seconds=1))) * values[i]
+                MONEY_CONTEXT.multiply(
+                    Decimal(int((times[i + 1] - times[i]) / timedelta(seconds=1))), values[i]
+                )
                 for i in range(len(values))
             ),
             Decimal(0),
         )
-        rows.append(
-            {"subscription_id": sub_id, "quantity": MONEY_CONTEXT.divide(held, total_seconds)}
+        weighted[str(sub_id)] = MONEY_CONTEXT.divide(held, total_seconds).quantize(
+            Decimal(1).scaleb(-QUANTITY_SCALE), context=MONEY_CONTEXT
         )
-    return pl.DataFrame(rows, schema={"subscription_id": pl.String, "quantity": pl.Object})
+    return weighted
 
 
 def rate(
@@ -730,6 +784,7 @@ def rate(
         else {}
     )
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {})
+    subs = _known_add_ons(subs, catalog, rater.notices)
     partials = partial_usage(usage, catalog).collect(engine="streaming")
     covered, orphan = attribute(partials, subs)
 
@@ -762,8 +817,16 @@ def rate(
             totals = chosen.group_by("subscription_id").agg(
                 _combine(metric).alias("quantity"), pl.col("events").sum()
             )
+            weighted = (
+                _time_weighted(
+                    usage, subs.filter(pl.col("subscription_id").is_in(totals["subscription_id"])),
+                    charge, period,
+                )
+                if metric.aggregation == "time_weighted_sum"
+                else {}
+            )
             for sub_id, quantity, events in totals.iter_rows():
-                usage_by_sub[(sub_id, key)] = (quantity, events)
+                usage_by_sub[(sub_id, key)] = (weighted.get(sub_id, quantity), events)
 
     event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
     unrated.append(event_unrated)
@@ -785,11 +848,6 @@ def rate(
     unrated.append(_unrated_rows(metric_gap, keys, "metric_not_priced", catalog))
     unrated.append(_unrated_rows(filter_gap, keys, "no_matching_charge", catalog))
 
-    time_weighted = {
-        name: _time_weighted(usage, subs, name, period)
-        for name, m in catalog.metrics.items()
-        if m.aggregation == "time_weighted_sum"
-    }
 
     for sub in subs.iter_rows(named=True):
         plan = catalog.plans.get(sub["plan_id"])
@@ -805,11 +863,6 @@ def rate(
                     line(rater, sub, plan, key, charge)
                 continue
             found = usage_by_sub.get((sub["subscription_id"], key))
-            if charge.metric in time_weighted and found is not None:
-                weighted = time_weighted[charge.metric].filter(
-                    pl.col("subscription_id") == sub["subscription_id"]
-                )
-                found = (weighted["quantity"][0] if weighted.height else Decimal(0), found[1])
             if found is None and charge.minimum_amount is None:
                 continue
             quantity, events = found or (Decimal(0), 0)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pricing_rules.charges.base import Tier, check_tiers
+from pricing_rules.money import is_currency
 
 
 def _not_negative(value: Decimal | None) -> Decimal | None:
@@ -105,6 +106,19 @@ class PrepaidCredit(BaseModel):
     expires_on: date | None = None
 
     _amount = field_validator("amount")(_not_negative)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if not is_currency(value):
+            raise ValueError(f"unknown ISO 4217 currency {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _dates(self) -> PrepaidCredit:
+        if self.expires_on is not None and self.expires_on <= self.granted_on:
+            raise ValueError("expires_on must be after granted_on")
+        return self
 
 
 class AccountTerms(BaseModel):

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from pricing_rules.charges.base import ChargeBase, ChargeDetail, PricedCharge, multiply
+from pricing_rules.money import MONEY_CONTEXT
 
 
 class PackageCharge(ChargeBase):
@@ -47,7 +48,9 @@ class PackageCharge(ChargeBase):
         ...     ).price(Decimal(2350)).amount
         Decimal('10.00')
         """
-        blocks = (quantity / self.block_size).to_integral_value(rounding=ROUND_CEILING)
+        blocks = MONEY_CONTEXT.divide(quantity, self.block_size).to_integral_value(
+            rounding=ROUND_CEILING, context=MONEY_CONTEXT
+        )
         free = min(blocks, Decimal(self.free_blocks))
         paid = blocks - free
         details = []

@@ -1,0 +1,802 @@
+"""Commercial terms through `rate`: commitments, add-ons, discounts, tax, prepaid credits,
+account price overrides, line order and the single rounding of every line."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pricing_rules.catalog import Catalog, parse_catalog
+from pricing_rules.money import RoundingMode, round_money, to_minor_units
+from pricing_rules.periods import BillingPeriod
+from pricing_rules.rating import KIND_ORDER, RatingResult, rate, subscription_frame
+from pricing_rules.terms import AccountTerms
+from tests.pricing_rules.frames import FRAME_PROPERTY, at, usage_frame
+
+D = Decimal
+OCT = BillingPeriod.parse("2026-10")  # 31 days
+
+CATALOG = """
+version: "terms"
+metrics:
+  sms: {name: SMS, unit: message, aggregation: sum}
+  voice: {name: Voice, unit: s, aggregation: sum}
+  rec: {name: Recording storage, unit: GB, aggregation: max}
+  calls: {name: API calls, unit: call, aggregation: sum}
+taxes:
+  GB: {name: VAT, rate: "0.20"}
+  DE: {name: MwSt, rate: "0.19"}
+add_ons:
+  recording:
+    name: Call recording
+    charges:
+      - {id: fee, name: Recording fee, model: flat, amount: "20.00"}
+      - {id: storage, name: Recording storage, model: per_unit, metric: rec, unit_price: "0.10"}
+  intl:
+    name: International calling
+    charges:
+      - {id: voice, name: International voice, model: per_unit, metric: voice,
+         price_unit: min, unit_price: "0.05"}
+plans:
+  biz:
+    name: Business
+    currency: USD
+    add_ons: [recording]
+    charges:
+      - {id: platform, name: Platform fee, model: flat, amount: "100.00"}
+      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: "0.01"}
+      - id: voice
+        name: Voice
+        model: graduated
+        metric: voice
+        price_unit: min
+        tiers:
+          - {up_to: "1000", unit_price: "0.00"}
+          - {up_to: null, unit_price: "0.02"}
+  committed:
+    name: Committed
+    currency: USD
+    minimum_commitment: "310.00"
+    charges:
+      - {id: platform, name: Platform fee, model: flat, amount: "31.00"}
+      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: "0.01"}
+  lago:
+    name: Lago minimum commitment scenario
+    currency: USD
+    minimum_commitment: "100"
+    charges:
+      - {id: subscription, name: Subscription fee, model: flat, amount: "50", timing: arrears}
+      - {id: units, name: Units, model: per_unit, metric: calls, unit_price: "10"}
+  contract:
+    name: Negotiated contract
+    currency: USD
+    minimum_commitment: "1000"
+    charges:
+      - {id: usage, name: Metered usage, model: per_unit, metric: calls, unit_price: "1.00"}
+  promo:
+    name: Promo
+    currency: USD
+    discounts: [{id: launch, name: Launch offer, kind: percentage, value: "50"}]
+    charges:
+      - {id: platform, name: Platform fee, model: flat, amount: "100.00"}
+  even:
+    name: Half-even
+    currency: USD
+    rounding: half_even
+    charges:
+      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: "0.005"}
+  up:
+    name: Half-up
+    currency: USD
+    rounding: half_up
+    charges:
+      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: "0.005"}
+  euro:
+    name: Euro
+    currency: EUR
+    charges:
+      - {id: platform, name: Platform fee, model: flat, amount: "40.00"}
+"""
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return parse_catalog(CATALOG, source="terms-catalog")
+
+
+def sub(
+    plan_id: str = "biz",
+    *,
+    subscription_id: str = "S",
+    account_id: str = "A",
+    start: date = date(2026, 1, 1),
+    end: date | None = None,
+    add_ons: str | None = None,
+) -> dict[str, object]:
+    return {
+        "subscription_id": subscription_id,
+        "account_id": account_id,
+        "plan_id": plan_id,
+        "start_date": start,
+        "end_date": end,
+        "add_ons": add_ons,
+    }
+
+
+def run(
+    catalog: Catalog,
+    subs: list[dict[str, object]],
+    usage: list[tuple[str, str, int | str, datetime]] | None = None,
+    *,
+    terms: list[AccountTerms] | None = None,
+    countries: dict[str, str | None] | None = None,
+    credits_used: dict[str, Decimal] | None = None,
+) -> RatingResult:
+    accounts = (
+        pl.DataFrame(
+            {"account_id": list(countries), "country": list(countries.values())},
+            schema={"account_id": pl.String, "country": pl.String},
+        )
+        if countries is not None
+        else None
+    )
+    return rate(
+        usage_frame(list(usage or [])),
+        subscription_frame(subs),
+        catalog,
+        OCT,
+        accounts=accounts,
+        terms={t.account_id: t for t in terms or []},
+        credits_used=credits_used,
+    )
+
+
+def minor(result: RatingResult) -> dict[str, int]:
+    return dict(result.lines.select("line_id", "amount_minor").iter_rows())
+
+
+def by_id(result: RatingResult, line_id: str) -> dict[str, object]:
+    (found,) = result.lines.filter(pl.col("line_id") == line_id).iter_rows(named=True)
+    return found
+
+
+def total_minor(result: RatingResult) -> int:
+    return int(result.lines["amount_minor"].sum())
+
+
+# --- minimum commitment ----------------------------------------------------------------
+
+
+def test_commitment_true_up_line(catalog: Catalog) -> None:
+    # 31.00 platform + 5,000 x 0.01 = 50.00 SMS = 81.00 billed; committed 310.00
+    # => true-up 310 - 81 = 229.00 => 22900 cents
+    result = run(catalog, [sub("committed")], [("A", "sms", 5_000, at(3))])
+    assert minor(result) == {"S:platform": 3100, "S:sms": 5000, "S:commitment": 22900}
+    line = by_id(result, "S:commitment")
+    assert (line["charge_kind"], line["charge_model"]) == ("commitment", "commitment")
+    assert line["description"] == "Committed 310 this period, billed 81: true-up 229"
+    details = json.loads(line["details"])
+    assert [(d["label"], D(d["amount"])) for d in details] == [
+        ("commitment for the period", D(310)),
+        ("billed on this subscription", D(-81)),
+    ]
+
+
+def test_no_true_up_when_usage_exceeds_the_commitment(catalog: Catalog) -> None:
+    # 31.00 + 30,000 x 0.01 = 331.00 >= 310.00: no commitment line
+    result = run(catalog, [sub("committed")], [("A", "sms", 30_000, at(3))])
+    assert minor(result) == {"S:platform": 3100, "S:sms": 30000}
+
+
+def test_no_true_up_when_usage_meets_the_commitment_exactly(catalog: Catalog) -> None:
+    # 31.00 + 27,900 x 0.01 = 310.00: no commitment line
+    result = run(catalog, [sub("committed")], [("A", "sms", 27_900, at(3))])
+    assert "S:commitment" not in minor(result)
+
+
+def test_commitment_is_prorated_for_a_mid_period_start(catalog: Catalog) -> None:
+    # Signed up 2026-10-17: 15 of 31 days. Committed 310 x 15/31 = 150.00;
+    # billed 31 x 15/31 = 15.00 platform + 1,000 x 0.01 = 10.00 SMS = 25.00
+    # => true-up 150 - 25 = 125.00 => 12500 cents
+    result = run(
+        catalog, [sub("committed", start=date(2026, 10, 17))], [("A", "sms", 1_000, at(20))]
+    )
+    assert minor(result) == {"S:platform": 1500, "S:sms": 1000, "S:commitment": 12500}
+    assert by_id(result, "S:commitment")["proration_factor"] == D("0.483870967742")
+
+
+def test_lago_minimum_commitment_scenario(catalog: Catalog) -> None:
+    # Lago (getlago/lago-api PR #1787, "Add scenario specs" for minimum commitments):
+    # a 50 USD monthly plan, 10 USD per unit and a 100 USD minimum; 3 units give
+    # 50 + 3 x 10 = 80 + 20 (true-up fee) = 100 => 10000 cents
+    result = run(catalog, [sub("lago")], [("A", "calls", 3, at(10))])
+    assert minor(result) == {"S:subscription": 5000, "S:units": 3000, "S:commitment": 2000}
+    assert total_minor(result) == 10000
+
+
+@pytest.mark.parametrize(
+    ("calls", "expected"),
+    [
+        # Lago docs, "Negotiated contract billing": a 1,000 USD monthly minimum;
+        # 800 USD of usage gets a 200 USD true-up, 1,300 USD gets none.
+        (800, {"S:usage": 80000, "S:commitment": 20000}),  # 800 + 200 = 1,000.00
+        (1_300, {"S:usage": 130000}),  # 1,300 >= 1,000: no true-up
+    ],
+)
+def test_lago_contract_minimum(catalog: Catalog, calls: int, expected: dict[str, int]) -> None:
+    assert minor(run(catalog, [sub("contract")], [("A", "calls", calls, at(10))])) == expected
+
+
+# --- add-ons ---------------------------------------------------------------------------
+
+
+def test_bundled_and_subscribed_add_ons(catalog: Catalog) -> None:
+    # biz bundles `recording`; the subscription adds `intl`:
+    # platform 100.00; recording fee 20.00; storage peak 300 GB x 0.10 = 30.00;
+    # voice 1,500 min: 1,000 x 0 + 500 x 0.02 = 10.00 (plan) and 1,500 x 0.05 = 75.00 (intl)
+    result = run(
+        catalog,
+        [sub("biz", add_ons="intl")],
+        [("A", "rec", 300, at(2)), ("A", "rec", 120, at(9)), ("A", "voice", 90_000, at(4))],
+    )
+    assert minor(result) == {
+        "S:platform": 10000,
+        "S:recording.fee": 2000,
+        "S:voice": 1000,
+        "S:recording.storage": 3000,
+        "S:intl.voice": 7500,
+    }
+    fee = by_id(result, "S:recording.fee")
+    assert (fee["charge_id"], fee["charge_kind"], fee["charge_name"]) == (
+        "recording.fee",
+        "recurring",
+        "Recording fee",
+    )
+
+
+def test_add_on_usage_without_the_add_on_is_unrated(catalog: Catalog) -> None:
+    # `committed` prices no recording storage and has no add-on for it
+    result = run(catalog, [sub("committed")], [("A", "rec", 300, at(2))])
+    assert result.unrated.select("metric", "reason").rows() == [("rec", "metric_not_priced")]
+    assert "S:recording.storage" not in minor(result)
+
+
+def test_an_add_on_named_twice_is_billed_once(catalog: Catalog) -> None:
+    # `recording` is bundled by biz and listed again on the subscription: one fee of 20.00
+    result = run(catalog, [sub("biz", add_ons="recording, intl")])
+    assert [k for k in minor(result) if k.startswith("S:recording")] == ["S:recording.fee"]
+
+
+def test_unknown_add_on_on_a_subscription_is_reported(catalog: Catalog) -> None:
+    # The plan is billed; the unknown add-on bills nothing and becomes a notice (a finding).
+    result = run(catalog, [sub("biz", add_ons="nope")])
+    notices = [n for n in result.notices.rows(named=True) if n["kind"] == "unknown_add_on"]
+    assert len(notices) == 1
+    assert "'nope'" in notices[0]["message"]
+    assert not [k for k in minor(result) if "nope" in k]
+
+
+# --- discounts -------------------------------------------------------------------------
+
+
+def terms(**fields: object) -> AccountTerms:
+    return AccountTerms.model_validate({"account_id": "A", **fields})
+
+
+def discount(
+    kind: str, value: str, applies_to: str = "invoice", **window: date
+) -> dict[str, object]:
+    return {
+        "id": f"{kind}-{applies_to}",
+        "name": "Deal",
+        "kind": kind,
+        "value": value,
+        "applies_to": applies_to,
+        **window,
+    }
+
+
+BIZ_USAGE = [("A", "sms", 5_000, at(3))]  # 5,000 x 0.01 = 50.00
+
+
+def test_percentage_discount_on_a_charge(catalog: Catalog) -> None:
+    # 10% of the SMS line 50.00 = 5.00 => -500 cents
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(discounts=[discount("percentage", "10", "sms")])],
+    )
+    line = by_id(result, "A:USD:discount:account:percentage-sms")
+    assert (line["amount_minor"], line["charge_kind"]) == (-500, "discount")
+    assert line["description"] == "Deal: 10% off 50 (sms)"
+    assert line["proration_factor"] is None
+
+
+def test_fixed_discount_on_the_invoice(catalog: Catalog) -> None:
+    # platform 100 + recording fee 20 + SMS 50 = 170.00; 30.00 off => -3000 cents
+    result = run(catalog, [sub()], BIZ_USAGE, terms=[terms(discounts=[discount("fixed", "30")])])
+    line = by_id(result, "A:USD:discount:account:fixed-invoice")
+    assert line["amount_minor"] == -3000
+    assert line["description"] == "Deal: 30 USD off 170 (invoice)"
+    assert total_minor(result) == 17000 - 3000
+
+
+def test_fixed_discount_is_capped_at_its_base(catalog: Catalog) -> None:
+    # 500.00 off the SMS line, which is only 50.00 => -50.00
+    result = run(
+        catalog, [sub()], BIZ_USAGE, terms=[terms(discounts=[discount("fixed", "500", "sms")])]
+    )
+    assert by_id(result, "A:USD:discount:account:fixed-sms")["amount_minor"] == -5000
+
+
+def test_discount_on_a_charge_with_no_line_adds_nothing(catalog: Catalog) -> None:
+    # no voice usage, so no voice line: a voice discount has a zero base and no line
+    result = run(
+        catalog, [sub()], BIZ_USAGE, terms=[terms(discounts=[discount("fixed", "5", "voice")])]
+    )
+    assert not [k for k in minor(result) if ":discount:" in k]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "window", "expected", "suffix"),
+    [
+        # fixed 31.00 valid from 2026-10-17: 15 of 31 days => 31 x 15/31 = 15.00
+        ("fixed", "31", {"valid_from": date(2026, 10, 17)}, -1500, ", valid 15 of 31 days"),
+        # 31% of 170.00 valid until 2026-10-11 (exclusive): 10 of 31 days
+        # => 170 x 0.31 x 10/31 = 17.00
+        ("percentage", "31", {"valid_to": date(2026, 10, 11)}, -1700, ", valid 10 of 31 days"),
+    ],
+)
+def test_discount_valid_for_part_of_the_period_is_prorated_by_days(
+    catalog: Catalog,
+    kind: str,
+    value: str,
+    window: dict[str, date],
+    expected: int,
+    suffix: str,
+) -> None:
+    result = run(
+        catalog, [sub()], BIZ_USAGE, terms=[terms(discounts=[discount(kind, value, **window)])]
+    )
+    line = by_id(result, f"A:USD:discount:account:{kind}-invoice")
+    assert line["amount_minor"] == expected
+    assert str(line["description"]).endswith(suffix)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"valid_to": date(2026, 10, 1)},  # ended the day October starts
+        {"valid_from": date(2026, 11, 1)},  # starts after October
+    ],
+)
+def test_discount_outside_the_period_has_no_line(catalog: Catalog, window: dict[str, date]) -> None:
+    result = run(
+        catalog, [sub()], BIZ_USAGE, terms=[terms(discounts=[discount("fixed", "30", **window)])]
+    )
+    assert not [k for k in minor(result) if ":discount:" in k]
+
+
+def test_plan_discount(catalog: Catalog) -> None:
+    # the promo plan's 50% launch offer on its 100.00 platform fee => -5000 cents
+    result = run(catalog, [sub("promo")])
+    assert minor(result) == {"S:platform": 10000, "A:USD:discount:promo:launch": -5000}
+
+
+def test_plan_discount_covers_only_its_own_plan(catalog: Catalog) -> None:
+    # promo's 50% of its own 100.00 = -50.00; the account's biz subscription is not discounted
+    result = run(catalog, [sub("promo", subscription_id="S1"), sub("biz", subscription_id="S2")])
+    assert by_id(result, "A:USD:discount:promo:launch")["amount_minor"] == -5000
+
+
+def test_stacked_discounts_never_make_the_invoice_negative(catalog: Catalog) -> None:
+    # platform 100 + recording fee 20 = 120.00; two fixed discounts of 80.00 each:
+    # the second can take only the 40.00 left => total 0, not 120 - 160 = -40.00
+    deals = [
+        {**discount("fixed", "80"), "id": "first"},
+        {**discount("fixed", "80"), "id": "second"},
+    ]
+    result = run(catalog, [sub()], terms=[terms(discounts=deals)])
+    assert total_minor(result) >= 0
+
+
+# --- tax -------------------------------------------------------------------------------
+
+
+def test_tax_line_from_the_account_country_on_the_subtotal_after_discounts(
+    catalog: Catalog,
+) -> None:
+    # 170.00 - 30.00 discount = 140.00 x 20% VAT = 28.00 => 2800 cents
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(discounts=[discount("fixed", "30")])],
+        countries={"A": "GB"},
+    )
+    line = by_id(result, "A:USD:tax:GB")
+    assert (line["charge_kind"], line["charge_id"], line["charge_name"]) == ("tax", "tax:GB", "VAT")
+    assert (line["quantity"], line["unit_price"], line["amount_minor"]) == (D(140), D("0.2"), 2800)
+    assert line["description"] == "VAT (GB) 20% of 140"
+    assert result.notices.height == 0
+
+
+def test_tax_jurisdiction_from_the_terms(catalog: Catalog) -> None:
+    # the terms say DE, whatever the account's country: 170.00 x 19% = 32.30 => 3230 cents
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(tax_jurisdiction="DE")],
+        countries={"A": "GB"},
+    )
+    assert by_id(result, "A:USD:tax:DE")["amount_minor"] == 3230
+    assert not [k for k in minor(result) if k.endswith(":tax:GB")]
+
+
+def test_tax_jurisdiction_from_the_terms_without_accounts(catalog: Catalog) -> None:
+    result = run(catalog, [sub()], BIZ_USAGE, terms=[terms(tax_jurisdiction="GB")])
+    assert by_id(result, "A:USD:tax:GB")["amount_minor"] == 3400  # 170.00 x 20% = 34.00
+
+
+@pytest.mark.parametrize(("country", "named"), [("FR", "'FR'"), (None, "None")])
+def test_missing_tax_rate_is_a_notice_not_a_zero_line(
+    catalog: Catalog, country: str | None, named: str
+) -> None:
+    result = run(catalog, [sub()], BIZ_USAGE, countries={"A": country})
+    assert not [k for k in minor(result) if ":tax:" in k]
+    ((account_id, kind, message),) = result.notices.rows()
+    assert (account_id, kind) == ("A", "missing_tax_rate")
+    assert named in message
+
+
+def test_tax_exempt_account_has_no_tax_line_and_no_notice(catalog: Catalog) -> None:
+    result = run(catalog, [sub()], BIZ_USAGE, terms=[terms(tax_exempt=True)], countries={"A": "GB"})
+    assert not [k for k in minor(result) if ":tax:" in k]
+    assert result.notices.height == 0
+
+
+def test_catalog_without_taxes_has_no_tax_line_and_no_notice() -> None:
+    bare = parse_catalog(
+        CATALOG.replace(
+            '  GB: {name: VAT, rate: "0.20"}\n  DE: {name: MwSt, rate: "0.19"}\n', ""
+        ).replace("taxes:\n", "")
+    )
+    assert bare.taxes == {}
+    result = run(bare, [sub("committed")], countries={"A": "GB"})
+    assert result.notices.height == 0
+    assert not [k for k in minor(result) if ":tax:" in k]
+
+
+# --- prepaid credits -------------------------------------------------------------------
+
+
+def credit(credit_id: str, amount: str, **fields: object) -> dict[str, object]:
+    return {
+        "id": credit_id,
+        "amount": amount,
+        "currency": "USD",
+        "granted_on": date(2026, 1, 1),
+        **fields,
+    }
+
+
+def test_credit_is_drawn_up_to_its_balance(catalog: Catalog) -> None:
+    # due 170.00; credit 50.00 of which 20.00 used before => 30.00 drawn => -3000 cents
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(credits=[credit("c1", "50.00")])],
+        credits_used={"c1": D(20)},
+    )
+    line = by_id(result, "A:USD:credit:c1")
+    assert (line["charge_kind"], line["amount_minor"], line["quantity"]) == ("credit", -3000, D(30))
+    assert line["description"] == "Prepaid credit c1: 30 drawn, 0 left"
+    assert total_minor(result) == 17000 - 3000
+
+
+def test_credit_never_makes_the_invoice_negative(catalog: Catalog) -> None:
+    # due 170.00 + 20% VAT 34.00 = 204.00; credit 500.00 => 204.00 drawn, 296.00 left
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(credits=[credit("big", "500.00")])],
+        countries={"A": "GB"},
+    )
+    line = by_id(result, "A:USD:credit:big")
+    assert line["amount_minor"] == -20400
+    assert line["description"] == "Prepaid credit big: 204 drawn, 296 left"
+    assert total_minor(result) == 0
+
+
+def test_used_up_credit_draws_nothing(catalog: Catalog) -> None:
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(credits=[credit("c1", "50.00")])],
+        credits_used={"c1": D(50)},
+    )
+    assert not [k for k in minor(result) if ":credit:" in k]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"expires_on": date(2026, 10, 1)},  # expired when October starts
+        {"expires_on": date(2026, 9, 15)},
+        {"granted_on": date(2026, 11, 1)},  # not granted yet
+        {"currency": "EUR"},  # another currency than the invoice
+    ],
+)
+def test_credit_that_does_not_apply_is_ignored(catalog: Catalog, fields: dict[str, object]) -> None:
+    result = run(
+        catalog, [sub()], BIZ_USAGE, terms=[terms(credits=[credit("c", "50.00", **fields)])]
+    )
+    assert not [k for k in minor(result) if ":credit:" in k]
+
+
+def test_credit_in_the_invoice_currency(catalog: Catalog) -> None:
+    # a EUR credit draws on the EUR invoice only: 40.00 EUR due, 25.00 EUR credit
+    result = run(
+        catalog,
+        [sub("biz", subscription_id="S1"), sub("euro", subscription_id="S2")],
+        terms=[terms(credits=[credit("eur", "25.00", currency="EUR")])],
+    )
+    line = by_id(result, "A:EUR:credit:eur")
+    assert (line["currency"], line["amount_minor"]) == ("EUR", -2500)
+    assert not [k for k in minor(result) if k.startswith("A:USD:credit")]
+
+
+def test_credit_expiring_first_is_drawn_first(catalog: Catalog) -> None:
+    # due 120.00 (platform + recording fee); "late" (no expiry) and "soon" (expires 2026-12-01)
+    # => soon 100.00 drawn first, then late 20.00
+    result = run(
+        catalog,
+        [sub()],
+        terms=[
+            terms(
+                credits=[
+                    credit("late", "100.00"),
+                    credit("soon", "100.00", expires_on=date(2026, 12, 1)),
+                ]
+            )
+        ],
+    )
+    credits = [(k, v) for k, v in minor(result).items() if ":credit:" in k]
+    assert credits == [("A:USD:credit:soon", -10000), ("A:USD:credit:late", -2000)]
+
+
+# --- account price overrides -----------------------------------------------------------
+
+
+def override(charge_id: str, plan_id: str = "biz", **fields: object) -> dict[str, object]:
+    return {"plan_id": plan_id, "charge_id": charge_id, **fields}
+
+
+def test_unit_price_override(catalog: Catalog) -> None:
+    # account price 0.005 instead of 0.01: 5,000 x 0.005 = 25.00 => 2500 cents
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(overrides=[override("sms", unit_price="0.005")])],
+    )
+    line = by_id(result, "S:sms")
+    assert (line["unit_price"], line["amount_minor"]) == (D("0.005"), 2500)
+    assert line["description"] == "SMS, 5000 message — SMS: 5000 at 0.005 (account price)"
+
+
+def test_tiers_override(catalog: Catalog) -> None:
+    # account tiers: 2,000 free minutes then 0.01; 2,500 min => 500 x 0.01 = 5.00
+    # (list price: 1,000 free then 0.02 => 30.00)
+    tiers = [{"up_to": "2000", "unit_price": "0"}, {"up_to": None, "unit_price": "0.01"}]
+    result = run(
+        catalog,
+        [sub()],
+        [("A", "voice", 150_000, at(5))],
+        terms=[terms(overrides=[override("voice", tiers=tiers)])],
+    )
+    line = by_id(result, "S:voice")
+    assert line["amount_minor"] == 500
+    assert str(line["description"]).endswith("(account price)")
+
+
+def test_recurring_amount_override(catalog: Catalog) -> None:
+    # account platform fee 80.00 instead of 100.00
+    result = run(catalog, [sub()], terms=[terms(overrides=[override("platform", amount="80")])])
+    line = by_id(result, "S:platform")
+    assert line["amount_minor"] == 8000
+    assert line["description"] == "Platform fee: 31 of 31 days at 80 per period (account price)"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"valid_to": date(2026, 10, 1)},  # ended before October
+        {"valid_from": date(2026, 11, 1)},  # starts after October
+        {"plan_id": "committed"},  # another plan's charge of the same id
+    ],
+)
+def test_override_outside_its_window_or_plan_is_not_applied(
+    catalog: Catalog, fields: dict[str, object]
+) -> None:
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(overrides=[{**override("sms", unit_price="0.005"), **fields}])],
+    )
+    line = by_id(result, "S:sms")
+    assert (line["unit_price"], line["amount_minor"]) == (D("0.01"), 5000)
+    assert "(account price)" not in str(line["description"])
+
+
+def test_override_valid_in_the_period_is_applied(catalog: Catalog) -> None:
+    window = {"valid_from": date(2026, 9, 1), "valid_to": date(2026, 12, 1)}
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[terms(overrides=[override("sms", unit_price="0.005", **window)])],
+    )
+    assert by_id(result, "S:sms")["amount_minor"] == 2500
+
+
+def test_override_does_not_price_usage_before_its_window(catalog: Catalog) -> None:
+    # account price from 2026-10-20; all 5,000 SMS were sent on 2026-10-03 at list price
+    # => 5,000 x 0.01 = 50.00 => 5000 cents
+    result = run(
+        catalog,
+        [sub()],
+        BIZ_USAGE,
+        terms=[
+            terms(overrides=[override("sms", unit_price="0.005", valid_from=date(2026, 10, 20))])
+        ],
+    )
+    assert by_id(result, "S:sms")["amount_minor"] == 5000
+
+
+# --- the whole invoice -----------------------------------------------------------------
+
+
+def full_invoice(catalog: Catalog) -> RatingResult:
+    return run(
+        catalog,
+        [sub("committed", start=date(2026, 10, 17))],
+        [("A", "sms", 1_234, at(20))],
+        terms=[
+            terms(
+                discounts=[discount("percentage", "12.5", valid_from=date(2026, 10, 19))],
+                credits=[credit("c1", "7.77")],
+                overrides=[override("platform", plan_id="committed", amount="33.33")],
+            )
+        ],
+        countries={"A": "GB"},
+    )
+
+
+def test_line_order_on_the_invoice(catalog: Catalog) -> None:
+    result = full_invoice(catalog)
+    kinds = result.lines["charge_kind"].to_list()
+    assert kinds == ["recurring", "usage", "commitment", "discount", "tax", "credit"]
+    assert kinds == sorted(kinds, key=KIND_ORDER.index)
+
+
+def test_full_invoice_golden(catalog: Catalog) -> None:
+    # 15 of 31 days from 2026-10-17:
+    # platform (account price) 33.33 x 15/31 = 16.127... => 16.13
+    # SMS 1,234 x 0.01 = 12.34
+    # commitment 310 x 15/31 = 150.00 - (16.13 + 12.34) = 121.53
+    # discount 12.5% of 150.00 x 13/31 days = 7.862... => -7.86
+    # VAT 20% of (150.00 - 7.86) = 142.14 x 0.20 = 28.428 => 28.43
+    # credit 7.77 of 170.57 due => -7.77; total 162.80
+    assert minor(full_invoice(catalog)) == {
+        "S:platform": 1613,
+        "S:sms": 1234,
+        "S:commitment": 12153,
+        "A:USD:discount:account:percentage-invoice": -786,
+        "A:USD:tax:GB": 2843,
+        "A:USD:credit:c1": -777,
+    }
+
+
+def test_every_line_is_rounded_once_in_the_plan_rounding_mode(catalog: Catalog) -> None:
+    for row in full_invoice(catalog).lines.iter_rows(named=True):
+        rounded = round_money(D(row["precise_amount"]), row["currency"], RoundingMode.HALF_UP)
+        assert row["rounding"] == "half_up"
+        assert row["amount"] == rounded
+        assert row["amount_minor"] == to_minor_units(rounded, row["currency"])
+
+
+@pytest.mark.parametrize(
+    ("plan_id", "rounding", "expected"), [("even", "half_even", 0), ("up", "half_up", 1)]
+)
+def test_half_cent_follows_the_plan_rounding(
+    catalog: Catalog, plan_id: str, rounding: str, expected: int
+) -> None:
+    # 1 SMS x 0.005 = 0.005: half_even => 0.00, half_up => 0.01
+    result = run(catalog, [sub(plan_id)], [("A", "sms", 1, at(2))])
+    line = by_id(result, "S:sms")
+    assert (D(line["precise_amount"]), line["rounding"]) == (D("0.005"), rounding)
+    assert line["amount_minor"] == expected
+
+
+# --- property: the invoice total is never negative -------------------------------------
+
+OCT_DAYS = [OCT.start + timedelta(days=n) for n in range(OCT.days + 1)]
+
+
+@st.composite
+def one_discount(draw: st.DrawFn) -> dict[str, object]:
+    kind = draw(st.sampled_from(["percentage", "fixed"]))
+    value = draw(
+        st.decimals(min_value=0, max_value=100, places=2)
+        if kind == "percentage"
+        else st.decimals(min_value=0, max_value=500, places=2)
+    )
+    first, last = sorted(draw(st.lists(st.sampled_from(OCT_DAYS), min_size=2, max_size=2)))
+    window = {} if first == last else {"valid_from": first, "valid_to": last}
+    applies_to = draw(st.sampled_from(["invoice", "sms", "platform", "voice"]))
+    return {**discount(kind, str(value), applies_to), **window}
+
+
+@FRAME_PROPERTY
+@given(
+    plan_id=st.sampled_from(["biz", "committed"]),
+    start=st.sampled_from([date(2026, 1, 1), date(2026, 10, 17), date(2026, 10, 31)]),
+    sms=st.integers(min_value=0, max_value=50_000),
+    voice=st.integers(min_value=0, max_value=200_000),
+    deal=st.none() | one_discount(),
+    credits=st.lists(
+        st.tuples(
+            st.decimals(min_value=0, max_value=400, places=2),
+            st.decimals(min_value=0, max_value=500, places=2),
+        ),
+        max_size=2,
+    ),
+    country=st.sampled_from(["GB", "DE", "FR", None]),
+    exempt=st.booleans(),
+)
+def test_invoice_total_is_never_negative(
+    catalog: Catalog,
+    plan_id: str,
+    start: date,
+    sms: int,
+    voice: int,
+    deal: dict[str, object] | None,
+    credits: list[tuple[Decimal, Decimal]],
+    country: str | None,
+    exempt: bool,
+) -> None:
+    usage = [("A", "sms", sms, at(31, hour=1)), ("A", "voice", voice, at(31, hour=2))]
+    account = terms(
+        tax_exempt=exempt,
+        discounts=[deal] if deal else [],
+        credits=[credit(f"c{i}", str(amount)) for i, (amount, _) in enumerate(credits)],
+    )
+    used = {f"c{i}": spent for i, (_, spent) in enumerate(credits)}
+    result = run(
+        catalog,
+        [sub(plan_id, start=start)],
+        usage,
+        terms=[account],
+        countries={"A": country},
+        credits_used=used,
+    )
+    totals = result.lines.group_by("account_id", "currency").agg(pl.col("amount_minor").sum())
+    assert (totals["amount_minor"] >= 0).all()
+    negative = result.lines.filter(pl.col("amount_minor") < 0)
+    assert set(negative["charge_kind"]) <= {"discount", "credit"}
+    for row in result.lines.iter_rows(named=True):
+        rounded = round_money(D(row["precise_amount"]), "USD", RoundingMode.HALF_UP)
+        assert row["amount_minor"] == to_minor_units(rounded, "USD")
