@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from pricing_rules.catalog import Catalog, Plan
-from pricing_rules.charges import CallDeckCharge, ChargeBase, ChargeDetail, model_name
+from pricing_rules.charges import CallDeckCharge, ChargeBase, model_name
 from pricing_rules.units import conversion_factor, exact_decimal
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def rate_event_charges(
         for key, charge in catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons})):
             if not isinstance(charge, CallDeckCharge) or charge.metric is None:
                 continue
-            from pricing_rules.decks import rate_calls, summarize_calls
+            from pricing_rules.decks import rate_calls
 
             deck = catalog.rate_deck(charge.deck)
             sub_ids = subs.filter(
@@ -106,34 +106,70 @@ def rate_event_charges(
                     .cast(UNRATED_SCHEMA)
                 )
             priced = rated.filter(pl.col("unrated_reason").is_null())
-            for (sub_id,), calls_of_sub in priced.group_by(["subscription_id"]):
-                builders[(str(sub_id), key)] = _builder(calls_of_sub, summarize_calls)
+            builders.update({(sub_id, key): build for sub_id, build in _builders(priced).items()})
     return builders, pl.concat(unrated)
 
 
-def _builder(calls: pl.DataFrame, summarize: Any) -> EventLine:
-    summary = summarize(calls).sort("account_id", "prefix", "band")
-    total = sum(summary["amount"].to_list(), Decimal(0))
-    billed = Decimal(int(calls["billed_seconds"].sum()))
-    count = calls.height
+def _builders(priced: pl.DataFrame) -> dict[str, EventLine]:
+    """One line builder per subscription. The explanation rows (one per destination,
+    prefix, band and rate) are summed and written as JSON in Polars: a month has millions
+    of calls and thousands of lines."""
+    keys = ["subscription_id", "deck_destination", "prefix", "band", "rate_per_minute"]
+    summary = (
+        priced.group_by(keys)
+        .agg(
+            pl.len().cast(pl.Int64).alias("calls"),
+            pl.col("billed_seconds").sum().cast(pl.Int64),
+            pl.col("amount").sum(),
+        )
+        .sort(keys)
+    )
+    rows = summary.with_columns(
+        pl.struct(
+            pl.format(
+                "{} (+{}, {}): {} call(s), {} s billed",
+                "deck_destination",
+                "prefix",
+                "band",
+                "calls",
+                "billed_seconds",
+            ).alias("label"),
+            (pl.col("billed_seconds").cast(pl.Decimal(38, 12)) / pl.lit(60))
+            .cast(pl.String)
+            .alias("quantity"),
+            pl.col("rate_per_minute").cast(pl.String).alias("unit_price"),
+            pl.col("amount").cast(pl.String).alias("amount"),
+            "prefix",
+            "band",
+            "calls",
+            "billed_seconds",
+        )
+        .struct.json_encode()
+        .alias("row")
+    )
+    details = rows.group_by("subscription_id").agg(
+        pl.col("row").str.join(","), pl.len().alias("rows")
+    )
+    totals = priced.group_by("subscription_id").agg(
+        pl.col("amount").sum(),
+        pl.col("billed_seconds").sum().cast(pl.Int64),
+        pl.len().cast(pl.Int64).alias("calls"),
+    )
+    joined = totals.join(details, on="subscription_id")
+    return {
+        sub_id: _builder(amount, billed, calls, f"[{row_json}]", row_count)
+        for sub_id, amount, billed, calls, row_json, row_count in joined.iter_rows()
+    }
 
+
+def _builder(total: Decimal, billed: int, count: int, details: str, rows: int) -> EventLine:
     def build(
         rater: _Rater, sub: Mapping[str, Any], plan: Plan, key: str, charge: ChargeBase
     ) -> None:
         from pricing_rules.rating import _line
 
         assert isinstance(charge, CallDeckCharge)
-        minutes = billed / Decimal(60)
-        details = [
-            ChargeDetail(
-                label=f"{row['deck_destination']} (+{row['prefix']}, {row['band']}): "
-                f"{row['calls']} call(s), {row['billed_seconds']} s billed",
-                quantity=Decimal(int(row["billed_seconds"])) / Decimal(60),
-                unit_price=row["rate_per_minute"],
-                amount=row["amount"],
-            ).as_json()
-            for row in summary.iter_rows(named=True)
-        ]
+        minutes = Decimal(billed) / Decimal(60)
         _line(
             rater.invoice(sub["account_id"], plan),
             line_id=f"{sub['subscription_id']}:{key}",
@@ -151,7 +187,7 @@ def _builder(calls: pl.DataFrame, summarize: Any) -> EventLine:
             events=count,
             precise=total,
             description=f"{charge.name}, {count} call(s), {minutes:.2f} billed min — rated "
-            f"per call from deck {charge.deck} ({len(details)} destination/band rows)",
+            f"per call from deck {charge.deck} ({rows} destination/band rows)",
             details=details,
         )
 

@@ -154,20 +154,27 @@ def _property_value(catalog: Catalog) -> pl.Expr:
     return expr
 
 
-def partial_usage(usage: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
+def partial_usage(
+    usage: pl.LazyFrame, catalog: Catalog, whole_period_accounts: Sequence[str] = ()
+) -> pl.LazyFrame:
     """Partial aggregates per (account, metric, UTC day, filter dimensions).
 
     Sums, maxima, counts, the latest reading and the distinct property values combine
-    exactly across days, files or workers; this is the unit of scale-out.
+    exactly across days, files or workers; this is the unit of scale-out. Accounts whose
+    one subscription covers the whole period need no split by day (`day` is null).
     """
     dims = used_dimensions(catalog)
     present = set(usage.collect_schema().names())
     frame = usage.with_columns(
         *(pl.lit(None, pl.String).alias(d) for d in dims if d not in present),
     ).with_columns(_property_value(catalog).alias("_property"))
-    return frame.group_by(
-        "account_id", "metric", pl.col("timestamp").dt.date().alias("day"), *dims
-    ).agg(
+    day = pl.col("timestamp").dt.date()
+    if whole_period_accounts:
+        whole = pl.Series(list(whole_period_accounts), dtype=pl.String)
+        day = pl.when(pl.col("account_id").is_in(whole)).then(None).otherwise(day)
+    return frame.group_by("account_id", "metric", day.alias("day"), *dims).agg(
+        pl.col("timestamp").min().dt.date().alias("first_day"),
+        pl.col("timestamp").max().dt.date().alias("last_day"),
         pl.col("quantity").sum().alias("quantity_sum"),
         pl.col("quantity").max().alias("quantity_max"),
         pl.len().cast(pl.Int64).alias("events"),
@@ -201,8 +208,11 @@ def attribute(partials: pl.DataFrame, subs: pl.DataFrame) -> tuple[pl.DataFrame,
     """
     indexed = partials.with_row_index("_row")
     matched = indexed.join(subs, on="account_id", how="inner").filter(
-        (pl.col("day") >= pl.col("start_date"))
-        & (pl.col("end_date").is_null() | (pl.col("day") < pl.col("end_date")))
+        pl.col("day").is_null()  # the account's one subscription covers the whole period
+        | (
+            (pl.col("day") >= pl.col("start_date"))
+            & (pl.col("end_date").is_null() | (pl.col("day") < pl.col("end_date")))
+        )
     )
     overlap = matched.group_by("_row").len().filter(pl.col("len") > 1)
     if overlap.height:
@@ -228,8 +238,8 @@ def _unrated_rows(
             .agg(
                 _combine(metric).alias("quantity"),
                 pl.col("events").sum(),
-                pl.col("day").min().alias("first_day"),
-                pl.col("day").max().alias("last_day"),
+                pl.col("first_day").min(),
+                pl.col("last_day").max(),
             )
             .with_columns(pl.lit(metric.unit).alias("unit"))
         )
@@ -314,7 +324,7 @@ def _line(
     events: int,
     precise: Decimal,
     description: str,
-    details: list[dict[str, Any]],
+    details: list[dict[str, Any]] | str,
 ) -> dict[str, Any]:
     rounded = round_money(precise, invoice.currency, invoice.rounding)
     line = {
@@ -340,7 +350,7 @@ def _line(
         "currency": invoice.currency,
         "rounding": invoice.rounding.value,
         "description": description,
-        "details": json.dumps(details, default=str),
+        "details": details if isinstance(details, str) else json.dumps(details, default=str),
     }
     invoice.lines.append(line)
     return line
@@ -527,9 +537,7 @@ class _Rater:
             share = MONEY_CONTEXT.divide(Decimal(covered), Decimal(self.period.days))
             # A plan's discount reaches only that plan's lines; an account's, every line.
             lines = [
-                line
-                for line in invoice.lines
-                if source == "account" or line["plan_id"] == source
+                line for line in invoice.lines if source == "account" or line["plan_id"] == source
             ]
             if discount.applies_to == "invoice":
                 targets = [
@@ -675,6 +683,15 @@ class _Rater:
             )
 
 
+def _whole_period_accounts(subs: pl.DataFrame, period: BillingPeriod) -> list[str]:
+    """Accounts with exactly one subscription in the period, active on every day of it."""
+    covering = (pl.col("start_date") <= period.start) & (
+        pl.col("end_date").is_null() | (pl.col("end_date") >= period.end)
+    )
+    counted = subs.group_by("account_id").agg(pl.len(), covering.all().alias("covers"))
+    return counted.filter((pl.col("len") == 1) & pl.col("covers"))["account_id"].to_list()
+
+
 def _known_add_ons(
     subs: pl.DataFrame, catalog: Catalog, notices: list[dict[str, str]]
 ) -> pl.DataFrame:
@@ -785,7 +802,9 @@ def rate(
     )
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {})
     subs = _known_add_ons(subs, catalog, rater.notices)
-    partials = partial_usage(usage, catalog).collect(engine="streaming")
+    partials = partial_usage(usage, catalog, _whole_period_accounts(subs, period)).collect(
+        engine="streaming"
+    )
     covered, orphan = attribute(partials, subs)
 
     unrated = [_unrated_rows(orphan, ["account_id", "metric"], "no_subscription", catalog)]
@@ -819,8 +838,10 @@ def rate(
             )
             weighted = (
                 _time_weighted(
-                    usage, subs.filter(pl.col("subscription_id").is_in(totals["subscription_id"])),
-                    charge, period,
+                    usage,
+                    subs.filter(pl.col("subscription_id").is_in(totals["subscription_id"])),
+                    charge,
+                    period,
                 )
                 if metric.aggregation == "time_weighted_sum"
                 else {}
@@ -847,7 +868,6 @@ def rate(
     keys = ["account_id", "subscription_id", "plan_id", "metric"]
     unrated.append(_unrated_rows(metric_gap, keys, "metric_not_priced", catalog))
     unrated.append(_unrated_rows(filter_gap, keys, "no_matching_charge", catalog))
-
 
     for sub in subs.iter_rows(named=True):
         plan = catalog.plans.get(sub["plan_id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from fractions import Fraction
+from functools import cache
 from typing import NamedTuple
 
 
@@ -49,6 +50,7 @@ def is_unit(name: str) -> bool:
     return name in UNITS
 
 
+@cache
 def conversion_factor(source: str, target: str) -> Fraction:
     """Exact factor that turns a quantity in `source` into `target`.
 

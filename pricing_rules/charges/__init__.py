@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Annotated, Union, get_args
 
 from pydantic import Field
@@ -36,6 +37,7 @@ CHARGE_MODELS: tuple[type[ChargeBase], ...] = (
 Charge = Annotated[Union[CHARGE_MODELS], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
 
 
+@cache
 def model_name(model: type[ChargeBase]) -> str:
     """The `model:` name a charge class answers to, e.g. `graduated`."""
     return str(get_args(model.model_fields["model"].annotation)[0])

@@ -1,0 +1,408 @@
+"""Rating benchmark: Tallyflow's Polars engine against the same rating in DuckDB SQL and
+against a bare Parquet scan + group-by sum (the floor), on the same files, in one run.
+
+    python -m bench.rating                       # 20M events, 4M calls, 5,000 prefixes
+    python -m bench.rating --events 2000000 --calls 400000 --repeat 1   # a quick look
+
+Each engine runs in its own subprocess so its peak memory (max RSS) is its own. The
+Polars and DuckDB results must agree to the cent on every charge, or the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+OUT = Path(__file__).resolve().parent / "out"
+PERIOD = "2026-10"
+ROUNDING_DECIMALS = 4
+
+CATALOG = """
+version: bench
+metrics:
+  voice: {name: Voice, unit: s, aggregation: sum, dimensions: [direction]}
+  sms: {name: SMS, unit: message, aggregation: sum}
+  data: {name: Mobile data, unit: GB, aggregation: sum}
+  storage: {name: Storage, unit: GB, aggregation: max}
+  api: {name: API requests, unit: event, aggregation: count}
+decks:
+  bench:
+    file: bench-deck.csv
+    currency: USD
+    increments: "30/6"
+    connect_fee: "0.0100"
+    minimum_charge: "0.0200"
+    rounding: per_call
+    rounding_decimals: 4
+    rounding_mode: half_up
+plans:
+  bench:
+    name: Bench
+    currency: USD
+    rounding: half_up
+    charges:
+      - {id: platform, name: Platform, model: flat, amount: "49.00"}
+      - {id: voice, name: Calls, model: call_deck, metric: voice, deck: bench}
+      - {id: sms, name: SMS, model: package, metric: sms, block_size: "1000",
+         block_price: "7.50", free_blocks: 1}
+      - id: data
+        name: Data
+        model: graduated
+        metric: data
+        free_units: {units: "5"}
+        tiers:
+          - {up_to: "50", unit_price: "0.10"}
+          - {up_to: "500", unit_price: "0.08"}
+          - {up_to: null, unit_price: "0.05"}
+      - id: storage
+        name: Storage
+        model: volume
+        metric: storage
+        tiers:
+          - {up_to: "100", unit_price: "0.25"}
+          - {up_to: "1000", unit_price: "0.18"}
+          - {up_to: null, unit_price: "0.12"}
+      - {id: api, name: API, model: per_unit, metric: api, unit_price: "0.0004",
+         free_units: {units: "10000"}}
+"""
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+def generate(folder: Path, events: int, calls: int, prefixes: int, accounts: int) -> None:
+    """Parquet files of typed usage, a deck, a catalog and subscriptions (seeded)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    codes = pl.int_range(0, prefixes, eager=True)
+    # Country codes 1..999 and nested mobile prefixes below them: a realistic mix of depths.
+    deck = (
+        pl.DataFrame({"i": codes})
+        .with_columns(
+            pl.when(pl.col("i") < 600)
+            .then((pl.col("i") + 200).cast(pl.String))
+            .otherwise(
+                (pl.col("i") % 600 + 200).cast(pl.String) + (pl.col("i") // 600).cast(pl.String)
+            )
+            .alias("prefix"),
+        )
+        .unique("prefix", keep="first")
+        .sort("prefix")
+    )
+    deck = deck.with_columns(
+        pl.format("Destination {}", pl.col("prefix")).alias("destination"),
+        pl.lit("all").alias("band"),
+        ((pl.col("i") * 7919 % 9000 + 100).cast(pl.Decimal(38, 6)) / 100000).alias(
+            "rate_per_minute"
+        ),
+    ).select("prefix", "destination", "band", "rate_per_minute")
+    deck.write_csv(folder / "bench-deck.csv")
+    (folder / "catalog.yaml").write_text(CATALOG)
+    subs = pl.DataFrame(
+        {
+            "subscription_id": [f"S{i:06d}" for i in range(accounts)],
+            "account_id": [f"A{i:06d}" for i in range(accounts)],
+            "plan_id": ["bench"] * accounts,
+            "start_date": [date(2026, 1, 1)] * accounts,
+            "end_date": [None] * accounts,
+        },
+        schema_overrides={"end_date": pl.Date},
+    )
+    subs.write_parquet(folder / "subscriptions.parquet")
+
+    shares = {"voice": calls, "sms": (events - calls) // 2}
+    rest = events - sum(shares.values())
+    shares |= {"data": rest // 2, "storage": rest // 4}
+    shares["api"] = events - sum(shares.values())
+    prefix_list = deck["prefix"]
+    files = 20
+    written = 0
+    for part in range(files):
+        frames = []
+        for metric, total in shares.items():
+            n = total // files + (1 if part < total % files else 0)
+            frames.append(_events(metric, n, part, accounts, prefix_list))
+        frame = (
+            pl.concat(frames)
+            .with_row_index("n")
+            .with_columns(pl.format("e{}-{}", pl.lit(part), pl.col("n")).alias("event_id"))
+            .drop("n")
+        )
+        frame.write_parquet(folder / f"usage-{part:02d}.parquet")
+        written += frame.height
+    (folder / "meta.json").write_text(
+        json.dumps(
+            {"events": written, "calls": calls, "prefixes": deck.height, "accounts": accounts}
+        )
+    )
+
+
+def _events(metric: str, n: int, seed: int, accounts: int, prefixes: pl.Series) -> pl.DataFrame:
+    base = pl.DataFrame({"k": pl.int_range(0, n, eager=True)})
+    mix = (pl.col("k") * 2654435761 + seed * 97 + len(metric)) % 2**31
+    quantity = {
+        "voice": (mix % 3600).cast(pl.Decimal(38, 12)),
+        "sms": pl.lit(Decimal(1)).cast(pl.Decimal(38, 12)),
+        "data": ((mix % 2000 + 1).cast(pl.Decimal(38, 12)) / 1000),
+        "storage": ((mix % 50000).cast(pl.Decimal(38, 12)) / 100),
+        "api": pl.lit(Decimal(1)).cast(pl.Decimal(38, 12)),
+    }[metric]
+    pick = (mix // 7) % prefixes.len()
+    digits = (mix % 10_000_000).cast(pl.String).str.pad_start(7, "0")
+    return _with_destination(base, metric, mix, quantity, accounts, prefixes, pick, digits)
+
+
+def _with_destination(
+    base: pl.DataFrame,
+    metric: str,
+    mix: pl.Expr,
+    quantity: pl.Expr,
+    accounts: int,
+    prefixes: pl.Series,
+    pick: pl.Expr,
+    digits: pl.Expr,
+) -> pl.DataFrame:
+    frame = base.with_columns(
+        pl.format("A{}", ((mix // 3) % accounts).cast(pl.String).str.pad_start(6, "0")).alias(
+            "account_id"
+        ),
+        pl.lit(metric).alias("metric"),
+        quantity.cast(pl.Decimal(38, 12)).alias("quantity"),
+        pl.lit(
+            {"voice": "s", "sms": "message", "data": "GB", "storage": "GB", "api": "event"}[metric]
+        ).alias("unit"),
+        (pl.lit(1_790_812_800_000_000, pl.Int64) + (mix % (31 * 86400)) * 1_000_000)
+        .cast(pl.Datetime("us", "UTC"))
+        .alias("timestamp"),
+        pick.cast(pl.UInt32).alias("pick"),
+        digits.alias("digits"),
+        pl.lit("outbound" if metric in ("voice", "sms") else None, pl.String).alias("direction"),
+    )
+    if metric == "voice":
+        lookup = pl.DataFrame(
+            {
+                "pick": pl.int_range(0, prefixes.len(), eager=True, dtype=pl.UInt32),
+                "prefix": prefixes,
+            }
+        )
+        frame = (
+            frame.join(lookup, on="pick", how="left")
+            .with_columns((pl.lit("+") + pl.col("prefix") + pl.col("digits")).alias("destination"))
+            .drop("prefix")
+        )
+    else:
+        frame = frame.with_columns(pl.lit(None, pl.String).alias("destination"))
+    return frame.select(
+        "account_id", "metric", "quantity", "unit", "timestamp", "destination", "direction"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Engines (each runs in a child process: `python -m bench.rating --engine NAME --data DIR`)
+# --------------------------------------------------------------------------------------
+
+
+def run_polars(folder: Path) -> dict[str, int]:
+    """Tallyflow's own engine, `pricing_rules.rating.rate`, streaming from the files."""
+    from pricing_rules.catalog import load_catalog
+    from pricing_rules.periods import BillingPeriod
+    from pricing_rules.rating import rate
+
+    catalog = load_catalog(folder / "catalog.yaml")
+    usage = pl.scan_parquet(sorted(folder.glob("usage-*.parquet")))
+    subs = pl.read_parquet(folder / "subscriptions.parquet")
+    result = rate(usage, subs, catalog, BillingPeriod.parse(PERIOD))
+    if result.unrated.height:
+        raise RuntimeError(f"unrated usage in the benchmark:\n{result.unrated}")
+    totals = result.lines.group_by("charge_id").agg(pl.col("amount_minor").sum())
+    return dict(totals.iter_rows())
+
+
+DUCKDB_SQL = """
+WITH usage AS (SELECT * FROM read_parquet($files)),
+agg AS (
+  SELECT account_id, metric, sum(quantity) AS q_sum, max(quantity) AS q_max,
+         count(*) AS n
+  FROM usage WHERE metric <> 'voice' GROUP BY ALL
+),
+calls AS (
+  SELECT account_id,
+         CAST(ceil(quantity) AS BIGINT) AS d,
+         CAST(rpad(substr(destination, 2), 15, '0') AS BIGINT) * 16
+           + length(substr(destination, 2)) AS k
+  FROM usage WHERE metric = 'voice'
+),
+matched AS (
+  SELECT c.account_id, c.d, r.rate_micro
+  FROM calls c ASOF JOIN ranges r ON c.k >= r.range_start
+  WHERE c.k <= r.range_end
+),
+-- per call in 1e-4 units: billed seconds per 30/6 increments, rate x s / 60 rounded
+-- half up, + connect fee 100, topped up to the minimum 200; zero-second calls are free
+priced AS (
+  SELECT account_id,
+         CASE WHEN d = 0 THEN 0 ELSE greatest(
+           (CAST(rate_micro AS HUGEINT)
+              * (CASE WHEN d <= 30 THEN 30 ELSE 30 + CAST(ceil((d - 30) / 6.0) AS BIGINT) * 6 END)
+              + 3000) // 6000 + 100,
+           200) END AS amount_e4
+  FROM matched
+),
+voice AS (
+  SELECT account_id, (sum(amount_e4) + 50) // 100 AS cents FROM priced GROUP BY ALL
+),
+sms AS (
+  SELECT account_id,
+         greatest(CAST(ceil(q_sum / 1000) AS BIGINT) - 1, 0) * 750 AS cents
+  FROM agg WHERE metric = 'sms'
+),
+data AS (
+  SELECT account_id,
+    round((least(greatest(q_sum - 5, 0), 50) * 0.10
+      + greatest(least(greatest(q_sum - 5, 0), 500) - 50, 0) * 0.08
+      + greatest(greatest(q_sum - 5, 0) - 500, 0) * 0.05) * 100, 0) AS cents
+  FROM agg WHERE metric = 'data'
+),
+storage AS (
+  SELECT account_id,
+    round(q_max * CASE WHEN q_max <= 100 THEN 0.25 WHEN q_max <= 1000 THEN 0.18
+                       ELSE 0.12 END * 100, 0) AS cents
+  FROM agg WHERE metric = 'storage'
+),
+api AS (
+  SELECT account_id, round(greatest(n - 10000, 0) * 0.0004 * 100, 0) AS cents
+  FROM agg WHERE metric = 'api'
+)
+SELECT 'voice' AS charge_id, CAST(sum(cents) AS BIGINT) FROM voice
+UNION ALL SELECT 'sms', CAST(sum(cents) AS BIGINT) FROM sms
+UNION ALL SELECT 'data', CAST(sum(cents) AS BIGINT) FROM data
+UNION ALL SELECT 'storage', CAST(sum(cents) AS BIGINT) FROM storage
+UNION ALL SELECT 'api', CAST(sum(cents) AS BIGINT) FROM api
+UNION ALL SELECT 'platform', CAST(count(*) * 4900 AS BIGINT) FROM subs
+"""
+
+
+def run_duckdb(folder: Path) -> dict[str, int]:
+    """The same rating as SQL: DECIMAL aggregates, ASOF JOIN prefix match, integer money."""
+    import duckdb
+
+    from pricing_rules.catalog import load_catalog
+
+    deck = load_catalog(folder / "catalog.yaml").rate_deck("bench")
+    ranges = deck._prefix_ranges.select(  # the same disjoint prefix ranges Polars joins
+        pl.col("__deck_range_start").alias("range_start"),
+        pl.col("__deck_range_end").alias("range_end"),
+        (pl.col("__deck_rate_all") * 1_000_000).cast(pl.Int64).alias("rate_micro"),
+    ).sort("range_start")
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {os.cpu_count() or 2}")
+    con.register("ranges", ranges.to_arrow())
+    con.execute(
+        "CREATE TABLE subs AS SELECT * FROM read_parquet(?)",
+        [str(folder / "subscriptions.parquet")],
+    )
+    files = [str(p) for p in sorted(folder.glob("usage-*.parquet"))]
+    rows = con.execute(DUCKDB_SQL, {"files": files}).fetchall()
+    return {str(charge): int(cents) for charge, cents in rows}
+
+
+def run_floor(folder: Path) -> dict[str, int]:
+    """The floor: read the same files and sum quantities per account and metric."""
+    frame = (
+        pl.scan_parquet(sorted(folder.glob("usage-*.parquet")))
+        .group_by("account_id", "metric")
+        .agg(pl.col("quantity").sum())
+        .collect(engine="streaming")
+    )
+    return {"groups": frame.height}
+
+
+ENGINES = {"polars": run_polars, "duckdb": run_duckdb, "floor": run_floor}
+
+
+def child(engine: str, folder: Path) -> None:
+    started = time.perf_counter()
+    result = ENGINES[engine](folder)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"engine": engine, "seconds": seconds, "peak_mb": peak, "result": result}))
+
+
+def measure(engine: str, folder: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.rating", "--engine", engine, "--data", str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20_000_000)
+    parser.add_argument("--calls", type=int, default=4_000_000)
+    parser.add_argument("--prefixes", type=int, default=5_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--engine", choices=sorted(ENGINES))
+    parser.add_argument("--data", type=Path)
+    args = parser.parse_args()
+    if args.engine:
+        child(args.engine, args.data)
+        return
+    folder = OUT / f"data-{args.events}-{args.calls}-{args.prefixes}-{args.accounts}"
+    if not (folder / "meta.json").exists():
+        print(f"generating {args.events:,} events into {folder} ...", flush=True)
+        generate(folder, args.events, args.calls, args.prefixes, args.accounts)
+    meta = json.loads((folder / "meta.json").read_text())
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ENGINES}
+    for attempt in range(args.repeat):
+        for name in ENGINES:  # interleaved, so drift hits every engine alike
+            runs[name].append(measure(name, folder))
+            print(f"  run {attempt + 1} {name}: {runs[name][-1]['seconds']:.2f} s", flush=True)
+    polars_totals = runs["polars"][0]["result"]
+    duckdb_totals = runs["duckdb"][0]["result"]
+    if polars_totals != duckdb_totals:
+        raise SystemExit(f"engines disagree:\n polars {polars_totals}\n duckdb {duckdb_totals}")
+    median = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
+    peak = {name: max(r["peak_mb"] for r in rs) for name, rs in runs.items()}
+    report = {
+        "data": meta,
+        "median_seconds": median,
+        "peak_rss_mb": peak,
+        "polars_over_duckdb": median["polars"] / median["duckdb"],
+        "polars_over_floor": median["polars"] / median["floor"],
+        "totals_cents": polars_totals,
+        "cpus": os.cpu_count(),
+    }
+    (OUT / "results.json").write_text(json.dumps(report, indent=2))
+    print(
+        f"\n{meta['events']:,} events ({meta['calls']:,} calls, {meta['prefixes']:,} prefixes, "
+        f"{meta['accounts']:,} accounts); median of {args.repeat}"
+    )
+    print(f"{'engine':<8} {'seconds':>8} {'peak MB':>8}")
+    for name in ENGINES:
+        print(f"{name:<8} {median[name]:>8.2f} {peak[name]:>8.0f}")
+    print(
+        f"polars / duckdb = {report['polars_over_duckdb']:.2f}; "
+        f"polars / floor = {report['polars_over_floor']:.2f}; totals agree to the cent"
+    )
+
+
+if __name__ == "__main__":
+    main()
