@@ -174,11 +174,13 @@ class Catalog(BaseModel):
         return {name: metric.unit for name, metric in self.metrics.items()}
 
     def list_price(self, metric: str) -> tuple[Plan, ChargeBase] | None:
-        """The list-price plan's charge for a metric, used to value unbilled usage."""
+        """The list-price plan's first charge that prices a period total of the metric,
+        used to value unbilled usage (calls rated per call from a deck are valued at the
+        plan's other voice charge, if any)."""
         if self.list_price_plan is None:
             return None
         plan = self.plans[self.list_price_plan]
-        charges = plan.usage_charges(metric)
+        charges = [c for c in plan.usage_charges(metric) if c.level == "aggregate"]
         return (plan, charges[0]) if charges else None
 
 

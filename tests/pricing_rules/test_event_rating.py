@@ -1,0 +1,167 @@
+"""pricing_rules.event_rating: calls priced one by one from a rate deck inside `rate`."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from pricing_rules.catalog import Catalog, CatalogError, parse_catalog
+from pricing_rules.periods import BillingPeriod
+from pricing_rules.rating import rate, subscription_frame
+
+OCT = BillingPeriod.parse("2026-10")
+DECK = """prefix,destination,band,rate_per_minute
+44,United Kingdom,all,0.0100
+447,United Kingdom - Mobile,all,0.0500
+1,United States,peak,0.0200
+1,United States,offpeak,0.0100
+1,United States,weekend,0.0050
+"""
+CATALOG = """
+version: test
+metrics:
+  voice: {name: Voice, unit: s, aggregation: sum, dimensions: [direction]}
+decks:
+  intl:
+    file: intl.csv
+    currency: USD
+    increments: "60/60"
+    connect_fee: "0.0100"
+    minimum_charge: "0"
+    rounding: per_call
+    rounding_decimals: 4
+plans:
+  usd:
+    name: USD
+    currency: USD
+    charges:
+      - {id: calls, name: Outbound calls, model: call_deck, metric: voice, deck: intl,
+         filters: {direction: outbound}}
+"""
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return parse_catalog(CATALOG, deck_texts={"intl.csv": DECK})
+
+
+def calls(rows: list[tuple[str, str, int, datetime]]) -> pl.LazyFrame:
+    return pl.DataFrame(
+        [
+            {
+                "event_id": f"c{i}",
+                "account_id": "A",
+                "metric": "voice",
+                "quantity": Decimal(seconds),
+                "timestamp": at,
+                "destination": number,
+                "direction": direction,
+            }
+            for i, (number, direction, seconds, at) in enumerate(rows)
+        ],
+        schema={
+            "event_id": pl.String,
+            "account_id": pl.String,
+            "metric": pl.String,
+            "quantity": pl.Decimal(38, 12),
+            "timestamp": pl.Datetime("us", "UTC"),
+            "destination": pl.String,
+            "direction": pl.String,
+        },
+    ).lazy()
+
+
+SUBS = subscription_frame(
+    [
+        {
+            "subscription_id": "S",
+            "account_id": "A",
+            "plan_id": "usd",
+            "start_date": date(2026, 1, 1),
+            "end_date": None,
+        }
+    ]
+)
+ACCOUNTS = pl.DataFrame(
+    {"account_id": ["A"], "currency": ["USD"], "country": ["US"], "timezone": ["America/New_York"]}
+)
+
+
+def test_calls_are_priced_per_call_and_summed_into_one_line(catalog: Catalog) -> None:
+    wednesday_noon_utc = datetime(2026, 10, 7, 16, 0, tzinfo=UTC)  # 12:00 in New York
+    usage = calls(
+        [
+            # 61 s to a UK landline: 60/60 bills 120 s; 0.0100 x 2 = 0.0200 + connect 0.0100
+            ("+442071234567", "outbound", 61, wednesday_noon_utc),
+            # 30 s to a UK mobile (longest prefix 447): 60 s x 0.0500 = 0.0500 + 0.0100
+            ("+447700900123", "outbound", 30, wednesday_noon_utc),
+            # 120 s to the US at peak (12:00 local): 0.0200 x 2 = 0.0400 + 0.0100
+            ("+12125550100", "outbound", 120, wednesday_noon_utc),
+            # inbound calls are not this charge's: filtered out, and no other charge takes them
+            ("+12125550100", "inbound", 300, wednesday_noon_utc),
+        ]
+    )
+    result = rate(usage, SUBS, catalog, OCT, accounts=ACCOUNTS)
+
+    (line,) = result.lines.iter_rows(named=True)
+    # 0.0300 + 0.0600 + 0.0500 = 0.1400 => 14 cents
+    assert Decimal(line["precise_amount"]) == Decimal("0.1400")
+    assert line["amount_minor"] == 14
+    assert line["events"] == 3
+    details = json.loads(line["details"])
+    assert sum(Decimal(d["amount"]) for d in details) == Decimal("0.1400")
+    assert {d["prefix"] for d in details} == {"44", "447", "1"}
+    assert {d["band"] for d in details} == {"all", "peak"}
+    assert result.unrated["reason"].to_list() == ["no_matching_charge"]
+    assert result.rated_events == 3
+    assert result.unrated_events == 1
+
+
+def test_a_destination_without_a_rate_is_unrated_never_zero(catalog: Catalog) -> None:
+    at = datetime(2026, 10, 7, 16, 0, tzinfo=UTC)
+    usage = calls(
+        [
+            ("+442071234567", "outbound", 60, at),  # 0.0100 + 0.0100 = 0.0200
+            ("+81312345678", "outbound", 600, at),  # Japan: not in the deck
+            ("not-a-number", "outbound", 60, at),
+        ]
+    )
+    result = rate(usage, SUBS, catalog, OCT, accounts=ACCOUNTS)
+
+    assert result.lines["amount_minor"].to_list() == [2]
+    unrated = result.unrated.filter(pl.col("reason") == "no_rate_for_destination")
+    assert unrated["events"].sum() == 2
+    assert result.rated_events + result.unrated_events == 3
+
+
+def test_weekend_band_uses_the_account_time_zone(catalog: Catalog) -> None:
+    # Saturday 2026-10-10 02:00 UTC is Friday 22:00 in New York: offpeak, not weekend.
+    friday_night = datetime(2026, 10, 10, 2, 0, tzinfo=UTC)
+    # 60 s at offpeak 0.0100 + connect 0.0100 = 0.0200
+    result = rate(
+        calls([("+12125550100", "outbound", 60, friday_night)]),
+        SUBS,
+        catalog,
+        OCT,
+        accounts=ACCOUNTS,
+    )
+    details = json.loads(result.lines["details"][0])
+    assert [d["band"] for d in details] == ["offpeak"]
+    assert result.lines["amount_minor"].to_list() == [2]
+
+
+def test_a_deck_in_another_currency_is_a_catalog_error() -> None:
+    with pytest.raises(CatalogError, match=r"plans\.usd\.charges\[0\]\.deck"):
+        parse_catalog(
+            CATALOG.replace("currency: USD\n    increments", "currency: EUR\n    increments"),
+            deck_texts={"intl.csv": DECK},
+        )
+
+
+def test_a_missing_deck_file_is_a_catalog_error() -> None:
+    with pytest.raises(CatalogError, match=r"decks\.intl\.file"):
+        parse_catalog(CATALOG, deck_texts={})
