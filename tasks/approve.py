@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from pydantic import Field
 
 from infra.settings import Settings
 from tasks.common import ledger
@@ -18,9 +19,9 @@ from tasks.common import ledger
 class FinanceDecision(RunInput):
     """The form finance fills in from the Prefect UI (Resume) or `tallyflow approve`."""
 
-    approved: bool
-    approver: str
-    comment: str = ""
+    approved: bool = Field(description="Publish the invoices of this run?")
+    approver: str = Field(min_length=1, description="Who decides (name or email).")
+    comment: str = Field("", description="Why; kept with the decision.")
 
 
 def summary_markdown(period: str, run_id: str, summary: dict[str, Any]) -> str:
@@ -77,9 +78,7 @@ def approve(
             run_id,
         )
         answer = pause_flow_run(
-            wait_for_input=FinanceDecision.with_initial_data(
-                description=markdown, approved=False, approver="", comment=""
-            ),
+            wait_for_input=FinanceDecision.with_initial_data(description=markdown, approved=False),
             timeout=settings.approval_timeout_seconds,
             poll_interval=settings.approval_poll_seconds,
         )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from itertools import pairwise
 from collections.abc import Callable
 from decimal import Decimal
+from itertools import pairwise
 
 import polars as pl
 

@@ -14,6 +14,7 @@ from pricing_rules.periods import BillingPeriod
 from pricing_rules.units import QUANTITY_SCALE, conversion_factor, convertible_units, exact_decimal
 from validation.schemas import (
     RAW_USAGE_COLUMNS,
+    Quarantine,
     RawUsage,
     ValidUsage,
     full_depth,
@@ -273,6 +274,7 @@ def validate_usage(
     )
     with full_depth():
         ValidUsage.validate(valid, lazy=True)
+        Quarantine.validate(quarantine, lazy=True)
     counts = UsageCounts(read, valid.height, quarantine.height, duplicates.height)
     counts.check()
     if valid["event_id"].n_unique() != valid.height:
