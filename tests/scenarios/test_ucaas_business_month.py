@@ -106,10 +106,11 @@ def test_every_line_of_the_invoice() -> None:
         # US: 0% of the subtotal
         "Sales tax (resale certificate on file)": 0,
     }
-    # Spend 741.25 is above the 300.00 minimum commitment: no true-up line.
+    # Spend 722.85 is above the 300.00 minimum commitment: no true-up line.
     assert "Minimum commitment true-up" not in lines
-    # The invoice total is the sum of its rounded lines.
-    assert invoice.total_minor == sum(lines.values()) == 74125
+    # 199.00 + 362.50 + 0.40 + 2.00 + 15.00 + 118.75 + 25.20 + 0 = 722.85: the total is
+    # the sum of its rounded lines.
+    assert invoice.total_minor == sum(lines.values()) == 72285
     assert result.unrated.height == 0
 
 
