@@ -26,7 +26,6 @@ import polars as pl
 
 from pricing_rules.money import MONEY_CONTEXT, RoundingMode, is_currency
 
-Band = Literal["all", "peak", "offpeak", "weekend"]
 Rounding = Literal["per_call", "per_increment"]
 
 BANDS: Final = ("all", "peak", "offpeak", "weekend")

@@ -19,7 +19,9 @@ from pricing_rules.rating import RatingResult, rate, subscription_frame
 from pricing_rules.terms import AccountTerms
 from pricing_rules.units import UNITS
 
-_QUANTITY = re.compile(r"^(?P<metric>[A-Za-z0-9_.-]+)=(?P<value>[0-9.]+)\s*(?P<unit>[A-Za-z]*)$")
+_QUANTITY = re.compile(
+    r"^(?P<metric>[A-Za-z0-9_.-]+)(?:\[(?P<dims>[^\]]*)\])?=(?P<value>[0-9.]+)\s*(?P<unit>[A-Za-z]*)$"
+)
 
 
 class QuoteError(ValueError):
@@ -31,17 +33,27 @@ class InlineQuantity:
     metric: str
     quantity: str
     unit: str | None
+    dimensions: tuple[tuple[str, str], ...] = ()
 
 
 def parse_quantity(text: str) -> InlineQuantity:
-    """`voice=90000s`, `storage=150GB`, `sms=3200` -> metric, quantity, unit.
+    """`voice=90000s`, `storage=150GB`, `voice[direction=inbound]=1500min`.
 
-    >>> parse_quantity("voice=1500min")
-    InlineQuantity(metric='voice', quantity='1500', unit='min')
+    >>> parse_quantity("voice[direction=inbound]=1500min").dimensions
+    (('direction', 'inbound'),)
     """
     match = _QUANTITY.match(text.strip())
     if not match:
-        raise QuoteError(f"usage {text!r} must look like metric=quantity[unit], e.g. voice=1500min")
+        raise QuoteError(
+            f"usage {text!r} must look like metric=quantity[unit] or "
+            "metric[dimension=value,...]=quantity[unit], e.g. voice[direction=inbound]=1500min"
+        )
+    dimensions: list[tuple[str, str]] = []
+    for pair in filter(None, (match["dims"] or "").split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise QuoteError(f"usage {text!r}: dimension {pair!r} must look like key=value")
+        dimensions.append((key.strip(), value.strip()))
     try:
         Decimal(match["value"])
     except InvalidOperation as exc:
@@ -49,7 +61,7 @@ def parse_quantity(text: str) -> InlineQuantity:
     unit = match["unit"] or None
     if unit is not None and unit not in UNITS:
         raise QuoteError(f"usage {text!r}: unknown unit {unit!r}")
-    return InlineQuantity(match["metric"], match["value"], unit)
+    return InlineQuantity(match["metric"], match["value"], unit, tuple(dimensions))
 
 
 def inline_usage(
@@ -74,9 +86,12 @@ def inline_usage(
                 "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "source_key": "inline",
                 "source_row": index,
+                **dict(item.dimensions),
             }
         )
-    return pl.DataFrame(rows, schema_overrides={"source_row": pl.Int64})
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    schema = {c: pl.Int64 if c == "source_row" else pl.String for c in columns}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def quote(

@@ -795,6 +795,10 @@ def rate(
     rate-deck reason such as `no_rate_for_destination`.
     """
     subs = active_subscriptions(subscriptions, period)
+    present = set(usage.collect_schema().names())
+    usage = usage.with_columns(
+        pl.lit(None, pl.String).alias(d) for d in used_dimensions(catalog) if d not in present
+    )
     account_info = (
         {row["account_id"]: row for row in accounts.iter_rows(named=True)}
         if accounts is not None

@@ -44,7 +44,7 @@ def load(settings: Settings, run_id: str, manifest: list[tuple[str, int, str]]) 
             if number % 25 == 0 or number == len(manifest):
                 logger.info("load: %d/%d files read", number, len(manifest))
         raw = (
-            pl.concat(frames, how="vertical")
+            pl.concat(frames, how="diagonal")
             if frames
             else conform_raw(
                 pl.DataFrame(

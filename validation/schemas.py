@@ -52,7 +52,7 @@ class RawUsage(pa.DataFrameModel):
     source_row: pl.Int64 = pa.Field(nullable=False, ge=0)
 
     class Config:
-        strict = True
+        strict = False  # further text columns are event dimensions
 
 
 def usage_schema(metrics: list[str], start: datetime, end: datetime) -> pa.DataFrameSchema:
@@ -103,7 +103,7 @@ class ValidUsage(pa.DataFrameModel):
     source_row: pl.Int64 = pa.Field(nullable=False)
 
     class Config:
-        strict = True
+        strict = False  # further text columns are event dimensions
 
 
 class Quarantine(pa.DataFrameModel):

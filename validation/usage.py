@@ -13,6 +13,7 @@ import polars as pl
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.units import QUANTITY_SCALE, conversion_factor, convertible_units, exact_decimal
 from validation.schemas import (
+    PROVENANCE_COLUMNS,
     RAW_USAGE_COLUMNS,
     Quarantine,
     RawUsage,
@@ -120,7 +121,10 @@ def conform_raw(frame: pl.DataFrame) -> pl.DataFrame:
         else:
             columns.append(pl.col(name).cast(pl.String).alias(name))
     provenance = [pl.col("source_key").cast(pl.String), pl.col("source_row").cast(pl.Int64)]
-    conformed = frame.select(*columns, *provenance)
+    # Any other column is an event dimension (region, call_type...) that charges may filter on.
+    known = {*RAW_USAGE_COLUMNS, "source_key", "source_row"}
+    extra = [pl.col(c).cast(pl.String) for c in frame.columns if c not in known]
+    conformed = frame.select(*columns, *provenance, *extra)
     with full_depth():
         RawUsage.validate(conformed, lazy=True)
     return conformed
@@ -260,6 +264,7 @@ def validate_usage(
         *RAW_USAGE_COLUMNS[6:],
         "source_key",
         "source_row",
+        *(c for c in raw.columns if c not in (*RAW_USAGE_COLUMNS, *PROVENANCE_COLUMNS)),
         "reason",
         "reason_detail",
     )
@@ -268,7 +273,8 @@ def validate_usage(
         pl.col("metric").replace_strict(metric_units, return_dtype=pl.String).alias("unit"),
     )
     first_copy = pl.col("row") == pl.col("row").min().over("event_id")
-    valid = good.filter(first_copy).select(list(ValidUsage.to_schema().columns))
+    dimensions = [c for c in raw.columns if c not in (*RAW_USAGE_COLUMNS, *PROVENANCE_COLUMNS)]
+    valid = good.filter(first_copy).select(*ValidUsage.to_schema().columns, *dimensions)
     duplicates = good.filter(~first_copy).select(
         "event_id", "account_id", "source_key", "source_row"
     )

@@ -12,6 +12,7 @@ import pytest
 from pricing_rules.catalog import CatalogError, load_catalog, parse_catalog
 from pricing_rules.charges import (
     CHARGE_MODELS,
+    CallDeckCharge,
     FlatCharge,
     GraduatedCharge,
     model_name,
@@ -28,7 +29,21 @@ def test_the_real_catalog_loads() -> None:
     assert catalog.metric_units()["voice"] == "s"
     assert catalog.metrics["storage"].aggregation == "max"
     assert catalog.metrics["voice"].aggregation == "sum"
-    assert catalog.content_hash == hashlib.sha256(CATALOG_PATH.read_bytes()).hexdigest()
+    assert len(catalog.content_hash) == 64
+    assert catalog.content_hash != hashlib.sha256(CATALOG_PATH.read_bytes()).hexdigest(), (
+        "the hash covers the rate decks too"
+    )
+
+
+def test_the_catalog_hash_changes_with_a_deck() -> None:
+    text = CATALOG_PATH.read_text()
+    deck = (CATALOG_PATH.parent / "decks" / "intl-voice.csv").read_text()
+    first = parse_catalog(text, deck_texts={"decks/intl-voice.csv": deck}).content_hash
+    again = parse_catalog(text, deck_texts={"decks/intl-voice.csv": deck}).content_hash
+    changed = parse_catalog(
+        text, deck_texts={"decks/intl-voice.csv": deck.replace("0.0060", "0.0061", 1)}
+    ).content_hash
+    assert first == again != changed
 
 
 def test_the_real_catalog_is_consistent() -> None:
@@ -49,10 +64,13 @@ def test_the_real_catalog_usd_plan() -> None:
     platform = next(c for c in usd.recurring_charges() if c.id == "platform")
     assert isinstance(platform, FlatCharge)
     assert platform.amount == Decimal("199.00")
-    (voice,) = usd.usage_charges("voice")
-    assert isinstance(voice, GraduatedCharge)
-    assert voice.price_unit == "min"
-    assert [t.up_to for t in voice.tiers] == [Decimal(1000), Decimal(20000), None]
+    outbound, inbound = usd.usage_charges("voice")
+    assert isinstance(outbound, CallDeckCharge)
+    assert (outbound.deck, outbound.filters) == ("intl-voice", {"direction": "outbound"})
+    assert isinstance(inbound, GraduatedCharge)
+    assert inbound.filters == {"direction": "inbound"}
+    assert inbound.price_unit == "min"
+    assert [t.up_to for t in inbound.tiers] == [Decimal(20000), None]
     assert usd.usage_charges("video") == []
 
 

@@ -68,10 +68,14 @@ def test_schema_only_depth_would_skip_the_same_data_checks() -> None:
         ValidUsage.validate(bad, lazy=True)
 
 
-def test_valid_usage_is_strict_about_columns() -> None:
-    extra = valid_usage(["1"]).with_columns(pl.lit("x").alias("surprise"))
-    with full_depth(), pytest.raises(pa.errors.SchemaErrors, match="surprise"):
-        ValidUsage.validate(extra, lazy=True)
+def test_valid_usage_keeps_extra_dimension_columns_but_requires_its_own() -> None:
+    # Extra text columns are event dimensions (region, call_type...) charges filter on.
+    extra = valid_usage(["1"]).with_columns(pl.lit("EU").alias("region"))
+    with full_depth():
+        checked = ValidUsage.validate(extra, lazy=True)
+        assert checked.collect()["region"].to_list() == ["EU"]
+    with full_depth(), pytest.raises(pa.errors.SchemaErrors, match="source_key"):
+        ValidUsage.validate(extra.drop("source_key"), lazy=True)
 
 
 def test_raw_usage_rejects_a_negative_source_row() -> None:
