@@ -36,9 +36,18 @@ def _prefect_defaults() -> None:
 
 
 def _settings(settings_file: Path | None, **overrides: Any) -> Any:
+    from pydantic import ValidationError
+
     from infra.settings import load_settings
 
-    return load_settings(settings_file, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return load_settings(settings_file, **{k: v for k, v in overrides.items() if v is not None})
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        console.print(f"[red]invalid settings:[/]\n{exc}")
+        raise typer.Exit(2) from exc
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -238,15 +247,16 @@ def runs(
     """List recent billing runs and their status."""
     from tasks.common import ledger
 
-    table = Table("run", "period", "status", "read", "valid", "started")
+    table = Table("period", "status", "read", "valid", "started")
+    table.add_column("run", no_wrap=True)
     for item in ledger(_settings(settings_file)).latest_runs(limit):
         table.add_row(
-            item.run_id,
             item.period,
             item.status,
             str(item.events_read or ""),
             str(item.events_valid or ""),
-            str(item.started_at)[:19],
+            str(item.started_at)[:16],
+            item.run_id,
         )
     console.print(table)
 
@@ -305,6 +315,8 @@ def quote(
             )
         if plan_id is None:
             raise QuoteError("give --plan or --account")
+        if start_date is not None and start_date >= billing_period.end:
+            raise QuoteError(f"--start {start_date} is after the period {billing_period.label}")
         if usage_file is not None:
             raw = read_usage_file(usage_file.name, usage_file.read_bytes())
         else:
@@ -327,13 +339,14 @@ def quote(
             terms=terms,
             country=country,
         )
-    except (QuoteError, CatalogError, DirectoryError, UsageFileError, ValueError) as exc:
+    except (QuoteError, CatalogError, DirectoryError, UsageFileError, ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
     document = quote_document(result, billing_period, plan_id)
     document["quarantined"] = checked.quarantine.select(
         "event_id", "reason", "reason_detail"
     ).to_dicts()
+    document["notices"] = result.notices.to_dicts()
     if as_json:
         typer.echo(_json(document))
         return
@@ -362,6 +375,8 @@ def quote(
         )
     for item in document["quarantined"]:
         console.print(f"[yellow]rejected[/]: {item['event_id']}: {item['reason_detail']}")
+    for notice in document["notices"]:
+        console.print(f"[yellow]notice[/]: {notice['message']}")
 
 
 def _account_quote(settings: Any, account: str, period: Any, plan: str | None) -> tuple[Any, ...]:
@@ -432,20 +447,32 @@ def invoices(
     period: Annotated[str, typer.Option(help="Billing month, YYYY-MM.")],
     settings_file: SettingsFile = None,
 ) -> None:
-    """List published invoices of a period."""
+    """List published invoices of a period, with where each document is stored."""
     from pricing_rules.money import format_money, from_minor_units
+    from pricing_rules.periods import BillingPeriod
     from tasks.common import ledger
 
-    table = Table("invoice", "account", "total", "lines", "html")
-    for inv in ledger(_settings(settings_file)).invoices(period):
+    try:
+        BillingPeriod.parse(period)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    settings = _settings(settings_file)
+    found = ledger(settings).invoices(period)
+    if not found:
+        console.print(f"No invoices published for {period}.")
+        return
+    table = Table("account", "total", "lines")
+    table.add_column("invoice", no_wrap=True)
+    for inv in found:
         table.add_row(
-            inv.invoice_id,
             inv.account_id,
             format_money(from_minor_units(inv.total_minor, inv.currency), inv.currency),
             str(inv.line_count),
-            inv.html_key,
+            inv.invoice_id,
         )
     console.print(table)
+    console.print(f"Documents: {settings.resolved_store_url}/invoices/{period}/<account>/")
 
 
 def main() -> None:

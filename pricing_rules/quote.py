@@ -89,7 +89,8 @@ def inline_usage(
                 **dict(item.dimensions),
             }
         )
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    base = ["event_id", "account_id", "metric", "quantity", "unit", "timestamp", "source_key"]
+    columns = list(dict.fromkeys([*base, "source_row", *(k for row in rows for k in row)]))
     schema = {c: pl.Int64 if c == "source_row" else pl.String for c in columns}
     return pl.DataFrame(rows, schema=schema)
 

@@ -22,7 +22,14 @@ from typing import Any
 import polars as pl
 
 from pricing_rules.catalog import Catalog, Metric, Plan
-from pricing_rules.charges import ChargeBase, ChargeDetail, PricedCharge, model_name, price_charge
+from pricing_rules.charges import (
+    ChargeBase,
+    ChargeDetail,
+    PackageCharge,
+    PricedCharge,
+    model_name,
+    price_charge,
+)
 from pricing_rules.money import MONEY_CONTEXT, RoundingMode, round_money, to_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.terms import AccountTerms, Discount
@@ -281,14 +288,74 @@ def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
+def _show(value: Decimal) -> str:
+    """A quantity for people: thousands separated, at most 4 decimal places."""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -4:
+        value = value.quantize(Decimal("0.0001"), context=MONEY_CONTEXT)
+    return f"{value.normalize():,f}"
+
+
 def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
-    quantity = f"{_plain(priced.quantity)} {unit}"
-    parts = []
+    """The line in plain words, e.g. `1,500 min: 1,000 min included, first 500 min at
+    0.0040`. The explanation rows hold the exact figures."""
+    model = model_name(type(charge))
+    parts: list[str] = []
+    paid_rows = [d for d in priced.details if d.tier is not None or d.label == charge.name]
     for detail in priced.details:
-        price = "" if detail.unit_price is None else f" at {_plain(detail.unit_price)}"
-        fee = "" if detail.flat_fee is None else f" + flat {_plain(detail.flat_fee)}"
-        parts.append(f"{detail.label}: {_plain(detail.quantity)}{price}{fee}")
-    return f"{charge.name}, {quantity} — " + "; ".join(parts)
+        if detail.label == "included allowance":
+            parts.append(f"{_show(detail.quantity)} {unit} included")
+        elif detail.label == "minimum charge top-up":
+            parts.append(f"topped up by {_show(detail.amount)} to the minimum charge")
+        elif detail.label == "maximum charge cap":
+            parts.append(f"capped at the maximum charge ({_show(detail.amount)})")
+    fee = ""
+    if model == "graduated":
+        for index, detail in enumerate(paid_rows):
+            fee = "" if detail.flat_fee is None else f" + {detail.flat_fee} flat"
+            word = "first" if index == 0 else "next"
+            parts.append(f"{word} {_show(detail.quantity)} {unit} at {detail.unit_price}{fee}")
+    elif model == "volume" and paid_rows:
+        detail = paid_rows[0]
+        band = (
+            f"over {_show(detail.tier_from or Decimal(0))}"
+            if detail.tier_to is None
+            else (f"up to {_show(detail.tier_to)}")
+        )
+        fee = "" if detail.flat_fee is None else f" + {detail.flat_fee} flat"
+        parts.append(
+            f"all {_show(detail.quantity)} {unit} at the {band} {unit} price "
+            f"{detail.unit_price}{fee}"
+        )
+    elif model == "package" and isinstance(charge, PackageCharge):
+        free = next(
+            (
+                d.quantity
+                for d in priced.details
+                if d.unit_price == 0
+                and d.tier is None
+                and d.label.startswith(tuple("0123456789"))
+                and "free" in d.label
+            ),
+            Decimal(0),
+        )
+        paid = next(
+            (
+                d.quantity
+                for d in priced.details
+                if "free" not in d.label and d.unit_price == charge.block_price
+            ),
+            Decimal(0),
+        )
+        parts.append(
+            f"blocks of {_show(charge.block_size)} {unit}: {_show(free + paid)} "
+            f"started, {_show(free)} free, {_show(paid)} at {charge.block_price}"
+        )
+    else:
+        for detail in paid_rows:
+            price = "" if detail.unit_price is None else f" at {detail.unit_price}"
+            parts.append(f"{_show(detail.quantity)} {unit}{price}")
+    return f"{charge.name}: {_show(priced.quantity)} {unit} — " + ", ".join(parts)
 
 
 @dataclass
@@ -633,7 +700,7 @@ class _Rater:
             events=0,
             precise=precise,
             description=f"{rate.name} ({jurisdiction}) {_plain(rate.rate * 100)}% of "
-            f"{_plain(base)}",
+            f"{base:,f} {invoice.currency}",
             details=[
                 ChargeDetail(
                     f"{rate.name} on the subtotal", base, precise, unit_price=rate.rate

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from infra.settings import Settings
 from pricing_rules.catalog import load_catalog
-from pricing_rules.money import to_minor_units
+from pricing_rules.money import minor_unit_exponent, to_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import RatingResult
 from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
@@ -19,7 +21,9 @@ from validation.schemas import Findings, full_depth
 def risk_by_currency(findings: pl.DataFrame) -> dict[str, str]:
     known = findings.filter(pl.col("amount_at_risk").is_not_null())
     totals = known.group_by("currency").agg(pl.col("amount_at_risk").sum()).sort("currency")
-    return {c: f"{a.normalize():f}" for c, a in totals.rows()}
+    return {
+        c: str(a.quantize(Decimal(1).scaleb(-minor_unit_exponent(c)))) for c, a in totals.rows()
+    }
 
 
 @task(name="detect", cache_policy=NO_CACHE)

@@ -424,7 +424,7 @@ def test_tax_line_from_the_account_country_on_the_subtotal_after_discounts(
     line = by_id(result, "A:USD:tax:GB")
     assert (line["charge_kind"], line["charge_id"], line["charge_name"]) == ("tax", "tax:GB", "VAT")
     assert (line["quantity"], line["unit_price"], line["amount_minor"]) == (D(140), D("0.2"), 2800)
-    assert line["description"] == "VAT (GB) 20% of 140"
+    assert line["description"] == "VAT (GB) 20% of 140.00 USD"
     assert result.notices.height == 0
 
 
@@ -593,7 +593,7 @@ def test_unit_price_override(catalog: Catalog) -> None:
     )
     line = by_id(result, "S:sms")
     assert (line["unit_price"], line["amount_minor"]) == (D("0.005"), 2500)
-    assert line["description"] == "SMS, 5000 message — SMS: 5000 at 0.005 (account price)"
+    assert line["description"] == "SMS: 5,000 message — 5,000 message at 0.005 (account price)"
 
 
 def test_tiers_override(catalog: Catalog) -> None:

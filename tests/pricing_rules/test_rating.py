@@ -156,8 +156,8 @@ def test_voice_line_explains_its_tiers(catalog: Catalog) -> None:
     assert voice["amount_minor"] == 27050
     assert Decimal(voice["precise_amount"]) == Decimal("270.50")
     assert voice["description"] == (
-        "Outbound voice, 25000 min — tier 1: 1000 at 0; tier 2: 19000 at 0.012; "
-        "tier 3: 5000 at 0.0085"
+        "Outbound voice: 25,000 min — first 1,000 min at 0.00, next 19,000 min at 0.0120, "
+        "next 5,000 min at 0.0085"
     )
     details = json.loads(voice["details"])
     assert [(d["tier"], Decimal(d["quantity"]), Decimal(d["amount"])) for d in details] == [

@@ -209,4 +209,6 @@ def test_stripe_car_rental_hours_through_rate() -> None:
     line = result.lines.row(0, named=True)
     assert (line["line_id"], line["charge_model"], line["unit"]) == ("S:hours", "package", "h")
     assert (line["quantity"], line["amount_minor"]) == (Decimal("2.5"), 3000)
-    assert line["description"] == "Rental hours, 2.5 h — 3 block(s) of 1: 3 at 10"
+    assert (
+        line["description"] == "Rental hours: 2.5 h — blocks of 1 h: 3 started, 0 free, 3 at 10.00"
+    )

@@ -277,7 +277,7 @@ def test_lago_volume_flat_fee_through_rate(lago_catalog: Catalog) -> None:
     line = rate(usage, subs, lago_catalog, OCT).lines.row(0, named=True)
     assert (line["quantity"], line["events"], line["amount_minor"]) == (D(12_000), 12_000, 1960)
     assert line["description"] == (
-        "API calls, 12000 call — tier 2 (all units): 12000 at 0.0008 + flat 10"
+        "API calls: 12,000 call — all 12,000 call at the up to 50,000 call price 0.0008 + 10 flat"
     )
     assert json.loads(line["details"])[0]["flat_fee"] == "10"
 
