@@ -37,7 +37,13 @@ class RenderedInvoice:
 
 
 def _plain(value: Decimal | None) -> str:
-    return "" if value is None else f"{value.normalize():,f}"
+    """Thousands separated, at most 4 decimal places (the JSON keeps the exact figures)."""
+    if value is None:
+        return ""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -4:
+        value = value.quantize(Decimal("0.0001"))
+    return f"{value.normalize():,f}"
 
 
 def _explanation(line: InvoiceLineDoc) -> str:
@@ -53,7 +59,9 @@ def _line_view(line: InvoiceLineDoc, currency: str) -> dict[str, Any]:
         "explanation": _explanation(line),
         "quantity": _plain(line.quantity),
         "unit": "" if line.unit == "period" else line.unit,
-        "unit_price": _plain(line.unit_price),
+        "unit_price": f"{_plain(line.unit_price * 100)}%"
+        if line.charge_kind == "tax" and line.unit_price is not None
+        else _plain(line.unit_price),
         "amount": format_money(from_minor_units(line.amount_minor, currency), currency),
         "rows": [
             {

@@ -24,16 +24,18 @@ class RoundingMode(StrEnum):
 
     @property
     def decimal_rounding(self) -> str:
-        return {
-            RoundingMode.HALF_UP: decimal.ROUND_HALF_UP,
-            RoundingMode.HALF_EVEN: decimal.ROUND_HALF_EVEN,
-            RoundingMode.HALF_DOWN: decimal.ROUND_HALF_DOWN,
-            RoundingMode.UP: decimal.ROUND_UP,
-            RoundingMode.DOWN: decimal.ROUND_DOWN,
-            RoundingMode.CEILING: decimal.ROUND_CEILING,
-            RoundingMode.FLOOR: decimal.ROUND_FLOOR,
-        }[self]
+        return _DECIMAL_ROUNDING[self.value]
 
+
+_DECIMAL_ROUNDING = {
+    "half_up": decimal.ROUND_HALF_UP,
+    "half_even": decimal.ROUND_HALF_EVEN,
+    "half_down": decimal.ROUND_HALF_DOWN,
+    "up": decimal.ROUND_UP,
+    "down": decimal.ROUND_DOWN,
+    "ceiling": decimal.ROUND_CEILING,
+    "floor": decimal.ROUND_FLOOR,
+}
 
 # Intermediate precision: wide enough that no precise amount is ever rounded before
 # the single per-line rounding to the minor unit.

@@ -37,6 +37,7 @@ from pricing_rules.units import QUANTITY_SCALE, conversion_factor
 
 QUANTITY = pl.Decimal(38, QUANTITY_SCALE)
 MONEY = pl.Decimal(38, 4)
+_QUANTITY_QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
 KIND_ORDER = ("recurring", "usage", "commitment", "discount", "tax", "credit")
 
 LINE_SCHEMA = pl.Schema(
@@ -404,12 +405,12 @@ def _line(
         "charge_model": charge_model,
         "charge_kind": kind,
         "metric": metric,
-        "quantity": quantity.quantize(Decimal(1).scaleb(-QUANTITY_SCALE), context=MONEY_CONTEXT),
+        "quantity": quantity.quantize(_QUANTITY_QUANTUM, context=MONEY_CONTEXT),
         "unit": unit,
         "unit_price": unit_price,
         "proration_factor": None
         if proration_factor is None
-        else proration_factor.quantize(Decimal(1).scaleb(-12), context=MONEY_CONTEXT),
+        else proration_factor.quantize(_QUANTITY_QUANTUM, context=MONEY_CONTEXT),
         "events": events,
         "precise_amount": str(precise),
         "amount": rounded,
@@ -974,7 +975,9 @@ def rate(
         rater.credits(invoice)
 
     lines = [line for _, inv in sorted(rater.invoices.items()) for line in inv.lines]
-    lines_frame = pl.DataFrame(lines, schema=LINE_SCHEMA)
+    lines_frame = pl.DataFrame(
+        {name: [line[name] for line in lines] for name in LINE_SCHEMA}, schema=LINE_SCHEMA
+    )
     unrated_frame = pl.concat(unrated).sort("account_id", "metric", "reason", nulls_last=True)
     # An event an event-level charge matched but could not price is unrated, not rated.
     rated_events = int(known.filter(pl.col("_row").is_in(list(rated_rows)))["events"].sum())
