@@ -39,13 +39,14 @@ def billing_run(
     """Bill one period end to end; returns the run summary (also stored in the ledger).
 
     `approval_policy` overrides the settings: `manual` pauses for finance, `auto`
-    approves and records that a policy did.
+    approves and records that a policy did, `low_risk` does so only without high or
+    critical findings.
     """
     settings = settings or load_settings()
     BillingPeriod.parse(period)
     policy = approval_policy or settings.approval_policy
-    if policy not in ("manual", "auto"):
-        raise ValueError(f"approval policy must be manual or auto, got {policy!r}")
+    if policy not in ("manual", "auto", "low_risk"):
+        raise ValueError(f"approval policy must be manual, auto or low_risk, got {policy!r}")
     logger = get_run_logger()
     run_id = new_run_id(period)
     context = FlowRunContext.get()

@@ -63,6 +63,13 @@ def approve(
             "comment": "every invoice of this period is already published",
             "policy": "nothing-to-publish",
         }
+    elif policy == "low_risk" and summary["detected"]["high_or_critical"] == 0:
+        decision = {
+            "approved": True,
+            "approver": "policy:low-risk",
+            "comment": "approved by the low-risk policy: no high or critical findings",
+            "policy": "low_risk",
+        }
     elif policy == "auto":
         decision = {
             "approved": True,
@@ -71,6 +78,7 @@ def approve(
             "policy": "auto",
         }
     else:
+        # manual, or low_risk with high findings: finance decides.
         db.update_run(run_id, status="awaiting_approval")
         logger.info(
             "approve: waiting for finance; resume the run in the Prefect UI or run "

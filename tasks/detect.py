@@ -61,6 +61,7 @@ def detect(settings: Settings, run_id: str, period: str) -> dict[str, object]:
     by_rule = dict(findings.group_by("rule").len().sort("rule").rows())
     summary: dict[str, object] = {
         "findings": findings.height,
+        "high_or_critical": findings.filter(pl.col("severity").is_in(["high", "critical"])).height,
         "by_rule": by_rule,
         "amount_at_risk": risk_by_currency(findings),
     }

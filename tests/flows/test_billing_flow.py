@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from flows.billing import billing_run
 from flows.decisions import DecisionError, submit_decision
 from infra.demo_data import DemoMonth
 from infra.settings import Settings
-from tasks.common import ledger, object_store
+from pricing_rules.rating import subscription_frame
+from tasks.common import ledger, object_store, usage_store
 from tests.support.harness import WebhookReceiver, land_month, make_settings
 from tests.support.s3 import FaultProxy
 
@@ -130,13 +133,15 @@ def test_webhook_receives_slack_compatible_findings(
     assert "at risk" in orphan[0] and "evidence" in orphan[0]
 
 
-def _start_paused_run(settings: Settings) -> tuple[threading.Thread, dict[str, Any], str]:
+def _start_paused_run(
+    settings: Settings, policy: str = "manual"
+) -> tuple[threading.Thread, dict[str, Any], str]:
     outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
             outcome["summary"] = billing_run(
-                period="2026-10", settings=settings, approval_policy="manual"
+                period="2026-10", settings=settings, approval_policy=policy
             )
         except BaseException as exc:
             outcome["error"] = exc
@@ -194,10 +199,14 @@ def test_paused_run_resumes_with_finance_approval(tmp_path: Path, small_month: D
     )
 
 
-def test_rejected_run_publishes_nothing(tmp_path: Path, small_month: DemoMonth) -> None:
+# The demo month has high findings, so the low-risk policy also leaves the call to finance.
+@pytest.mark.parametrize("policy", ["manual", "low_risk"])
+def test_rejected_run_publishes_nothing(
+    tmp_path: Path, small_month: DemoMonth, policy: str
+) -> None:
     settings = make_settings(tmp_path)
     land_month(settings, small_month)
-    thread, outcome, run_id = _start_paused_run(settings)
+    thread, outcome, run_id = _start_paused_run(settings, policy)
 
     _decide_when_paused(settings, run_id, approved=False)
     thread.join(120)
@@ -237,3 +246,50 @@ def test_s3_faults_are_retried_during_a_run(
     assert fault_proxy.request_count > before + 5
     assert summary["counts"]["read"] == small_month.events_written
     assert summary["published"]
+
+
+def test_low_risk_policy_approves_a_clean_run(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    usage_store(settings).put(
+        "usage/dt=2026-10-05/part-0000.csv",
+        b"event_id,account_id,metric,quantity,unit,timestamp,direction\n"
+        b"e1,ACC-1,sms,2350,message,2026-10-05T10:00:00Z,outbound\n"
+        b"e2,ACC-1,seats,12,seat,2026-10-05T10:00:00Z,\n",
+    )
+    db = ledger(settings)
+    db.upsert_accounts(
+        pl.DataFrame(
+            {
+                "account_id": ["ACC-1"],
+                "name": ["Acme"],
+                "currency": ["EUR"],
+                "country": ["DE"],
+                "timezone": ["Europe/Berlin"],
+                "billing_email": [None],
+            }
+        )
+    )
+    db.upsert_subscriptions(
+        subscription_frame(
+            [
+                {
+                    "subscription_id": "SUB-1",
+                    "account_id": "ACC-1",
+                    "plan_id": "ucaas-business-eur",
+                    "start_date": date(2026, 1, 1),
+                    "end_date": None,
+                }
+            ]
+        )
+    )
+
+    summary = billing_run(period="2026-10", settings=settings, approval_policy="low_risk")
+
+    assert summary["detected"]["findings"] == 0
+    assert summary["decision"]["approver"] == "policy:low-risk"
+    approval = db.approval(summary["run_id"])
+    assert approval is not None and approval.policy == "low_risk"
+    (invoice,) = db.invoices("2026-10")
+    # 185.00 platform + 12 x 13.50 seats + 2,350 x 0.0072 SMS (16.92) = 363.92;
+    # DE MwSt 19% of 363.92 = 69.1448 => 69.14; total 433.06
+    assert invoice.total_minor == 43306
