@@ -49,8 +49,10 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
         already = db.existing_invoices(period)
         docs = invoices_for(settings, run_id, period)
         for number, doc in enumerate(docs, start=1):
-            if (doc.account_id, doc.currency) in already:
-                existing.append(already[(doc.account_id, doc.currency)].invoice_id)
+            found = already.get((doc.account_id, doc.currency))
+            if found is not None:
+                # Published by an earlier attempt of this run (a retry) or by another run.
+                (published if found.run_id == run_id else existing).append(found.invoice_id)
                 continue
             rendered = render_invoice(doc)
             html_key, json_key = rendered.keys()

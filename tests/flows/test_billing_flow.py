@@ -293,3 +293,71 @@ def test_low_risk_policy_approves_a_clean_run(tmp_path: Path) -> None:
     # 185.00 platform + 12 x 13.50 seats + 2,350 x 0.0072 SMS (16.92) = 363.92;
     # DE MwSt 19% of 363.92 = 69.1448 => 69.14; total 433.06
     assert invoice.total_minor == 43306
+
+
+class FlakyLedger:
+    """Makes `Ledger.publish_invoice` fail on chosen calls, as a crash or a lost
+    connection would between writing the invoice objects and the ledger row."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_calls: set[int]) -> None:
+        from infra.db import Ledger
+
+        self.calls = 0
+        original = Ledger.publish_invoice
+
+        def publish_invoice(ledger: Ledger, invoice: Any) -> bool:
+            self.calls += 1
+            if self.calls in fail_calls:
+                raise ConnectionError("ledger connection lost")
+            return original(ledger, invoice)
+
+        monkeypatch.setattr(Ledger, "publish_invoice", publish_invoice)
+
+
+@pytest.fixture
+def fast_publish_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.billing
+    from tasks.publish import publish
+
+    monkeypatch.setattr(flows.billing, "publish", publish.with_options(retry_delay_seconds=0))
+
+
+@pytest.mark.usefixtures("fast_publish_retries")
+def test_a_publish_retried_after_a_failure_publishes_each_invoice_once(
+    tmp_path: Path, small_month: DemoMonth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    flaky = FlakyLedger(monkeypatch, fail_calls={3})
+
+    summary = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    invoices = ledger(settings).invoices("2026-10")
+    assert flaky.calls > len(invoices)  # the task really failed and ran again
+    assert sorted(summary["published"]) == sorted(i.invoice_id for i in invoices)
+    assert len(invoice_objects(settings)) == 2 * len(invoices)
+
+
+@pytest.mark.usefixtures("fast_publish_retries")
+def test_a_run_that_died_while_publishing_is_completed_by_the_next_run(
+    tmp_path: Path, small_month: DemoMonth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    # Two invoices go through, then every attempt fails until the retries run out.
+    FlakyLedger(monkeypatch, fail_calls=set(range(3, 1000)))
+    with pytest.raises(ConnectionError):
+        billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    failed = ledger(settings).latest_runs()[0]
+    assert failed.status == "failed"
+    assert len(ledger(settings).invoices("2026-10")) == 2
+    monkeypatch.undo()
+
+    again = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    invoices = ledger(settings).invoices("2026-10")
+    assert len(again["existing"]) == 2
+    assert len(again["published"]) == len(invoices) - 2
+    assert len({i.invoice_id for i in invoices}) == len(invoices)
+    # The failed attempts wrote objects before failing; the re-run reused the same keys.
+    assert len(invoice_objects(settings)) == 2 * len(invoices)
