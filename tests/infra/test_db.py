@@ -280,9 +280,7 @@ def test_credits_used_counts_only_credit_lines_of_earlier_periods(db: Ledger) ->
         )
     )
     # The period being rated and later ones do not count.
-    db.publish_invoice(
-        new_invoice(period="2026-10", lines=[line(1, "credit:prepay-1", -777)])
-    )
+    db.publish_invoice(new_invoice(period="2026-10", lines=[line(1, "credit:prepay-1", -777)]))
 
     # prepay-1: 10000 + 5000 = 15000 drawn before October.
     assert db.credits_used("2026-10") == {"prepay-1": 15_000, "promo": 250}
@@ -297,9 +295,7 @@ def test_credits_used_counts_only_credit_lines_of_earlier_periods(db: Ledger) ->
     "credits_used[credit.id] from each account's own credit).",
 )
 def test_credits_used_keeps_accounts_apart(db: Ledger) -> None:
-    db.publish_invoice(
-        new_invoice("ACC-A", "2026-09", lines=[line(1, "credit:prepay-1", -10_000)])
-    )
+    db.publish_invoice(new_invoice("ACC-A", "2026-09", lines=[line(1, "credit:prepay-1", -10_000)]))
     db.publish_invoice(new_invoice("ACC-B", "2026-09", lines=[line(1, "credit:prepay-1", -3_000)]))
 
     used = db.credits_used("2026-10")

@@ -14,9 +14,9 @@ from pricing_rules.invoicing import InvoiceDoc, InvoiceLineDoc
 XSS = "<script>alert(1)</script> & \"Sons\" 'Co'"
 
 
-def usage_line(line_no: int = 2, amount_minor: int = 1_250, name: str = "Voice minutes") -> (
-    InvoiceLineDoc
-):
+def usage_line(
+    line_no: int = 2, amount_minor: int = 1_250, name: str = "Voice minutes"
+) -> InvoiceLineDoc:
     # 1,250 min x 0.01 = 12.50 USD => 1250 cents
     return InvoiceLineDoc(
         line_no=line_no,
