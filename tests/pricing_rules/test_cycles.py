@@ -164,11 +164,16 @@ def test_split_proration_factors_add_up_to_one(
 ) -> None:
     period = cycle.period_of(datetime(2026, 6, 15, tzinfo=UTC))
     split = period.start + timedelta(hours=offset_hours)
-    if by == "day":  # a day-based split happens at a local midnight
+    if by == "day":  # a day-based split happens at the start of a local day
         local = split.astimezone(ZoneInfo(cycle.timezone)).date()
-        split = cycle.period_of(split).start if local == period.first_day else split
-        split = datetime.combine(local, datetime.min.time(), tzinfo=ZoneInfo(cycle.timezone))
-        split = split.astimezone(UTC)
+        split = max(
+            period.start,
+            cycle.period_of(split).start
+            if local == period.first_day
+            else datetime.combine(
+                local, datetime.min.time(), tzinfo=ZoneInfo(cycle.timezone)
+            ).astimezone(UTC),
+        )
     if not period.start <= split <= period.end:
         return
     first = proration_factor(period, period.start, split, by)
