@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -426,20 +425,11 @@ def server(
         f"Prefect UI at http://{host}:{port} — in other shells run:\n  export PREFECT_API_URL={url}"
     )
     prefect = Path(sys.executable).with_name("prefect")
-    raise typer.Exit(
-        subprocess.call(
-            [
-                str(prefect),
-                "server",
-                "start",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--analytics-off",
-            ]
-        )
-    )
+    # The UI must be told where its API is when the port is not Prefect's default.
+    env = {**os.environ, "PREFECT_UI_API_URL": url}
+    args = [str(prefect), "server", "start", "--host", host, "--port", str(port), "--analytics-off"]
+    # The server replaces this process, so a signal to `tallyflow server` reaches it.
+    os.execve(str(prefect), args, env)  # noqa: S606
 
 
 @app.command()

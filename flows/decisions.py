@@ -35,5 +35,9 @@ def submit_decision(
         )
     resume_flow_run(
         UUID(run.flow_run_id),
-        run_input={"approved": approved, "approver": approver, "comment": comment},
+        run_input={
+            "decision": "approve" if approved else "reject",
+            "approver": approver.strip(),
+            "comment": comment,
+        },
     )

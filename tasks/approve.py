@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -19,9 +19,15 @@ from tasks.common import ledger
 class FinanceDecision(RunInput):
     """The form finance fills in from the Prefect UI (Resume) or `tallyflow approve`."""
 
-    approved: bool = Field(description="Publish the invoices of this run?")
-    approver: str = Field(min_length=1, description="Who decides (name or email).")
+    decision: Literal["approve", "reject"] = Field(
+        description="approve: publish this run's invoices; reject: publish nothing."
+    )
+    approver: str = Field(min_length=1, pattern=r"\S", description="Who decides (name or email).")
     comment: str = Field("", description="Why; kept with the decision.")
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approve"
 
 
 def summary_markdown(period: str, run_id: str, summary: dict[str, Any]) -> str:
@@ -33,12 +39,15 @@ def summary_markdown(period: str, run_id: str, summary: dict[str, Any]) -> str:
     rules = "\n".join(f"- `{r}`: {n}" for r, n in detected["by_rule"].items()) or "- none"
     return (
         f"## Billing run {run_id} — period {period}\n\n"
-        f"**Events**: read {counts['read']:,} = valid {counts['valid']:,} + quarantined "
-        f"{counts['quarantined']:,} + duplicates {counts['duplicates']:,}\n\n"
         f"**Invoices to publish**: {summary['pending_invoices']} new, "
         f"{summary['existing_invoices']} already published\n\n"
-        f"| currency | total of all rated lines |\n|---|---|\n{totals}\n\n"
-        f"**Findings**: {detected['findings']}\n{rules}\n\n**Amount at risk**\n{risk}\n"
+        f"| currency | invoice totals (tax, discounts and credits included) |\n|---|---|\n"
+        f"{totals}\n\n"
+        f"**Amount at risk** (findings: {detected['findings']}, high or critical: "
+        f"{detected.get('high_or_critical', 0)})\n{risk}\n\n"
+        f"**Findings by rule**\n{rules}\n\n"
+        f"**Events**: read {counts['read']:,} = valid {counts['valid']:,} + quarantined "
+        f"{counts['quarantined']:,} + duplicates {counts['duplicates']:,}\n"
     )
 
 
@@ -86,12 +95,14 @@ def approve(
             run_id,
         )
         answer = pause_flow_run(
-            wait_for_input=FinanceDecision.with_initial_data(description=markdown, approved=False),
+            wait_for_input=FinanceDecision.with_initial_data(description=markdown),
             timeout=settings.approval_timeout_seconds,
             poll_interval=settings.approval_poll_seconds,
         )
         decision = {
-            **answer.model_dump(include={"approved", "approver", "comment"}),
+            "approved": answer.approved,
+            "approver": answer.approver.strip(),
+            "comment": answer.comment,
             "policy": "manual",
         }
     db.record_approval(
