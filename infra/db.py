@@ -288,17 +288,18 @@ class Ledger:
                 raise KeyError(f"account {account_id} does not exist; import it first")
             account.terms = terms_json
 
-    def credits_used(self, before_period: str) -> dict[str, int]:
-        """Minor units drawn per prepaid credit id on invoices of earlier periods."""
+    def credits_used(self, before_period: str) -> dict[tuple[str, str], int]:
+        """Minor units drawn per (account, prepaid credit id) on invoices of earlier
+        periods; credit ids are an account's own, so two accounts may reuse one."""
         with self.session() as session:
             rows = session.execute(
-                select(InvoiceLine.charge_id, InvoiceLine.amount_minor)
+                select(Invoice.account_id, InvoiceLine.charge_id, InvoiceLine.amount_minor)
                 .join(Invoice, Invoice.invoice_id == InvoiceLine.invoice_id)
                 .where(Invoice.period < before_period, InvoiceLine.charge_id.like("credit:%"))
             )
-            used: dict[str, int] = {}
-            for charge_id, amount_minor in rows:
-                key = charge_id.removeprefix("credit:")
+            used: dict[tuple[str, str], int] = {}
+            for account_id, charge_id, amount_minor in rows:
+                key = (account_id, charge_id.removeprefix("credit:"))
                 used[key] = used.get(key, 0) - amount_minor
             return used
 

@@ -40,7 +40,7 @@ def _records(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise DirectoryError(f"{path} does not exist")
     if path.suffix in (".yaml", ".yml"):
-        rows = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        rows = _yaml_text(path)
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise DirectoryError(f"{path}: expected a list of records")
         texts = [{k: None if v is None else str(v) for k, v in r.items()} for r in rows]
@@ -49,6 +49,30 @@ def _records(path: Path) -> pl.DataFrame:
     if path.suffix == ".csv":
         return pl.read_csv(path, infer_schema=False)
     raise DirectoryError(f"{path}: use .csv, .yaml or .yml")
+
+
+def _yaml_text(path: Path) -> object:
+    """YAML with every scalar kept as written: `NO` stays Norway, `0012` stays `0012`.
+    (YAML 1.1 would read them as a boolean and an octal number.)"""
+    loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)  # noqa: S506
+    return _nulls(loaded) or []
+
+
+def _nulls(node: object) -> object:
+    if isinstance(node, dict):
+        return {k: _nulls(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_nulls(v) for v in node]
+    return None if node in ("null", "~", "Null", "NULL") else node
+
+
+def _duplicates(frame: pl.DataFrame, column: str) -> str:
+    """`ACC-1 in row 1, row 3`: each duplicated value and the data rows it is on."""
+    rows = frame.with_row_index("row").filter(pl.col(column).is_duplicated())
+    named = rows.group_by(column, maintain_order=True).agg(pl.col("row") + 1)
+    return "; ".join(
+        f"{value} in {', '.join(f'row {r}' for r in at)}" for value, at in named.iter_rows()
+    )
 
 
 def _read(path: Path, schema: Mapping[str, type[pl.DataType]]) -> pl.DataFrame:
@@ -90,7 +114,7 @@ def read_accounts(path: Path) -> pl.DataFrame:
     if missing.height:
         raise DirectoryError(f"{path}: {missing.height} account(s) lack an id or currency")
     if frame["account_id"].is_duplicated().any():
-        raise DirectoryError(f"{path}: duplicate account_id values")
+        raise DirectoryError(f"{path}: duplicate account_id {_duplicates(frame, 'account_id')}")
     return frame
 
 
@@ -111,7 +135,8 @@ def read_subscriptions(path: Path) -> pl.DataFrame:
             f"{problems.row(0, named=True)}"
         )
     if frame["subscription_id"].is_duplicated().any():
-        raise DirectoryError(f"{path}: duplicate subscription_id values")
+        duplicated = _duplicates(frame, "subscription_id")
+        raise DirectoryError(f"{path}: duplicate subscription_id {duplicated}")
     return frame
 
 
@@ -119,7 +144,7 @@ def read_terms(path: Path) -> list[AccountTerms]:
     """A YAML list of account terms (overrides, discounts, credits, tax jurisdiction)."""
     if not path.is_file():
         raise DirectoryError(f"{path} does not exist")
-    rows = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    rows = _yaml_text(path)
     if not isinstance(rows, list):
         raise DirectoryError(f"{path}: expected a list of account terms")
     terms, problems = [], []

@@ -465,7 +465,7 @@ class _Rater:
         period: BillingPeriod,
         accounts: Mapping[str, Mapping[str, Any]],
         terms: Mapping[str, AccountTerms],
-        credits_used: Mapping[str, Decimal],
+        credits_used: Mapping[tuple[str, str], Decimal],
     ) -> None:
         self.catalog = catalog
         self.period = period
@@ -721,7 +721,8 @@ class _Rater:
                 credit.expires_on is not None and credit.expires_on <= self.period.start
             ):
                 continue
-            balance = credit.amount - self.credits_used.get(credit.id, Decimal(0))
+            used = self.credits_used.get((invoice.account_id, credit.id), Decimal(0))
+            balance = credit.amount - used
             drawn = min(balance, due)
             if drawn <= 0:
                 continue
@@ -852,7 +853,7 @@ def rate(
     *,
     accounts: pl.DataFrame | None = None,
     terms: Mapping[str, AccountTerms] | None = None,
-    credits_used: Mapping[str, Decimal] | None = None,
+    credits_used: Mapping[tuple[str, str], Decimal] | None = None,
 ) -> RatingResult:
     """Price a period: recurring fees for every active subscription, usage by charge,
     commitments, discounts, tax and prepaid credits.

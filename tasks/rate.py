@@ -71,12 +71,12 @@ def rate(settings: Settings, run_id: str, period: str) -> dict[str, object]:
 
 
 def credits_used(
-    minor_by_credit: dict[str, int], terms: dict[str, AccountTerms]
-) -> dict[str, Decimal]:
-    """Minor units drawn per credit id -> amounts in each credit's currency."""
-    currencies = {c.id: c.currency for t in terms.values() for c in t.credits}
+    minor_by_credit: dict[tuple[str, str], int], terms: dict[str, AccountTerms]
+) -> dict[tuple[str, str], Decimal]:
+    """Minor units drawn per (account, credit id) -> amounts in each credit's currency."""
+    currencies = {(t.account_id, c.id): c.currency for t in terms.values() for c in t.credits}
     return {
-        credit_id: from_minor_units(minor, currencies[credit_id])
-        for credit_id, minor in minor_by_credit.items()
-        if credit_id in currencies
+        key: from_minor_units(minor, currencies[key])
+        for key, minor in minor_by_credit.items()
+        if key in currencies
     }

@@ -283,17 +283,11 @@ def test_credits_used_counts_only_credit_lines_of_earlier_periods(db: Ledger) ->
     db.publish_invoice(new_invoice(period="2026-10", lines=[line(1, "credit:prepay-1", -777)]))
 
     # prepay-1: 10000 + 5000 = 15000 drawn before October.
-    assert db.credits_used("2026-10") == {"prepay-1": 15_000, "promo": 250}
-    assert db.credits_used("2026-09") == {"prepay-1": 10_000}
+    assert db.credits_used("2026-10") == {("ACC-1", "prepay-1"): 15_000, ("ACC-1", "promo"): 250}
+    assert db.credits_used("2026-09") == {("ACC-1", "prepay-1"): 10_000}
     assert db.credits_used("2026-08") == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ledger.credits_used keys draws by credit id only, not by account: two accounts "
-    "whose terms both name a credit `prepay-1` share one balance (rating.py subtracts "
-    "credits_used[credit.id] from each account's own credit).",
-)
 def test_credits_used_keeps_accounts_apart(db: Ledger) -> None:
     db.publish_invoice(new_invoice("ACC-A", "2026-09", lines=[line(1, "credit:prepay-1", -10_000)]))
     db.publish_invoice(new_invoice("ACC-B", "2026-09", lines=[line(1, "credit:prepay-1", -3_000)]))
@@ -301,7 +295,7 @@ def test_credits_used_keeps_accounts_apart(db: Ledger) -> None:
     used = db.credits_used("2026-10")
 
     # ACC-B drew 30.00 of its own prepay-1; ACC-A's 100.00 is not ACC-B's.
-    assert used.get("prepay-1") != 13_000
+    assert used == {("ACC-A", "prepay-1"): 10_000, ("ACC-B", "prepay-1"): 3_000}
 
 
 # --------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def run(
     *,
     terms: list[AccountTerms] | None = None,
     countries: dict[str, str | None] | None = None,
-    credits_used: dict[str, Decimal] | None = None,
+    credits_used: dict[tuple[str, str], Decimal] | None = None,
 ) -> RatingResult:
     accounts = (
         pl.DataFrame(
@@ -495,7 +495,7 @@ def test_credit_is_drawn_up_to_its_balance(catalog: Catalog) -> None:
         [sub()],
         BIZ_USAGE,
         terms=[terms(credits=[credit("c1", "50.00")])],
-        credits_used={"c1": D(20)},
+        credits_used={("A", "c1"): D(20)},
     )
     line = by_id(result, "A:USD:credit:c1")
     assert (line["charge_kind"], line["amount_minor"], line["quantity"]) == ("credit", -3000, D(30))
@@ -524,7 +524,7 @@ def test_used_up_credit_draws_nothing(catalog: Catalog) -> None:
         [sub()],
         BIZ_USAGE,
         terms=[terms(credits=[credit("c1", "50.00")])],
-        credits_used={"c1": D(50)},
+        credits_used={("A", "c1"): D(50)},
     )
     assert not [k for k in minor(result) if ":credit:" in k]
 
@@ -784,7 +784,7 @@ def test_invoice_total_is_never_negative(
         discounts=[deal] if deal else [],
         credits=[credit(f"c{i}", str(amount)) for i, (amount, _) in enumerate(credits)],
     )
-    used = {f"c{i}": spent for i, (_, spent) in enumerate(credits)}
+    used = {("A", f"c{i}"): spent for i, (_, spent) in enumerate(credits)}
     result = run(
         catalog,
         [sub(plan_id, start=start)],
