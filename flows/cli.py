@@ -41,11 +41,11 @@ def _settings(settings_file: Path | None, **overrides: Any) -> Any:
 
     try:
         return load_settings(settings_file, **{k: v for k, v in overrides.items() if v is not None})
-    except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from exc
     except ValidationError as exc:
         console.print(f"[red]invalid settings:[/]\n{exc}")
+        raise typer.Exit(2) from exc
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,8 +59,26 @@ class Settings(BaseSettings):
         return self.usage_url or self.resolved_store_url
 
 
-def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
-    """Explicit overrides win over the environment, which wins over the optional file."""
+def load_settings(
+    env_file: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Explicit overrides win over the environment, which wins over the optional file.
+
+    A `TALLYFLOW_*` variable that names no setting is an error: a misspelt
+    `TALLYFLOW_DATABSE_URL` would otherwise bill against the embedded SQLite database.
+    """
     if env_file is not None and not env_file.is_file():
         raise FileNotFoundError(f"settings file {env_file} does not exist")
+    known = {f"TALLYFLOW_{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(
+        key
+        for key in (os.environ if environ is None else environ)
+        if key.upper().startswith("TALLYFLOW_")
+        and not key.upper().startswith("TALLYFLOW_TEST_")
+        and key.upper() not in known
+    )
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     return Settings(_env_file=env_file, **overrides)

@@ -121,15 +121,13 @@ def test_a_key_without_the_prefix_in_the_file_is_rejected_too(tmp_path: Path) ->
         load_settings(env_file)
 
 
-def test_an_unknown_key_in_the_environment_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Unlike the file, the environment source only looks up known fields: a misspelt
-    # variable passes silently and the default is used.
+def test_an_unknown_key_in_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A misspelt variable would otherwise pass silently and bill against the default
+    # embedded SQLite database.
     monkeypatch.setenv("TALLYFLOW_DATABSE_URL", "postgresql://typo@db/x")
 
-    settings = load_settings()
-
-    assert settings.database_url is None
-    assert settings.resolved_database_url.startswith("sqlite:///")
+    with pytest.raises(ValueError, match="TALLYFLOW_DATABSE_URL"):
+        load_settings()
 
 
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,3 +153,12 @@ def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "**********" in repr(settings)
     assert settings.aws_secret_access_key is not None
     assert settings.aws_secret_access_key.get_secret_value() == "wJalrXUtnFEMI-secret"
+
+
+def test_a_misspelt_setting_in_the_environment_is_an_error() -> None:
+    from infra.settings import load_settings
+
+    with pytest.raises(ValueError, match="unknown setting.*TALLYFLOW_DATABSE_URL"):
+        load_settings(environ={"TALLYFLOW_DATABSE_URL": "postgresql://x/y"})
+    # Test-only variables are not settings and are allowed.
+    assert load_settings(environ={"TALLYFLOW_TEST_PG_ADMIN": "x"}).approval_policy == "manual"
