@@ -158,7 +158,7 @@ def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_misspelt_setting_in_the_environment_is_an_error() -> None:
     from infra.settings import load_settings
 
-    with pytest.raises(ValueError, match="unknown setting.*TALLYFLOW_DATABSE_URL"):
+    with pytest.raises(ValueError, match=r"unknown setting.*TALLYFLOW_DATABSE_URL"):
         load_settings(environ={"TALLYFLOW_DATABSE_URL": "postgresql://x/y"})
     # Test-only variables are not settings and are allowed.
     assert load_settings(environ={"TALLYFLOW_TEST_PG_ADMIN": "x"}).approval_policy == "manual"
