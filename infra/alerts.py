@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-BATCH = 20
+BATCH = 20  # findings per message; Slack allows 50 blocks (one header + one per finding)
 _ICON = {
     "critical": ":rotating_light:",
     "high": ":red_circle:",
@@ -22,6 +22,8 @@ class AlertDeliveryError(RuntimeError):
 
 def slack_message(period: str, run_id: str, findings: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One Slack message for up to `BATCH` findings: amount at risk and evidence each."""
+    if len(findings) > BATCH:
+        raise ValueError(f"at most {BATCH} findings per message, got {len(findings)}")
     lines = []
     for finding in findings:
         amount = (

@@ -25,12 +25,17 @@ def discover(settings: Settings, run_id: str, period: str) -> list[tuple[str, in
         seen_before = {key for key, _, _ in db.period_manifest(period, exclude_run=run_id)}
         db.record_manifest(run_id, manifest)
     late = [key for key, _, _ in manifest if seen_before and key not in seen_before]
+    since = (
+        f"{len(late)} new since an earlier run of {period}"
+        if seen_before
+        else f"first run of {period}"
+    )
     get_run_logger().info(
-        "discover: %d usage files (%d bytes) under %s; %d new since the last run, %d skipped",
+        "discover: %d usage files (%d bytes) under %s; %s; %d skipped (not usage files)",
         len(manifest),
         sum(size for _, size, _ in manifest),
         prefix,
-        len(late),
+        since,
         len(skipped),
     )
     step_artifact(
@@ -39,7 +44,7 @@ def discover(settings: Settings, run_id: str, period: str) -> list[tuple[str, in
         {
             "files": len(manifest),
             "bytes": sum(s for _, s, _ in manifest),
-            "new since last run": len(late),
+            "new since an earlier run": len(late) if seen_before else "first run",
             "skipped (not usage)": len(skipped),
         },
         clock.seconds,

@@ -16,7 +16,7 @@ from itertools import pairwise
 import polars as pl
 
 from pricing_rules.catalog import Catalog
-from pricing_rules.money import round_money
+from pricing_rules.money import minor_unit_exponent, round_money
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import RatingResult, active_subscriptions, price_quantity
 
@@ -33,7 +33,8 @@ FINDING_SCHEMA: dict[str, pl.DataType] = {
     "evidence": pl.String(),
 }
 
-HIGH_RISK = Decimal(100)
+# High when the amount at risk reaches 10,000 minor units: 100.00 USD, 10,000 JPY.
+HIGH_RISK_MINOR_UNITS = 10_000
 
 
 def finding_id(period: BillingPeriod, rule: str, *keys: str | None) -> str:
@@ -42,10 +43,11 @@ def finding_id(period: BillingPeriod, rule: str, *keys: str | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _severity(amount: Decimal | None, floor: str = "medium") -> str:
-    if amount is None:
+def _severity(amount: Decimal | None, currency: str | None, floor: str = "medium") -> str:
+    if amount is None or currency is None:
         return floor
-    return "high" if amount >= HIGH_RISK else floor
+    threshold = Decimal(HIGH_RISK_MINOR_UNITS).scaleb(-minor_unit_exponent(currency))
+    return "high" if amount >= threshold else floor
 
 
 def list_price_value(
@@ -132,7 +134,7 @@ def _usage_findings(
                 ),
                 "rule": rule,
                 "severity": _severity(
-                    amount, "high" if row["reason"] == "unknown_plan" else "medium"
+                    amount, currency, "high" if row["reason"] == "unknown_plan" else "medium"
                 ),
                 "account_id": row["account_id"],
                 "subscription_id": row["subscription_id"],
@@ -180,7 +182,7 @@ def _missing_recurring(
                     period, "missing_recurring_charge", sub["account_id"], sub["subscription_id"]
                 ),
                 "rule": "missing_recurring_charge",
-                "severity": _severity(amount, "high"),
+                "severity": _severity(amount, currency, "high"),
                 "account_id": sub["account_id"],
                 "subscription_id": sub["subscription_id"],
                 "metric": None,

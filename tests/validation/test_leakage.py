@@ -233,3 +233,15 @@ def test_nothing_to_find() -> None:
     findings = detect_leakage(rating, subs, catalog, OCT)
     assert findings.height == 0
     assert findings.schema == pl.Schema(FINDING_SCHEMA)
+
+
+def test_high_severity_starts_at_ten_thousand_minor_units_in_any_currency() -> None:
+    from validation.leakage import _severity
+
+    # 10,000 minor units: 100.00 USD, 10,000 JPY, 10.000 BHD
+    assert _severity(Decimal("100.00"), "USD") == "high"
+    assert _severity(Decimal("99.99"), "USD") == "medium"
+    assert _severity(Decimal("5000"), "JPY") == "medium"
+    assert _severity(Decimal("10000"), "JPY") == "high"
+    assert _severity(Decimal("10.000"), "BHD") == "high"
+    assert _severity(None, None, "high") == "high"
