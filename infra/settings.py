@@ -38,10 +38,11 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(5, ge=1, description="Total attempts per S3 request.")
     catalog_path: Path = Path("catalog/catalog.yaml")
     webhook_url: SecretStr | None = Field(None, description="Slack-compatible alert webhook.")
-    approval_policy: Literal["manual", "auto"] = Field(
+    approval_policy: Literal["manual", "auto", "low_risk"] = Field(
         "manual",
-        description="manual: pause for finance in the Prefect UI; auto: approve "
-        "and record that the policy approved.",
+        description="manual: pause for finance in the Prefect UI; auto: approve and record "
+        "that the policy approved; low_risk: approve by policy only when no finding is "
+        "high or critical, otherwise pause for finance.",
     )
     approval_timeout_seconds: int = Field(7 * 24 * 3600, ge=1)
     approval_poll_seconds: int = Field(10, ge=1)

@@ -326,8 +326,39 @@ def parse_catalog(
     return catalog
 
 
-def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
+def filters_overlap(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Whether one event could match both filter sets (no shared key with two values).
+
+    >>> filters_overlap({"direction": "inbound"}, {"direction": "outbound"})
+    False
+    >>> filters_overlap({}, {"direction": "outbound"})
+    True
+    """
+    return all(a[key] == b[key] for key in a.keys() & b.keys())
+
+
+def _double_billing(catalog: Catalog) -> list[CatalogIssue]:
+    """Two usage charges of one plan (with its bundled add-ons) that could price the same
+    event would bill it twice."""
     issues: list[CatalogIssue] = []
+    for plan_id in catalog.plans:
+        charges = [(k, c) for k, c in catalog.plan_charges(plan_id) if c.kind == "usage"]
+        for index, (key, charge) in enumerate(charges):
+            for other_key, other in charges[index + 1 :]:
+                if charge.metric == other.metric and filters_overlap(charge.filters, other.filters):
+                    issues.append(
+                        CatalogIssue(
+                            f"plans.{plan_id}.charges",
+                            f"charges {key!r} and {other_key!r} both price {charge.metric!r} "
+                            "events their filters both match; give them filters that "
+                            "cannot both match, so each event is billed once",
+                        )
+                    )
+    return issues
+
+
+def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
+    issues: list[CatalogIssue] = _double_billing(catalog)
     if catalog.decks:
         issues.extend(_parse_decks(catalog, deck_texts))
     for plan_id, plan in catalog.plans.items():

@@ -898,11 +898,20 @@ def rate(
         scope = known.filter(
             (pl.col("plan_id") == plan_id) & (pl.col("add_ons").eq_missing(add_ons))
         )
+        claimed: dict[int, str] = {}
         for key, charge in catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons})):
             if charge.kind != "usage" or charge.metric is None:
                 continue
             chosen = scope.filter(charge_filter(charge))
-            rated_rows.update(chosen["_row"].to_list())
+            for row_id in chosen["_row"].to_list():
+                if row_id in claimed:
+                    raise RatingError(
+                        f"charges {claimed[row_id]!r} and {key!r} of plan {plan_id} with "
+                        f"add-ons {add_ons or 'none'} both price the same "
+                        f"{charge.metric!r} usage; an event must be billed by one charge"
+                    )
+                claimed[row_id] = key
+            rated_rows.update(claimed)
             if charge.level == "event":
                 continue
             metric = catalog.metrics[charge.metric]

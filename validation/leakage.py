@@ -16,7 +16,7 @@ from itertools import pairwise
 import polars as pl
 
 from pricing_rules.catalog import Catalog
-from pricing_rules.money import minor_unit_exponent, round_money
+from pricing_rules.money import MONEY_CONTEXT, minor_unit_exponent, round_money
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import RatingResult, active_subscriptions, price_quantity
 
@@ -44,8 +44,10 @@ def finding_id(period: BillingPeriod, rule: str, *keys: str | None) -> str:
 
 
 def _severity(amount: Decimal | None, currency: str | None, floor: str = "medium") -> str:
+    """High from 10,000 minor units; usage that could not be valued at all is high too,
+    so a policy never waves through unpriced usage of unknown size."""
     if amount is None or currency is None:
-        return floor
+        return "high"
     threshold = Decimal(HIGH_RISK_MINOR_UNITS).scaleb(-minor_unit_exponent(currency))
     return "high" if amount >= threshold else floor
 
@@ -130,7 +132,12 @@ def _usage_findings(
         findings.append(
             {
                 "finding_id": finding_id(
-                    period, rule, row["account_id"], row["subscription_id"], row["metric"]
+                    period,
+                    rule,
+                    row["account_id"],
+                    row["subscription_id"],
+                    row["metric"],
+                    row["reason"],
                 ),
                 "rule": rule,
                 "severity": _severity(
@@ -166,9 +173,9 @@ def _missing_recurring(
         currency: str | None = None
         if reference is not None and reference.recurring_charges():
             factor = period.proration_factor(sub["start_date"], sub["end_date"])
-            precise = sum(
-                (c.price(factor).amount for c in reference.recurring_charges()), Decimal(0)
-            )
+            precise = Decimal(0)
+            for charge in reference.recurring_charges():
+                precise = MONEY_CONTEXT.add(precise, charge.price(factor).amount)
             amount = round_money(precise, reference.currency, reference.rounding)
             currency = reference.currency
         why = (
@@ -225,9 +232,9 @@ def _overlapping_subscriptions(
             amount: Decimal | None = None
             if plan is not None and plan.recurring_charges():
                 factor = period.proration_factor(overlap_start, overlap_end)
-                precise = sum(
-                    (c.price(factor).amount for c in plan.recurring_charges()), Decimal(0)
-                )
+                precise = Decimal(0)
+                for charge in plan.recurring_charges():
+                    precise = MONEY_CONTEXT.add(precise, charge.price(factor).amount)
                 amount = round_money(precise, plan.currency, plan.rounding)
             findings.append(
                 {
@@ -264,7 +271,7 @@ def _notice_findings(rating: RatingResult, period: BillingPeriod) -> list[dict[s
     """Problems the rating met outside usage, e.g. an account with no tax rate."""
     return [
         {
-            "finding_id": finding_id(period, row["kind"], row["account_id"]),
+            "finding_id": finding_id(period, row["kind"], row["account_id"], row["message"]),
             "rule": row["kind"],
             "severity": "high",
             "account_id": row["account_id"],

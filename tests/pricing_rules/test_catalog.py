@@ -293,3 +293,27 @@ plans:
         "metrics.volume.unit",
         "plans.flat.currency",
     }
+
+
+def test_two_charges_that_could_bill_one_event_are_a_catalog_error() -> None:
+    text = """
+version: t
+metrics:
+  voice: {name: Voice, unit: s, dimensions: [direction]}
+plans:
+  p:
+    name: P
+    currency: USD
+    charges:
+      - {id: all-calls, name: Calls, model: per_unit, metric: voice, unit_price: "0.01"}
+      - {id: out, name: Out, model: per_unit, metric: voice, unit_price: "0.02",
+         filters: {direction: outbound}}
+      - {id: in, name: In, model: per_unit, metric: voice, unit_price: "0.00",
+         filters: {direction: inbound}}
+"""
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text)
+    messages = [issue.message for issue in raised.value.issues]
+    # all-calls overlaps both; outbound and inbound never match the same event
+    assert len(messages) == 2
+    assert all("'all-calls'" in m for m in messages)

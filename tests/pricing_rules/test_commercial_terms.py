@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pricing_rules.catalog import Catalog, parse_catalog
 from pricing_rules.money import RoundingMode, round_money, to_minor_units
 from pricing_rules.periods import BillingPeriod
-from pricing_rules.rating import KIND_ORDER, RatingResult, rate, subscription_frame
+from pricing_rules.rating import KIND_ORDER, RatingError, RatingResult, rate, subscription_frame
 from pricing_rules.terms import AccountTerms
 from tests.pricing_rules.frames import FRAME_PROPERTY, at, usage_frame
 
@@ -237,21 +237,21 @@ def test_lago_contract_minimum(catalog: Catalog, calls: int, expected: dict[str,
 
 
 def test_bundled_and_subscribed_add_ons(catalog: Catalog) -> None:
-    # biz bundles `recording`; the subscription adds `intl`:
+    # biz bundles `recording`:
     # platform 100.00; recording fee 20.00; storage peak 300 GB x 0.10 = 30.00;
-    # voice 1,500 min: 1,000 x 0 + 500 x 0.02 = 10.00 (plan) and 1,500 x 0.05 = 75.00 (intl)
-    result = run(
-        catalog,
-        [sub("biz", add_ons="intl")],
-        [("A", "rec", 300, at(2)), ("A", "rec", 120, at(9)), ("A", "voice", 90_000, at(4))],
-    )
+    # voice 1,500 min: 1,000 x 0 + 500 x 0.02 = 10.00
+    usage = [("A", "rec", 300, at(2)), ("A", "rec", 120, at(9)), ("A", "voice", 90_000, at(4))]
+    result = run(catalog, [sub("biz")], usage)
     assert minor(result) == {
         "S:platform": 10000,
         "S:recording.fee": 2000,
         "S:voice": 1000,
         "S:recording.storage": 3000,
-        "S:intl.voice": 7500,
     }
+    # The `intl` add-on prices voice too, with no filter to tell the calls apart: adding
+    # it to the subscription would bill every call twice, so rating refuses.
+    with pytest.raises(RatingError, match=r"'voice' and 'intl\.voice' .* both price the same"):
+        run(catalog, [sub("biz", add_ons="intl")], usage)
     fee = by_id(result, "S:recording.fee")
     assert (fee["charge_id"], fee["charge_kind"], fee["charge_name"]) == (
         "recording.fee",

@@ -136,7 +136,8 @@ def test_usage_of_a_metric_the_plan_does_not_price(findings: pl.DataFrame) -> No
     # no plan prices video, so there is no list price: the amount at risk is unknown
     assert finding["amount_at_risk"] is None
     assert finding["currency"] is None
-    assert finding["severity"] == "medium"
+    # usage that cannot be valued is high: a policy must not wave it through
+    assert finding["severity"] == "high"
     assert finding["message"] == (
         "plan usd has no charge for metric 'video'; 1 events were not billed"
     )
@@ -203,7 +204,7 @@ def test_finding_ids_are_stable(
     assert findings["finding_id"].n_unique() == findings.height
     finding = by_rule(findings, "usage_without_subscription", "NOSUB")
     assert finding["finding_id"] == finding_id(
-        OCT, "usage_without_subscription", "NOSUB", None, "voice"
+        OCT, "usage_without_subscription", "NOSUB", None, "voice", "no_subscription"
     )
     assert len(str(finding["finding_id"])) == 24
 
@@ -244,4 +245,4 @@ def test_high_severity_starts_at_ten_thousand_minor_units_in_any_currency() -> N
     assert _severity(Decimal("5000"), "JPY") == "medium"
     assert _severity(Decimal("10000"), "JPY") == "high"
     assert _severity(Decimal("10.000"), "BHD") == "high"
-    assert _severity(None, None, "high") == "high"
+    assert _severity(None, None, "medium") == "high"  # unknown value: never low risk
