@@ -63,7 +63,7 @@ def billing_run(
         rated = rate(settings, run_id, period)
         detected = detect(settings, run_id, period)
         alerts = alert(settings, run_id, period)
-        new, existing = pending_invoices(settings, run_id, period)
+        new, existing, pending_totals = pending_invoices(settings, run_id, period)
         summary: dict[str, Any] = {
             "run_id": run_id,
             "period": period,
@@ -74,6 +74,7 @@ def billing_run(
             "alerts": alerts,
             "pending_invoices": new,
             "existing_invoices": existing,
+            "pending_totals": pending_totals,
         }
         decision = approve(settings, run_id, period, summary, policy)
         if decision["approved"]:

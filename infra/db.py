@@ -288,14 +288,15 @@ class Ledger:
                 raise KeyError(f"account {account_id} does not exist; import it first")
             account.terms = terms_json
 
-    def credits_used(self, before_period: str) -> dict[tuple[str, str], int]:
-        """Minor units drawn per (account, prepaid credit id) on invoices of earlier
-        periods; credit ids are an account's own, so two accounts may reuse one."""
+    def credits_used(self, excluding_period: str) -> dict[tuple[str, str], int]:
+        """Minor units drawn per (account, prepaid credit id) on the published invoices of
+        every other period (a re-run of an earlier period must not draw a credit that a
+        later invoice already used). Credit ids are an account's own."""
         with self.session() as session:
             rows = session.execute(
                 select(Invoice.account_id, InvoiceLine.charge_id, InvoiceLine.amount_minor)
                 .join(Invoice, Invoice.invoice_id == InvoiceLine.invoice_id)
-                .where(Invoice.period < before_period, InvoiceLine.charge_id.like("credit:%"))
+                .where(Invoice.period != excluding_period, InvoiceLine.charge_id.like("credit:%"))
             )
             used: dict[tuple[str, str], int] = {}
             for account_id, charge_id, amount_minor in rows:

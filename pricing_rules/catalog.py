@@ -261,6 +261,14 @@ def _charge_issues(
         where = f"{owner}.charges[{index}]"
         charge_id = charge.get("id")
         if isinstance(charge_id, str):
+            if charge_id in _RESERVED_IDS or ":" in charge_id or "." in charge_id:
+                issues.append(
+                    CatalogIssue(
+                        f"{where}.id",
+                        f"charge id {charge_id!r} is reserved or contains ':' or '.' "
+                        "(used in invoice line ids)",
+                    )
+                )
             if charge_id in seen:
                 issues.append(CatalogIssue(f"{where}.id", f"duplicate charge id {charge_id!r}"))
             seen.add(charge_id)
@@ -375,6 +383,7 @@ def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[Catalog
     return issues
 
 
+_RESERVED_IDS = {"commitment", "discount", "tax", "credit"}
 _MONEY_KEYS = {
     "amount",
     "unit_price",

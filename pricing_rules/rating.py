@@ -445,7 +445,19 @@ def _override(
         covered = override.covered_days(period.start, period.end)
         if covered == period.days:
             data = {**charge.model_dump(), **override.changes()}
-            return type(charge).model_validate(data), True
+            try:
+                return type(charge).model_validate(data), True
+            except ValueError as exc:
+                notices.append(
+                    {
+                        "account_id": terms.account_id,
+                        "kind": "override_invalid",
+                        "message": f"price override of {plan_id}/{key} does not fit a "
+                        f"{model_name(type(charge))} charge ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0]}); the list price was used",
+                    }
+                )
+                return charge, False
         if covered:
             notices.append(
                 {
@@ -752,6 +764,34 @@ class _Rater:
             )
 
 
+def _unmatched_overrides(
+    subs: pl.DataFrame, catalog: Catalog, terms: Mapping[str, AccountTerms]
+) -> list[dict[str, str]]:
+    """An override naming no charge of the account's subscriptions (a typo in a plan or
+    charge id) would silently leave the list price in place: say so."""
+    notices = []
+    for account_id, account_terms in terms.items():
+        mine = subs.filter(pl.col("account_id") == account_id)
+        keys = {
+            (sub["plan_id"], key)
+            for sub in mine.iter_rows(named=True)
+            if sub["plan_id"] in catalog.plans
+            for key, _ in catalog.plan_charges(sub["plan_id"], _add_ons(sub))
+        }
+        for override in account_terms.overrides:
+            if (override.plan_id, override.charge_id) not in keys:
+                notices.append(
+                    {
+                        "account_id": account_id,
+                        "kind": "override_unmatched",
+                        "message": f"price override of {override.plan_id}/"
+                        f"{override.charge_id} matches no charge of the account's "
+                        "subscriptions this period; check the plan and charge ids",
+                    }
+                )
+    return notices
+
+
 def _whole_period_accounts(subs: pl.DataFrame, period: BillingPeriod) -> list[str]:
     """Accounts with exactly one subscription in the period, active on every day of it."""
     covering = (pl.col("start_date") <= period.start) & (
@@ -801,7 +841,7 @@ def charge_filter(charge: ChargeBase) -> pl.Expr:
 def _time_weighted(
     usage: pl.LazyFrame, subs: pl.DataFrame, charge: ChargeBase, period: BillingPeriod
 ) -> dict[str, Decimal]:
-    """Σ value x seconds held / seconds in the period, per subscription (e.g. seat-months),
+    """Σ value x time held / length of the period, per subscription (e.g. seat-months),
     over the readings the charge's filters select.
 
     A reading holds until the next one or the end of the subscription's window; before
@@ -821,7 +861,7 @@ def _time_weighted(
         .sort("subscription_id", "timestamp")
     )
     weighted: dict[str, Decimal] = {}
-    total_seconds = Decimal(period.days * 86400)
+    total_micros = Decimal(period.days * 86400 * 1_000_000)
     for (sub_id,), group in events.group_by(["subscription_id"], maintain_order=True):
         end = group["end_date"][0]
         window_end = period.end_at
@@ -833,13 +873,13 @@ def _time_weighted(
         held = sum(
             (
                 MONEY_CONTEXT.multiply(
-                    Decimal(int((times[i + 1] - times[i]) / timedelta(seconds=1))), values[i]
+                    Decimal((times[i + 1] - times[i]) // timedelta(microseconds=1)), values[i]
                 )
                 for i in range(len(values))
             ),
             Decimal(0),
         )
-        weighted[str(sub_id)] = MONEY_CONTEXT.divide(held, total_seconds).quantize(
+        weighted[str(sub_id)] = MONEY_CONTEXT.divide(held, total_micros).quantize(
             Decimal(1).scaleb(-QUANTITY_SCALE), context=MONEY_CONTEXT
         )
     return weighted
@@ -998,6 +1038,7 @@ def rate(
         raise RatingError(
             f"rating lost events: {total} in, {rated_events} rated + {unrated_events} unrated"
         )
+    rater.notices.extend(_unmatched_overrides(subs, catalog, terms or {}))
     notices = pl.DataFrame(rater.notices, schema=NOTICE_SCHEMA)
     return RatingResult(lines_frame, unrated_frame, rated_events, unrated_events, notices)
 

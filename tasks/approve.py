@@ -32,16 +32,18 @@ class FinanceDecision(RunInput):
 
 def summary_markdown(period: str, run_id: str, summary: dict[str, Any]) -> str:
     counts = summary["counts"]
-    rated = summary["rated"]
     detected = summary["detected"]
-    totals = "\n".join(f"| {c} | {t} |" for c, t in rated["totals"].items()) or "| – | – |"
+    totals = (
+        "\n".join(f"| {c} | {t} |" for c, t in summary["pending_totals"].items()) or "| – | – |"
+    )
     risk = "\n".join(f"- {c}: {a}" for c, a in detected["amount_at_risk"].items()) or "- none"
     rules = "\n".join(f"- `{r}`: {n}" for r, n in detected["by_rule"].items()) or "- none"
     return (
         f"## Billing run {run_id} — period {period}\n\n"
         f"**Invoices to publish**: {summary['pending_invoices']} new, "
         f"{summary['existing_invoices']} already published\n\n"
-        f"| currency | invoice totals (tax, discounts and credits included) |\n|---|---|\n"
+        f"| currency | total of the new invoices (tax, discounts and credits included) |\n"
+        f"|---|---|\n"
         f"{totals}\n\n"
         f"**Amount at risk** (findings: {detected['findings']}, high or critical: "
         f"{detected.get('high_or_critical', 0)})\n{risk}\n\n"

@@ -35,8 +35,15 @@ def load(settings: Settings, run_id: str, manifest: list[tuple[str, int, str]]) 
     with timed() as clock:
         source = usage_store(settings)
         frames = []
-        for number, (key, _size, _etag) in enumerate(manifest, start=1):
-            frame = read_usage_file(key, source.get(key))
+        for number, (key, size, _etag) in enumerate(manifest, start=1):
+            body = source.get(key)
+            if len(body) != size:
+                # Replaced between discover and load: the manifest would not be the truth.
+                raise UsageFileError(
+                    f"{key}: changed since discover ({size} bytes listed, {len(body)} read); "
+                    "run the period again"
+                )
+            frame = read_usage_file(key, body)
             try:
                 frames.append(conform_raw(frame))
             except ValueError as exc:

@@ -9,6 +9,7 @@ from infra.db import NewInvoice
 from infra.render import render_invoice
 from infra.settings import Settings
 from pricing_rules.invoicing import InvoiceDoc, assemble_invoices
+from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
 from tasks.common import ledger, object_store, read_staged, step_artifact, timed
 
@@ -25,12 +26,19 @@ def invoices_for(settings: Settings, run_id: str, period: str) -> list[InvoiceDo
     )
 
 
-def pending_invoices(settings: Settings, run_id: str, period: str) -> tuple[int, int]:
-    """(new, already published) invoice counts for this run's lines."""
+def pending_invoices(
+    settings: Settings, run_id: str, period: str
+) -> tuple[int, int, dict[str, str]]:
+    """(new, already published) invoice counts for this run's lines, and the totals per
+    currency of the new ones: what finance is asked to approve."""
     existing = ledger(settings).existing_invoices(period)
     docs = invoices_for(settings, run_id, period)
-    new = sum(1 for d in docs if (d.account_id, d.currency) not in existing)
-    return new, len(docs) - new
+    new_docs = [d for d in docs if (d.account_id, d.currency) not in existing]
+    totals: dict[str, int] = {}
+    for doc in new_docs:
+        totals[doc.currency] = totals.get(doc.currency, 0) + doc.total_minor
+    shown = {c: str(from_minor_units(m, c)) for c, m in sorted(totals.items())}
+    return len(new_docs), len(docs) - len(new_docs), shown
 
 
 @task(name="publish", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)

@@ -260,7 +260,7 @@ def test_concurrent_publishers_insert_exactly_once(db: Ledger) -> None:
     assert len(db.invoice_lines(stored.invoice_id)) == 2
 
 
-def test_credits_used_counts_only_credit_lines_of_earlier_periods(db: Ledger) -> None:
+def test_credits_used_counts_credit_lines_of_every_other_period(db: Ledger) -> None:
     # Credit lines are negative: drawing 100.00 of prepay-1 is a line of -10000.
     db.publish_invoice(
         new_invoice(
@@ -279,13 +279,13 @@ def test_credits_used_counts_only_credit_lines_of_earlier_periods(db: Ledger) ->
             ],
         )
     )
-    # The period being rated and later ones do not count.
     db.publish_invoice(new_invoice(period="2026-10", lines=[line(1, "credit:prepay-1", -777)]))
 
-    # prepay-1: 10000 + 5000 = 15000 drawn before October.
+    # Rating October: prepay-1 drew 10000 + 5000 = 15000 in other periods.
     assert db.credits_used("2026-10") == {("ACC-1", "prepay-1"): 15_000, ("ACC-1", "promo"): 250}
-    assert db.credits_used("2026-09") == {("ACC-1", "prepay-1"): 10_000}
-    assert db.credits_used("2026-08") == {}
+    # Re-rating September: August's 10000 and October's 777 are already drawn.
+    assert db.credits_used("2026-09") == {("ACC-1", "prepay-1"): 10_777}
+    assert db.credits_used("2026-08") == {("ACC-1", "prepay-1"): 5_777, ("ACC-1", "promo"): 250}
 
 
 def test_credits_used_keeps_accounts_apart(db: Ledger) -> None:

@@ -800,3 +800,20 @@ def test_invoice_total_is_never_negative(
     for row in result.lines.iter_rows(named=True):
         rounded = round_money(D(row["precise_amount"]), "USD", RoundingMode.HALF_UP)
         assert row["amount_minor"] == to_minor_units(rounded, "USD")
+
+
+def test_an_override_with_a_typo_or_a_wrong_field_leaves_the_list_price_and_says_so(
+    catalog: Catalog,
+) -> None:
+    usage = [("A", "sms", 5_000, at(3))]
+    typo = run(
+        catalog, [sub()], usage, terms=[terms(overrides=[override("smss", unit_price="0.005")])]
+    )
+    assert [
+        n["kind"] for n in typo.notices.rows(named=True) if n["kind"].startswith("override")
+    ] == ["override_unmatched"]
+    # `amount` belongs to flat charges; the per-unit sms charge cannot take it.
+    wrong = run(catalog, [sub()], usage, terms=[terms(overrides=[override("sms", amount="1")])])
+    kinds = [n["kind"] for n in wrong.notices.rows(named=True)]
+    assert "override_invalid" in kinds
+    assert minor(wrong)["S:sms"] == minor(run(catalog, [sub()], usage))["S:sms"]
