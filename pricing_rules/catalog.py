@@ -418,7 +418,10 @@ def _reject_float_money(node: Any, path: str, issues: list[CatalogIssue]) -> Non
 def load_catalog(path: Path) -> Catalog:
     """Load a catalog file and the rate decks it names (paths relative to the file)."""
     text = path.read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = None  # parse_catalog reports it with its location
     deck_texts: dict[str, str] = {}
     decks = raw.get("decks") if isinstance(raw, Mapping) else None
     if isinstance(decks, Mapping):

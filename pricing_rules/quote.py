@@ -68,7 +68,8 @@ def inline_usage(
     quantities: list[InlineQuantity], catalog: Catalog, period: BillingPeriod, start: date
 ) -> pl.DataFrame:
     """Raw usage rows (text, like a file) for inline quantities, one event each."""
-    at = datetime.combine(max(start, period.start), time(12), tzinfo=period.start_at.tzinfo)
+    # At the first instant of the start day, so a time-weighted reading covers it whole.
+    at = datetime.combine(max(start, period.start), time(0), tzinfo=period.start_at.tzinfo)
     rows = []
     for index, item in enumerate(quantities):
         if item.metric not in catalog.metrics:

@@ -106,11 +106,11 @@ def test_inline_usage_rows(catalog: Catalog) -> None:
     assert raw.select(
         "event_id", "account_id", "metric", "quantity", "unit", "timestamp"
     ).rows() == [
-        ("quote-0", "QUOTE", "voice", "1500", "min", "2026-10-17T12:00:00Z"),
-        ("quote-1", "QUOTE", "sms", "3200", "message", "2026-10-17T12:00:00Z"),
+        ("quote-0", "QUOTE", "voice", "1500", "min", "2026-10-17T00:00:00Z"),
+        ("quote-1", "QUOTE", "sms", "3200", "message", "2026-10-17T00:00:00Z"),
     ]
     before = inline_usage([parse_quantity("sms=1")], catalog, OCT, date(2026, 9, 3))
-    assert before["timestamp"].to_list() == ["2026-10-01T12:00:00Z"]
+    assert before["timestamp"].to_list() == ["2026-10-01T00:00:00Z"]
 
 
 def test_inline_usage_unknown_metric(catalog: Catalog) -> None:
@@ -231,7 +231,7 @@ def test_quote_usage_timestamp_is_inside_a_mid_period_subscription(catalog: Cata
     # the inline event sits on the start day, so a mid-period quote rates it
     start = date(2026, 10, 30)
     usage = valid_usage(catalog, "sms=100", start=start)
-    assert usage["timestamp"].to_list() == [datetime.fromisoformat("2026-10-30T12:00:00+00:00")]
+    assert usage["timestamp"].to_list() == [datetime.fromisoformat("2026-10-30T00:00:00+00:00")]
     result = quote(usage, catalog, "team", OCT, start=start)
     assert result.unrated.height == 0
     assert "sms" in set(result.lines["charge_id"])

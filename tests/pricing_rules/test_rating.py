@@ -495,14 +495,16 @@ def test_the_real_catalog_rates_the_eur_plan() -> None:
     usage = usage_frame(
         [
             ("A", "voice", 90_000, at(2)),  # 1,500 min: 1,000 x 0 + 500 x 0.0110 = 5.50
-            ("A", "seats", 12, at(2)),  # peak 12 seats x 13.50 = 162.00
+            # 12 seats from Oct 2 12:00 to the end: 12 x 29.5 / 31 = 11.419354838710
+            # seat-months x 13.50 = 154.16
+            ("A", "seats", 12, at(2)),
         ]
     )
     result = rate(usage, subscription_frame([sub("S-A", "A", "ucaas-business-eur")]), catalog, OCT)
     amounts = dict(result.lines.select("charge_id", "amount_minor").iter_rows())
-    # 185.00 + 5.50 + 162.00 = 352.50 (a tax line may follow, given the account's country)
+    # 185.00 + 5.50 + 154.16 = 344.66 (a tax line may follow, given the account's country)
     assert {k: amounts[k] for k in ("platform", "voice", "seats")} == {
         "platform": 18500,
         "voice": 550,
-        "seats": 16200,
+        "seats": 15416,
     }

@@ -86,8 +86,9 @@ def test_every_line_of_the_invoice() -> None:
     assert lines == {
         # 1 period x 199.00 = 199.00
         "Platform fee": 19900,
-        # peak seats: max(20, 25) = 25 x 14.50 = 362.50
-        "Seats": 36250,
+        # seats are time-weighted: 20 seats for 19 days, then 25 for 12 days:
+        # (20 x 19 + 25 x 12) / 31 = 21.935483870968 seat-months x 14.50 = 318.06
+        "Seats": 31806,
         # per call, 60/6 increments, rounded to 4 places:
         #   London landline 125 s, peak (11:00 New York); longest prefix 4420 (0.0110),
         #     not 44: 60 + 11 x 6 = 126 s x 0.0110 / 60 = 0.02310
@@ -106,11 +107,11 @@ def test_every_line_of_the_invoice() -> None:
         # US: 0% of the subtotal
         "Sales tax (resale certificate on file)": 0,
     }
-    # Spend 722.85 is above the 300.00 minimum commitment: no true-up line.
+    # Spend 678.41 is above the 300.00 minimum commitment: no true-up line.
     assert "Minimum commitment true-up" not in lines
-    # 199.00 + 362.50 + 0.40 + 2.00 + 15.00 + 118.75 + 25.20 + 0 = 722.85: the total is
+    # 199.00 + 318.06 + 0.40 + 2.00 + 15.00 + 118.75 + 25.20 + 0 = 678.41: the total is
     # the sum of its rounded lines.
-    assert invoice.total_minor == sum(lines.values()) == 72285
+    assert invoice.total_minor == sum(lines.values()) == 67841
     assert result.unrated.height == 0
 
 
