@@ -241,10 +241,17 @@ def _unrated_rows(
     parts = []
     for (metric_name,), group in frame.group_by(["metric"], maintain_order=True):
         metric = catalog.metrics[str(metric_name)]
+        # Unbilled readings of a time-weighted metric are reported at their peak: the
+        # readings have no subscription window to weigh them over.
+        quantity = (
+            pl.col("quantity_max").max()
+            if metric.aggregation == "time_weighted_sum"
+            else _combine(metric)
+        )
         parts.append(
             group.group_by(keys)
             .agg(
-                _combine(metric).alias("quantity"),
+                quantity.alias("quantity"),
                 pl.col("events").sum(),
                 pl.col("first_day").min(),
                 pl.col("last_day").max(),

@@ -304,3 +304,12 @@ def test_time_weighted_sum_respects_charge_filters() -> None:
     result = rated(parse_catalog(SEAT_TIERS), usage)
     assert line(result, "pro")["quantity"] == D(10)
     assert line(result, "basic")["quantity"] == D(100)
+
+
+def test_unbilled_time_weighted_readings_are_reported_at_their_peak(catalog: Catalog) -> None:
+    # No subscription: 31 daily readings of 10 to 12 seats are one unrated row of 12 seats
+    # (the peak), not 31 readings summed into hundreds of seats.
+    readings = [("seats", 10 + d % 3, day(d, hour=0), {}) for d in range(1, 31)]
+    result = rated(catalog, events(readings), subs=SUBS.clear())
+    (row,) = result.unrated.iter_rows(named=True)
+    assert (row["reason"], row["quantity"], row["events"]) == ("no_subscription", D(12), 30)
