@@ -465,13 +465,13 @@ def invoices(
     console.print(f"Documents: {settings.resolved_store_url}/invoices/{period}/<account>/")
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)
+
+
 def main() -> None:
     app()
 
 
 if __name__ == "__main__":
     main()
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, indent=2, default=str)

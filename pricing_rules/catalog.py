@@ -432,10 +432,6 @@ def load_catalog(path: Path) -> Catalog:
     return parse_catalog(text, source=str(path), deck_texts=deck_texts)
 
 
-def as_decimal(value: Decimal | int | str) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(value)
-
-
 def _parse_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
     from pricing_rules.decks import DeckError, parse_deck
 
