@@ -254,7 +254,7 @@ def test_low_risk_policy_approves_a_clean_run(tmp_path: Path) -> None:
         "usage/dt=2026-10-05/part-0000.csv",
         b"event_id,account_id,metric,quantity,unit,timestamp,direction\n"
         b"e1,ACC-1,sms,2350,message,2026-10-05T10:00:00Z,outbound\n"
-        b"e2,ACC-1,seats,12,seat,2026-10-05T10:00:00Z,\n",
+        b"e2,ACC-1,seats,12,seat,2026-10-01T00:00:00Z,\n",
     )
     db = ledger(settings)
     db.upsert_accounts(
@@ -290,7 +290,7 @@ def test_low_risk_policy_approves_a_clean_run(tmp_path: Path) -> None:
     approval = db.approval(summary["run_id"])
     assert approval is not None and approval.policy == "low_risk"
     (invoice,) = db.invoices("2026-10")
-    # 185.00 platform + 12 x 13.50 seats + 2,350 x 0.0072 SMS (16.92) = 363.92;
+    # 185.00 platform + 12 seats all month x 13.50 + 2,350 x 0.0072 SMS (16.92) = 363.92;
     # DE MwSt 19% of 363.92 = 69.1448 => 69.14; total 433.06
     assert invoice.total_minor == 43306
 
