@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from pricing_rules.invoicing import InvoiceDoc, InvoiceLineDoc
-from pricing_rules.money import format_money, from_minor_units
+from pricing_rules.money import format_money, from_minor_units, minor_unit_exponent
 
 _ENV = Environment(
     loader=PackageLoader("infra", "templates"),
@@ -46,6 +46,18 @@ def _plain(value: Decimal | None) -> str:
     return f"{value.normalize():,f}"
 
 
+def _price(value: Decimal | None, currency: str) -> str:
+    """A unit price with at least the currency's decimals: 14.50, 0.0079, 1,650 (JPY)."""
+    if value is None:
+        return ""
+    places = minor_unit_exponent(currency)
+    normal = value.normalize()
+    exponent = normal.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < places:
+        normal = normal.quantize(Decimal(1).scaleb(-places))
+    return f"{normal:,f}"
+
+
 def _explanation(line: InvoiceLineDoc) -> str:
     if line.charge_kind == "recurring":
         return line.description
@@ -61,13 +73,13 @@ def _line_view(line: InvoiceLineDoc, currency: str) -> dict[str, Any]:
         "unit": "" if line.unit == "period" else line.unit,
         "unit_price": f"{_plain(line.unit_price * 100)}%"
         if line.charge_kind == "tax" and line.unit_price is not None
-        else _plain(line.unit_price),
+        else _price(line.unit_price, currency),
         "amount": format_money(from_minor_units(line.amount_minor, currency), currency),
         "rows": [
             {
                 "label": row["label"],
                 "quantity": _plain(Decimal(str(row["quantity"]))),
-                "unit_price": _plain(Decimal(str(row["unit_price"])))
+                "unit_price": _price(Decimal(str(row["unit_price"])), currency)
                 if row.get("unit_price")
                 else "",
                 "flat_fee": row.get("flat_fee") or "",

@@ -180,3 +180,13 @@ def test_a_fractional_tax_rate_keeps_its_decimals() -> None:
     html = render_invoice(doc).html.decode()
 
     assert '<td class="num">8.25%</td>' in html
+
+
+def test_unit_prices_show_at_least_the_currency_decimals() -> None:
+    from infra.render import _price
+
+    # a price keeps its own precision, padded to the currency's minor unit
+    assert _price(Decimal("14.5"), "USD") == "14.50"
+    assert _price(Decimal("0.0079"), "USD") == "0.0079"
+    assert _price(Decimal("1650"), "JPY") == "1,650"
+    assert _price(Decimal("199.000000000000"), "USD") == "199.00"
