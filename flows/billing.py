@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -26,23 +27,43 @@ from validation.usage import ConservationError
 STAGED = ("raw", "valid", "quarantine", "duplicates", "rated", "unrated", "notices", "findings")
 
 
+def previous_month(today: date) -> str:
+    """The month before `today`'s, e.g. 2026-11-02 -> `2026-10`.
+
+    >>> previous_month(date(2027, 1, 15))
+    '2026-12'
+    """
+    first = today.replace(day=1)
+    return f"{(first - timedelta(days=1)):%Y-%m}"
+
+
 def new_run_id(period: str) -> str:
     return f"{period}-{uuid.uuid4().hex[:10]}"
 
 
-@flow(name="billing-run", flow_run_name="billing-{period}")
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    period = flow_run.parameters.get("period") or previous_month(datetime.now(UTC).date())
+    return f"billing-{period}"
+
+
+@flow(name="billing-run", flow_run_name=_run_name)
 def billing_run(
-    period: str,
+    period: str | None = None,
     settings: Settings | None = None,
     approval_policy: str | None = None,
 ) -> dict[str, Any]:
     """Bill one period end to end; returns the run summary (also stored in the ledger).
+
+    Without a period (a scheduled deployment) it bills the previous calendar month.
 
     `approval_policy` overrides the settings: `manual` pauses for finance, `auto`
     approves and records that a policy did, `low_risk` does so only without high or
     critical findings.
     """
     settings = settings or load_settings()
+    period = period or previous_month(datetime.now(UTC).date())
     BillingPeriod.parse(period)
     policy = approval_policy or settings.approval_policy
     if policy not in ("manual", "auto", "low_risk"):
