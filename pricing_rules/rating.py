@@ -976,7 +976,11 @@ def rate(
                 else {}
             )
             for sub_id, quantity, events in totals.iter_rows():
-                usage_by_sub[(sub_id, key)] = (weighted.get(sub_id, quantity), events)
+                # A time-weighted metric's readings are weighed, never summed.
+                usage_by_sub[(sub_id, key)] = (
+                    weighted[sub_id] if metric.aggregation == "time_weighted_sum" else quantity,
+                    events,
+                )
 
     event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
     unrated.append(event_unrated)
