@@ -42,7 +42,10 @@ def detect(settings: Settings, run_id: str, period: str) -> dict[str, object]:
             unrated_events=int(unrated["events"].sum()),
             notices=read_staged(store, run_id, "notices"),
         )
-        findings = detect_leakage(rating, db.subscriptions(), catalog, BillingPeriod.parse(period))
+        published = {(i.account_id, i.currency): i.total_minor for i in db.invoices(period)}
+        findings = detect_leakage(
+            rating, db.subscriptions(), catalog, BillingPeriod.parse(period), published
+        )
         with full_depth():
             Findings.validate(findings, lazy=True)
         stage(store, run_id, "findings", findings)

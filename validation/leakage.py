@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from itertools import pairwise
 
 import polars as pl
 
 from pricing_rules.catalog import Catalog
-from pricing_rules.money import MONEY_CONTEXT, minor_unit_exponent, round_money
+from pricing_rules.money import (
+    MONEY_CONTEXT,
+    from_minor_units,
+    minor_unit_exponent,
+    round_money,
+)
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import RatingResult, active_subscriptions, price_quantity
 
@@ -286,21 +291,64 @@ def _notice_findings(rating: RatingResult, period: BillingPeriod) -> list[dict[s
     ]
 
 
+def _published_differs(
+    rating: RatingResult, published: Mapping[tuple[str, str], int], period: BillingPeriod
+) -> list[dict[str, object]]:
+    """An invoice already published for the period whose total the usage now rates
+    differently: late or corrected usage that no invoice bills (or over-billed)."""
+    totals = rating.lines.group_by("account_id", "currency").agg(pl.col("amount_minor").sum())
+    findings: list[dict[str, object]] = []
+    for account_id, currency, rated in totals.rows():
+        billed = published.get((account_id, currency))
+        if billed is None or billed == rated:
+            continue
+        difference = from_minor_units(abs(rated - billed), currency)
+        under = rated > billed
+        findings.append(
+            {
+                "finding_id": finding_id(
+                    period, "published_invoice_differs", account_id, currency, str(rated)
+                ),
+                "rule": "published_invoice_differs",
+                "severity": _severity(difference, currency) if under else "medium",
+                "account_id": account_id,
+                "subscription_id": None,
+                "metric": None,
+                "amount_at_risk": difference,
+                "currency": currency,
+                "message": f"the {period.label} invoice of account {account_id} ({currency}) "
+                f"was published at {from_minor_units(billed, currency)}; its usage now rates "
+                f"at {from_minor_units(rated, currency)}: "
+                + ("late or corrected usage is not billed" if under else "it was over-billed"),
+                "evidence": json.dumps(
+                    {"published_minor": billed, "rated_minor": rated, "under_billed": under}
+                ),
+            }
+        )
+    return findings
+
+
 def detect_leakage(
-    rating: RatingResult, subscriptions: pl.DataFrame, catalog: Catalog, period: BillingPeriod
+    rating: RatingResult,
+    subscriptions: pl.DataFrame,
+    catalog: Catalog,
+    period: BillingPeriod,
+    published: Mapping[tuple[str, str], int] | None = None,
 ) -> pl.DataFrame:
     """Run every rule; one row per finding, highest amount at risk first.
 
     Rules: `usage_without_subscription`, `usage_not_priced` (unknown plan, a metric the
     plan does not price, usage no charge filter matches, a call with no deck rate),
     `missing_recurring_charge`, `overlapping_subscriptions` (a possible double charge),
-    and rating notices such as `missing_tax_rate`.
+    `published_invoice_differs` (given the totals already published, in minor units, per
+    account and currency), and rating notices such as `missing_tax_rate`.
     """
     rows = (
         _usage_findings(rating, catalog, period)
         + _missing_recurring(rating, subscriptions, catalog, period)
         + _notice_findings(rating, period)
         + _overlapping_subscriptions(subscriptions, catalog, period)
+        + _published_differs(rating, published or {}, period)
     )
     return pl.DataFrame(rows, schema=FINDING_SCHEMA).sort(
         pl.col("amount_at_risk").fill_null(Decimal(0)), "finding_id", descending=[True, False]

@@ -3,10 +3,12 @@ embedded default (local folder + SQLite), through the real Prefect engine."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +363,34 @@ def test_a_run_that_died_while_publishing_is_completed_by_the_next_run(
     assert len({i.invoice_id for i in invoices}) == len(invoices)
     # The failed attempts wrote objects before failing; the re-run reused the same keys.
     assert len(invoice_objects(settings)) == 2 * len(invoices)
+
+
+def test_a_late_file_after_publishing_is_a_finding_and_nothing_is_republished(
+    tmp_path: Path, small_month: DemoMonth
+) -> None:
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    first = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    account = small_month.subscriptions.filter(pl.col("plan_id") == "ucaas-business-eur")[
+        "account_id"
+    ][0]
+    # 20,000 SMS arrive after the October invoices went out: 20,000 x 0.0072 = 144.00 EUR
+    # plus VAT, which no invoice bills.
+    usage_store(settings).put(
+        "usage/dt=2026-10-30/late-0001.csv",
+        f"event_id,account_id,metric,quantity,unit,timestamp,direction\n"
+        f"late-1,{account},sms,20000,message,2026-10-30T10:00:00Z,outbound\n".encode(),
+    )
+
+    again = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    assert again["published"] == []
+    assert len(again["existing"]) == len(first["published"])
+    assert again["counts"]["read"] == first["counts"]["read"] + 1
+    findings = pl.read_parquet(
+        io.BytesIO(object_store(settings).get(f"runs/{again['run_id']}/findings.parquet"))
+    ).filter(pl.col("rule") == "published_invoice_differs")
+    (finding,) = findings.iter_rows(named=True)
+    assert finding["account_id"] == account
+    assert finding["currency"] == "EUR"
+    assert finding["amount_at_risk"] >= Decimal("144.00")

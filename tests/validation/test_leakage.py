@@ -246,3 +246,28 @@ def test_high_severity_starts_at_ten_thousand_minor_units_in_any_currency() -> N
     assert _severity(Decimal("10000"), "JPY") == "high"
     assert _severity(Decimal("10.000"), "BHD") == "high"
     assert _severity(None, None, "medium") == "high"  # unknown value: never low risk
+
+
+def test_a_published_invoice_that_no_longer_matches_its_usage_is_a_finding(
+    rating: RatingResult, catalog: Catalog
+) -> None:
+    totals = dict(
+        ((a, c), int(m))
+        for a, c, m in rating.lines.group_by("account_id", "currency")
+        .agg(pl.col("amount_minor").sum())
+        .rows()
+    )
+    (key,) = [k for k in totals if k[0] == "A"]
+    # Published 123.45 less than the usage now rates: late usage that nothing bills.
+    published = {key: totals[key] - 12345}
+    findings = detect_leakage(rating, SUBS, catalog, OCT, published)
+    (finding,) = findings.filter(pl.col("rule") == "published_invoice_differs").iter_rows(
+        named=True
+    )
+    assert finding["account_id"] == "A"
+    assert finding["amount_at_risk"] == Decimal("123.45")
+    assert finding["severity"] == "high"  # 12,345 minor units >= 10,000
+    assert "late or corrected usage is not billed" in finding["message"]
+    # Matching totals raise nothing.
+    same = detect_leakage(rating, SUBS, catalog, OCT, totals)
+    assert same.filter(pl.col("rule") == "published_invoice_differs").height == 0
