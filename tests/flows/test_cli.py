@@ -1,0 +1,119 @@
+"""The `tallyflow` commands a user types, through Typer's runner (no flow runs here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.support.harness import CATALOG
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TALLYFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TALLYFLOW_CATALOG_PATH", str(CATALOG))
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path
+
+
+def test_quote_json_prices_inline_usage_without_storing_anything(env: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "quote",
+            "--period",
+            "2026-10",
+            "--plan",
+            "ucaas-business-eur",
+            "-u",
+            "voice=1500min",
+            "-u",
+            "sms=100",
+            "--country",
+            "DE",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    lines = {line["charge"]: line["amount"] for line in document["lines"]}
+    # 185.00 platform; 1,500 min: 1,000 free + 500 x 0.0110 = 5.50; 100 x 0.0072 = 0.72;
+    # MwSt 19% of 191.22 = 36.3318 => 36.33; total 227.55
+    assert lines == {
+        "Platform fee": "185.00",
+        "Outbound voice": "5.50",
+        "SMS": "0.72",
+        "MwSt": "36.33",
+    }
+    assert document["totals"] == {"EUR": "227.55"}
+    assert not (env / "home").exists()  # nothing was written
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--period", "2026-13", "--plan", "ucaas-business-eur"], "period must look like"),
+        (["--period", "2026-10", "--plan", "nope"], "plan 'nope' is not in the catalog"),
+        (
+            ["--period", "2026-10", "--plan", "ucaas-business-eur", "-u", "fax=3"],
+            "metric 'fax' is not in the catalog",
+        ),
+        (
+            [
+                "--period",
+                "2026-10",
+                "--plan",
+                "ucaas-business-eur",
+                "--usage-file",
+                "/nonexistent.csv",
+            ],
+            "No such file",
+        ),
+    ],
+)
+def test_quote_errors_are_one_line_messages(env: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["quote", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_import_then_list_runs_and_invoices(env: Path) -> None:
+    accounts = env / "accounts.csv"
+    accounts.write_text("account_id,name,currency,country\nACC-1,Acme,EUR,DE\n")
+    subscriptions = env / "subscriptions.yaml"
+    subscriptions.write_text(
+        "- {subscription_id: S-1, account_id: ACC-1, plan_id: ucaas-business-eur,"
+        " start_date: 2026-01-01}\n"
+    )
+    result = runner.invoke(
+        app,
+        ["import", "--accounts-file", str(accounts), "--subscriptions-file", str(subscriptions)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Imported 1 accounts" in result.output
+    assert "Imported 1 subscriptions" in result.output
+    assert runner.invoke(app, ["runs"]).exit_code == 0
+    listed = runner.invoke(app, ["invoices", "--period", "2026-10"])
+    assert "No invoices published for 2026-10" in listed.output
+    bad = runner.invoke(app, ["invoices", "--period", "2026-13"])
+    assert bad.exit_code == 2
+
+
+def test_a_misspelt_setting_stops_the_command(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLYFLOW_DATABSE_URL", "postgresql://db/billing")
+    result = runner.invoke(app, ["runs"])
+    assert result.exit_code == 2
+    assert "TALLYFLOW_DATABSE_URL" in result.output
+
+
+def test_approve_needs_a_known_run(env: Path) -> None:
+    result = runner.invoke(app, ["approve", "2026-10-nope", "--approver", "fin@example.com"])
+    assert result.exit_code == 2
+    assert "no billing run '2026-10-nope'" in result.output
