@@ -7,7 +7,7 @@ import io
 import json
 import threading
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -394,3 +394,31 @@ def test_a_late_file_after_publishing_is_a_finding_and_nothing_is_republished(
     assert finding["account_id"] == account
     assert finding["currency"] == "EUR"
     assert finding["amount_at_risk"] >= Decimal("144.00")
+
+
+def test_findings_are_emitted_as_prefect_events(tmp_path: Path, small_month: DemoMonth) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    summary = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    wanted = EventFilter(
+        occurred=EventOccurredFilter(since=started),
+        event=EventNameFilter(prefix=["tallyflow.finding."]),
+    )
+    total, names = 0, []
+    deadline = time.monotonic() + 30  # events reach the server asynchronously
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            page = client.read_events(filter=wanted, limit=50)
+            total = page.total
+            names = [event.event for event in page.events]
+            if total >= summary["detected"]["findings"]:
+                break
+            time.sleep(0.5)
+    assert total == summary["detected"]["findings"]
+    rules = {name.removeprefix("tallyflow.finding.") for name in names}
+    assert rules == set(summary["detected"]["by_rule"])
