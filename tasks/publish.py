@@ -102,10 +102,22 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
                 logger.info("publish: %d/%d invoices", number, len(docs))
         db.update_run(run_id, status="published")
     logger.info("publish: %d new invoices, %d already published", len(published), len(existing))
+    mine = set(published)
+    totals: dict[str, int] = {}
+    for doc in docs:
+        if doc.invoice_id in mine:
+            totals[doc.currency] = totals.get(doc.currency, 0) + doc.total_minor
     step_artifact(
         "publish",
         run_id,
-        {"published": len(published), "already published": len(existing)},
+        {
+            "published": len(published),
+            "already published": len(existing),
+            **{
+                f"published total {c}": str(from_minor_units(m, c))
+                for c, m in sorted(totals.items())
+            },
+        },
         clock.seconds,
     )
     return {"published": published, "existing": existing}
