@@ -73,12 +73,25 @@ class Metric(BaseModel):
 
 
 class AddOn(BaseModel):
-    """Extra charges a plan bundles or a subscription adds; billed in the plan's currency."""
+    """Extra charges a plan bundles or a subscription adds, billed in the plan's currency.
+
+    Its prices are amounts in that currency, so `currencies` says which plan currencies it
+    was priced for (empty: any).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     charges: list[Charge] = Field(min_length=1)
+    currencies: list[str] = Field(default_factory=list)
+
+    @field_validator("currencies")
+    @classmethod
+    def _known_currencies(cls, currencies: list[str]) -> list[str]:
+        unknown = [c for c in currencies if not is_currency(c)]
+        if unknown:
+            raise ValueError(f"unknown ISO 4217 currency {', '.join(map(repr, unknown))}")
+        return currencies
 
     @property
     def charge_list(self) -> list[ChargeBase]:
@@ -365,8 +378,24 @@ def _double_billing(catalog: Catalog) -> list[CatalogIssue]:
     return issues
 
 
+def _add_on_currencies(catalog: Catalog) -> list[CatalogIssue]:
+    issues = []
+    for plan_id, plan in catalog.plans.items():
+        for index, name in enumerate(plan.add_ons):
+            add_on = catalog.add_ons.get(name)
+            if add_on and add_on.currencies and plan.currency not in add_on.currencies:
+                issues.append(
+                    CatalogIssue(
+                        f"plans.{plan_id}.add_ons[{index}]",
+                        f"add-on {name!r} is priced in {', '.join(add_on.currencies)}, "
+                        f"the plan in {plan.currency}",
+                    )
+                )
+    return issues
+
+
 def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
-    issues: list[CatalogIssue] = _double_billing(catalog)
+    issues: list[CatalogIssue] = _double_billing(catalog) + _add_on_currencies(catalog)
     if catalog.decks:
         issues.extend(_parse_decks(catalog, deck_texts))
     for plan_id, plan in catalog.plans.items():

@@ -811,7 +811,8 @@ def _whole_period_accounts(subs: pl.DataFrame, period: BillingPeriod) -> list[st
 def _known_add_ons(
     subs: pl.DataFrame, catalog: Catalog, notices: list[dict[str, str]]
 ) -> pl.DataFrame:
-    """Drop add-ons the catalog does not define, each with a notice (a finding later)."""
+    """Drop add-ons the catalog does not define or that are priced in another currency than
+    the plan's, each with a notice (a finding later)."""
     kept: list[str | None] = []
     for sub in subs.iter_rows(named=True):
         names = _add_ons(sub)
@@ -826,6 +827,25 @@ def _known_add_ons(
                 }
             )
         known = [a for a in names if a in catalog.add_ons]
+        plan = catalog.plans.get(sub["plan_id"])
+        mismatched = [
+            a
+            for a in known
+            if plan is not None
+            and catalog.add_ons[a].currencies
+            and plan.currency not in catalog.add_ons[a].currencies
+        ]
+        for name in mismatched:
+            notices.append(
+                {
+                    "account_id": sub["account_id"],
+                    "kind": "add_on_currency_mismatch",
+                    "message": f"subscription {sub['subscription_id']} adds {name!r}, priced "
+                    f"in {', '.join(catalog.add_ons[name].currencies)}, to a "
+                    f"{plan.currency if plan else '?'} plan; its charges were not billed",
+                }
+            )
+        known = [a for a in known if a not in mismatched]
         kept.append(",".join(known) or None)
     return subs.with_columns(pl.Series("add_ons", kept, dtype=pl.String))
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pricing_rules.catalog import Catalog, parse_catalog
+from pricing_rules.catalog import Catalog, CatalogError, parse_catalog
 from pricing_rules.money import RoundingMode, round_money, to_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import KIND_ORDER, RatingError, RatingResult, rate, subscription_frame
@@ -817,3 +817,19 @@ def test_an_override_with_a_typo_or_a_wrong_field_leaves_the_list_price_and_says
     kinds = [n["kind"] for n in wrong.notices.rows(named=True)]
     assert "override_invalid" in kinds
     assert minor(wrong)["S:sms"] == minor(run(catalog, [sub()], usage))["S:sms"]
+
+
+def test_an_add_on_priced_in_another_currency_is_not_billed_and_says_so() -> None:
+    # `intl` is priced in USD; the `euro` plan bills in EUR.
+    text = CATALOG.replace("  intl:\n", "  intl:\n    currencies: [USD]\n")
+    catalog = parse_catalog(text)
+    result = run(catalog, [sub("euro", add_ons="intl")], [("A", "voice", 600, at(2))])
+    kinds = [n["kind"] for n in result.notices.rows(named=True)]
+    assert "add_on_currency_mismatch" in kinds
+    assert not [k for k in minor(result) if k.startswith("S:intl.")]
+
+
+def test_a_plan_bundling_an_add_on_of_another_currency_is_a_catalog_error() -> None:
+    text = CATALOG.replace("  recording:\n", "  recording:\n    currencies: [EUR]\n")
+    with pytest.raises(CatalogError, match=r"plans\.biz\.add_ons\[0\]"):
+        parse_catalog(text)
