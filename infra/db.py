@@ -34,6 +34,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from pricing_rules.rating import SUBSCRIPTION_SCHEMA
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -239,15 +241,7 @@ class Ledger:
                     }
                     for s in rows
                 ],
-                schema={
-                    "subscription_id": pl.String,
-                    "account_id": pl.String,
-                    "plan_id": pl.String,
-                    "start_date": pl.Date,
-                    "end_date": pl.Date,
-                    "quantity": pl.Int64,
-                    "add_ons": pl.String,
-                },
+                schema=SUBSCRIPTION_SCHEMA,
             )
 
     def account_frame(self) -> pl.DataFrame:

@@ -12,7 +12,12 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from pricing_rules.invoicing import InvoiceDoc, InvoiceLineDoc
-from pricing_rules.money import format_money, from_minor_units, minor_unit_exponent
+from pricing_rules.money import (
+    format_money,
+    from_minor_units,
+    minor_unit_exponent,
+    show_quantity,
+)
 
 _ENV = Environment(
     loader=PackageLoader("infra", "templates"),
@@ -37,13 +42,7 @@ class RenderedInvoice:
 
 
 def _plain(value: Decimal | None) -> str:
-    """Thousands separated, at most 4 decimal places (the JSON keeps the exact figures)."""
-    if value is None:
-        return ""
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -4:
-        value = value.quantize(Decimal("0.0001"))
-    return f"{value.normalize():,f}"
+    return "" if value is None else show_quantity(value)
 
 
 def _price(value: Decimal | None, currency: str) -> str:

@@ -15,11 +15,10 @@ from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pricing_rules.money import MONEY_CONTEXT
+from pricing_rules.periods import proration_ratio
 
 Interval = Literal["month", "quarter", "year"]
 MONTHS: dict[str, int] = {"month": 1, "quarter": 3, "year": 12}
-FACTOR_QUANTUM = Decimal(1).scaleb(-30)
 
 
 @dataclass(frozen=True, order=True)
@@ -154,15 +153,13 @@ def proration_factor(
     if stop <= start:
         return Decimal(0)
     if by == "second":
-        part, whole = int((stop - start).total_seconds()), period.seconds
+        # whole microseconds, never a float
+        micro = timedelta(microseconds=1)
+        part, whole = (stop - start) // micro, (period.end - period.start) // micro
     elif by == "day":
         last_active = period.local_day(stop - timedelta(microseconds=1))
         part = (last_active - period.local_day(start)).days + 1
         whole = period.days
     else:
         raise ValueError(f"proration is by day or by second, got {by!r}")
-    if part == whole:
-        return Decimal(1)
-    return MONEY_CONTEXT.divide(Decimal(part), Decimal(whole)).quantize(
-        FACTOR_QUANTUM, context=MONEY_CONTEXT
-    )
+    return proration_ratio(part, whole)

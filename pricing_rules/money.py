@@ -98,6 +98,19 @@ def from_minor_units(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-minor_unit_exponent(currency), context=MONEY_CONTEXT)
 
 
+def show_quantity(value: Decimal) -> str:
+    """A figure for people: thousands separated, at most 4 decimal places (the line's
+    explanation rows keep the exact value).
+
+    >>> show_quantity(Decimal("20298.466666666667")), show_quantity(Decimal("1500.000"))
+    ('20,298.4667', '1,500')
+    """
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -4:
+        value = value.quantize(Decimal("0.0001"), context=MONEY_CONTEXT)
+    return f"{value.normalize():,f}"
+
+
 def format_money(amount: Decimal, currency: str) -> str:
     """Human form with the currency code, e.g. `1,234.50 USD`."""
     exponent = minor_unit_exponent(currency)

@@ -61,19 +61,27 @@ class BillingPeriod:
         return max((last - first).days, 0)
 
     def proration_factor(self, start: date, end: date | None) -> Decimal:
-        """Active days / days in the period, to 30 decimal places.
-
-        A fixed number of places makes the factors of a split period add up to exactly 1:
-        round(1 - x) = 1 - round(x) whenever x is not a tie, and k/n for n <= 366 never
-        ends in a 5 at the 31st place.
+        """Active days / days in the period (see `proration_ratio`).
 
         # Signed up on 2026-10-17: 15 of 31 days -> 15/31
         >>> BillingPeriod.parse("2026-10").proration_factor(date(2026, 10, 17), None)
         Decimal('0.483870967741935483870967741935')
         """
-        active = self.active_days(start, end)
-        if active == self.days:
-            return Decimal(1)
-        return MONEY_CONTEXT.divide(Decimal(active), Decimal(self.days)).quantize(
-            FACTOR_QUANTUM, context=MONEY_CONTEXT
-        )
+        return proration_ratio(self.active_days(start, end), self.days)
+
+
+def proration_ratio(part: int, whole: int) -> Decimal:
+    """`part / whole` to 30 decimal places, exactly 1 when they are equal.
+
+    A fixed number of places makes the factors of a split period add up to exactly 1:
+    round(1 - x) = 1 - round(x) whenever x is not a tie, and k/n for the lengths periods
+    have never ends in a 5 at the 31st place.
+
+    >>> proration_ratio(15, 31), proration_ratio(15, 31) + proration_ratio(16, 31) == 1
+    (Decimal('0.483870967741935483870967741935'), True)
+    """
+    if part == whole:
+        return Decimal(1)
+    return MONEY_CONTEXT.divide(Decimal(part), Decimal(whole)).quantize(
+        FACTOR_QUANTUM, context=MONEY_CONTEXT
+    )

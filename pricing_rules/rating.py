@@ -30,7 +30,13 @@ from pricing_rules.charges import (
     model_name,
     price_charge,
 )
-from pricing_rules.money import MONEY_CONTEXT, RoundingMode, round_money, to_minor_units
+from pricing_rules.money import (
+    MONEY_CONTEXT,
+    RoundingMode,
+    round_money,
+    show_quantity,
+    to_minor_units,
+)
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.terms import AccountTerms, Discount
 from pricing_rules.units import QUANTITY_SCALE, conversion_factor
@@ -296,14 +302,6 @@ def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-def _show(value: Decimal) -> str:
-    """A quantity for people: thousands separated, at most 4 decimal places."""
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -4:
-        value = value.quantize(Decimal("0.0001"), context=MONEY_CONTEXT)
-    return f"{value.normalize():,f}"
-
-
 def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
     """The line in plain words, e.g. `1,500 min: 1,000 min included, first 500 min at
     0.0040`. The explanation rows hold the exact figures."""
@@ -312,27 +310,29 @@ def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
     paid_rows = [d for d in priced.details if d.tier is not None or d.label == charge.name]
     for detail in priced.details:
         if detail.label == "included allowance":
-            parts.append(f"{_show(detail.quantity)} {unit} included")
+            parts.append(f"{show_quantity(detail.quantity)} {unit} included")
         elif detail.label == "minimum charge top-up":
-            parts.append(f"topped up by {_show(detail.amount)} to the minimum charge")
+            parts.append(f"topped up by {show_quantity(detail.amount)} to the minimum charge")
         elif detail.label == "maximum charge cap":
-            parts.append(f"capped at the maximum charge ({_show(detail.amount)})")
+            parts.append(f"capped at the maximum charge ({show_quantity(detail.amount)})")
     fee = ""
     if model == "graduated":
         for index, detail in enumerate(paid_rows):
             fee = "" if detail.flat_fee is None else f" + {detail.flat_fee} flat"
             word = "first" if index == 0 else "next"
-            parts.append(f"{word} {_show(detail.quantity)} {unit} at {detail.unit_price}{fee}")
+            parts.append(
+                f"{word} {show_quantity(detail.quantity)} {unit} at {detail.unit_price}{fee}"
+            )
     elif model == "volume" and paid_rows:
         detail = paid_rows[0]
         band = (
-            f"over {_show(detail.tier_from or Decimal(0))}"
+            f"over {show_quantity(detail.tier_from or Decimal(0))}"
             if detail.tier_to is None
-            else (f"up to {_show(detail.tier_to)}")
+            else (f"up to {show_quantity(detail.tier_to)}")
         )
         fee = "" if detail.flat_fee is None else f" + {detail.flat_fee} flat"
         parts.append(
-            f"all {_show(detail.quantity)} {unit} at the {band} {unit} price "
+            f"all {show_quantity(detail.quantity)} {unit} at the {band} {unit} price "
             f"{detail.unit_price}{fee}"
         )
     elif model == "package" and isinstance(charge, PackageCharge):
@@ -356,14 +356,14 @@ def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
             Decimal(0),
         )
         parts.append(
-            f"blocks of {_show(charge.block_size)} {unit}: {_show(free + paid)} "
-            f"started, {_show(free)} free, {_show(paid)} at {charge.block_price}"
+            f"blocks of {show_quantity(charge.block_size)} {unit}: {show_quantity(free + paid)} "
+            f"started, {show_quantity(free)} free, {show_quantity(paid)} at {charge.block_price}"
         )
     else:
         for detail in paid_rows:
             price = "" if detail.unit_price is None else f" at {detail.unit_price}"
-            parts.append(f"{_show(detail.quantity)} {unit}{price}")
-    return f"{charge.name}: {_show(priced.quantity)} {unit} — " + ", ".join(parts)
+            parts.append(f"{show_quantity(detail.quantity)} {unit}{price}")
+    return f"{charge.name}: {show_quantity(priced.quantity)} {unit} — " + ", ".join(parts)
 
 
 @dataclass

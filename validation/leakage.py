@@ -15,7 +15,7 @@ from itertools import pairwise
 
 import polars as pl
 
-from pricing_rules.catalog import Catalog
+from pricing_rules.catalog import Catalog, Plan
 from pricing_rules.money import (
     MONEY_CONTEXT,
     from_minor_units,
@@ -55,6 +55,14 @@ def _severity(amount: Decimal | None, currency: str | None, floor: str = "medium
         return "high"
     threshold = Decimal(HIGH_RISK_MINOR_UNITS).scaleb(-minor_unit_exponent(currency))
     return "high" if amount >= threshold else floor
+
+
+def recurring_value(plan: Plan, factor: Decimal) -> Decimal:
+    """A plan's recurring fees for `factor` of a period, rounded like an invoice line."""
+    precise = Decimal(0)
+    for charge in plan.recurring_charges():
+        precise = MONEY_CONTEXT.add(precise, charge.price(factor).amount)
+    return round_money(precise, plan.currency, plan.rounding)
 
 
 def list_price_value(
@@ -178,10 +186,7 @@ def _missing_recurring(
         currency: str | None = None
         if reference is not None and reference.recurring_charges():
             factor = period.proration_factor(sub["start_date"], sub["end_date"])
-            precise = Decimal(0)
-            for charge in reference.recurring_charges():
-                precise = MONEY_CONTEXT.add(precise, charge.price(factor).amount)
-            amount = round_money(precise, reference.currency, reference.rounding)
+            amount = recurring_value(reference, factor)
             currency = reference.currency
         why = (
             f"plan {sub['plan_id']!r} is not in the catalog"
@@ -237,10 +242,7 @@ def _overlapping_subscriptions(
             amount: Decimal | None = None
             if plan is not None and plan.recurring_charges():
                 factor = period.proration_factor(overlap_start, overlap_end)
-                precise = Decimal(0)
-                for charge in plan.recurring_charges():
-                    precise = MONEY_CONTEXT.add(precise, charge.price(factor).amount)
-                amount = round_money(precise, plan.currency, plan.rounding)
+                amount = recurring_value(plan, factor)
             findings.append(
                 {
                     "finding_id": finding_id(
