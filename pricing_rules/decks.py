@@ -547,20 +547,34 @@ def _number_key(column: str) -> pl.Expr:
 
 
 def _join_ranges(frame: pl.LazyFrame, deck: RateDeck, column: str) -> pl.LazyFrame:
-    """Sort by number key, join each number to the range that starts at or before it and
-    keep the match only if the number is also inside that range. Adds the helper columns
-    `__deck_hit` (null/false when nothing matches) and the `__deck_*` range columns."""
-    key = f"{_TMP}key"
-    return (
-        frame.with_columns(_number_key(column).alias(key))
-        .sort(key, nulls_last=True)
-        .join_asof(
-            deck._prefix_ranges.lazy(),
-            left_on=key,
-            right_on=f"{_TMP}range_start",
-            strategy="backward",
+    """Find each number's range by binary search over the sorted range starts (the last
+    start at or before its key) and keep the match only if the key is also inside that
+    range. Row order is kept and nothing is sorted. Adds `__deck_hit` (false when nothing
+    matches) and the `__deck_*` range columns (their values are meaningless on a miss)."""
+    key = pl.col(f"{_TMP}key")
+    ranges = deck._prefix_ranges
+    columns = [c for c in ranges.columns if c != f"{_TMP}range_start"]
+    keyed = frame.with_columns(_number_key(column).alias(f"{_TMP}key"))
+    if ranges.height == 0:
+        return keyed.with_columns(
+            pl.lit(False).alias(f"{_TMP}hit"),
+            *(pl.lit(None, ranges.schema[c]).alias(c) for c in columns),
         )
-        .with_columns((pl.col(key) <= pl.col(f"{_TMP}range_end")).alias(f"{_TMP}hit"))
+    starts = ranges[f"{_TMP}range_start"]
+    found = pl.lit(starts).search_sorted(key, side="right").cast(pl.Int64) - 1
+    row = pl.col(f"{_TMP}row")
+    return (
+        keyed.with_columns(found.alias(f"{_TMP}found"))
+        .with_columns(pl.col(f"{_TMP}found").clip(0).alias(f"{_TMP}row"))
+        .with_columns(*(pl.lit(ranges[c]).gather(row).alias(c) for c in columns))
+        .with_columns(
+            (
+                key.is_not_null()
+                & (pl.col(f"{_TMP}found") >= 0)
+                & (key <= pl.col(f"{_TMP}range_end"))
+            ).alias(f"{_TMP}hit")
+        )
+        .drop(f"{_TMP}found", f"{_TMP}row")
     )
 
 
@@ -570,8 +584,7 @@ def match_prefixes(
     """Add `prefix` and `deck_destination`: the deck's longest prefix of each number.
 
     The number is E.164 text; a leading "+" is dropped, and anything that is not then 1 to
-    15 digits matches nothing. Unmatched rows get nulls. Row order is not kept (the match
-    sorts by number).
+    15 digits matches nothing. Unmatched rows get nulls. Row order is kept.
 
     >>> deck = parse_deck("d", "prefix,destination,rate_per_minute\\n44,UK,0.01\\n"
     ...     "447,UK - Mobile,0.02\\n4479,UK - Mobile (Jersey),0.05\\n",
@@ -712,7 +725,7 @@ def rate_calls(
     `amount = usage_amount + connect_fee + minimum_adjustment`.
 
     An unrated call has null amounts and a reason (see `UNRATED_REASONS`), never a zero.
-    A zero-second call is billed 0, with no connect fee and no minimum. Row order is not
+    A zero-second call is billed 0, with no connect fee and no minimum. Row order is
     kept.
 
     # 60/10 increments, 0.0100/min, connect fee 0.0050, minimum 0.0200, per call to 4 dp:

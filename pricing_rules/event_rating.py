@@ -53,7 +53,13 @@ def _calls_for(
             & (pl.col("end_date").is_null() | (pl.col("timestamp").dt.date() < pl.col("end_date")))
         )
         .join(zones.lazy(), on="account_id", how="left")
-        .with_columns(
+        .select(
+            "account_id",
+            "subscription_id",
+            "plan_id",
+            "timestamp",
+            "quantity",
+            "destination",
             pl.col("timezone").fill_null("UTC"),
             # A started second is a billed second.
             seconds.ceil().cast(pl.Int64).alias("duration"),
@@ -116,8 +122,11 @@ def _builders(priced: pl.DataFrame) -> dict[str, EventLine]:
     of calls and thousands of lines."""
     keys = ["subscription_id", "deck_destination", "prefix", "band", "rate_per_minute"]
     summary = (
-        priced.group_by(keys)
+        # A prefix names one destination and, per band, one rate: fewer string keys to hash.
+        priced.group_by("subscription_id", "prefix", "band")
         .agg(
+            pl.col("deck_destination").first(),
+            pl.col("rate_per_minute").first(),
             pl.len().cast(pl.Int64).alias("calls"),
             pl.col("billed_seconds").sum().cast(pl.Int64),
             pl.col("amount").sum(),
