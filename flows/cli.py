@@ -283,6 +283,16 @@ def quote(
         Path | None, typer.Option(help="YAML account terms to apply (the first entry).")
     ] = None,
     country: Annotated[str | None, typer.Option(help="Tax jurisdiction.")] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML subscription history (start, change_plan, change_seats, pause, resume, "
+            "cancel) to preview proration and credits; replaces --plan/--start/--end/--seats."
+        ),
+    ] = None,
+    by_second: Annotated[
+        bool, typer.Option("--by-second", help="Prorate by the second instead of by the day.")
+    ] = False,
     catalog_path: Annotated[
         Path | None, typer.Option("--catalog", help="Catalog file (default: the configured one).")
     ] = None,
@@ -294,6 +304,7 @@ def quote(
 
     from infra.directory import DirectoryError, read_terms
     from pricing_rules.catalog import CatalogError, load_catalog
+    from pricing_rules.lifecycle import LifecycleError, load_history
     from pricing_rules.periods import BillingPeriod
     from pricing_rules.quote import QuoteError, inline_usage, parse_quantity, quote_document
     from pricing_rules.quote import quote as price_quote
@@ -308,13 +319,19 @@ def quote(
         start_date = date.fromisoformat(start) if start else None
         end_date = date.fromisoformat(end) if end else None
         plan_id = plan
+        changes = load_history(history.read_text(), str(history)) if history else None
+        if changes is not None:
+            if account or plan or start or end:
+                raise QuoteError("--history replaces --account, --plan, --start and --end")
+            plan_id = next(c.plan for c in changes.changes if c.plan)
+            start_date = changes.start
         if account:
             plan_id, start_date, end_date, seats, add_on, terms, country = _account_quote(
                 settings, account, billing_period, plan_id
             )
         if plan_id is None:
             raise QuoteError("give --plan or --account")
-        if start_date is not None and start_date >= billing_period.end:
+        if changes is None and start_date is not None and start_date >= billing_period.end:
             raise QuoteError(f"--start {start_date} is after the period {billing_period.label}")
         if usage_file is not None:
             raw = read_usage_file(usage_file.name, usage_file.read_bytes())
@@ -337,8 +354,18 @@ def quote(
             add_ons=add_on,
             terms=terms,
             country=country,
+            history=changes,
+            proration="second" if by_second else "day",
         )
-    except (QuoteError, CatalogError, DirectoryError, UsageFileError, ValueError, OSError) as exc:
+    except (
+        QuoteError,
+        CatalogError,
+        DirectoryError,
+        LifecycleError,
+        UsageFileError,
+        ValueError,
+        OSError,
+    ) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
     document = quote_document(result, billing_period, plan_id)

@@ -106,7 +106,8 @@ class BillingCycle:
             guess += 1
         return guess
 
-    def _instant(self, day: date) -> datetime:
+    def start_of(self, day: date) -> datetime:
+        """The first instant of a local day, in UTC."""
         # Local midnight; if midnight does not exist (a DST gap at 00:00), fold to the
         # first instant of the day that does.
         local = datetime.combine(day, time(0), tzinfo=self.zone)
@@ -122,7 +123,7 @@ class BillingCycle:
         local_day = instant.astimezone(self.zone).date()
         index = self._index_of(local_day)
         first, end = self._boundary(index), self._boundary(index + 1)
-        return Period(self._instant(first), self._instant(end), first, end, self.timezone)
+        return Period(self.start_of(first), self.start_of(end), first, end, self.timezone)
 
     def periods(self, start: datetime, end: datetime) -> list[Period]:
         """Every period that overlaps `[start, end)`, in order; they tile time."""

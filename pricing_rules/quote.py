@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from pricing_rules.catalog import Catalog
+from pricing_rules.lifecycle import History, Proration, timeline
 from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import RatingResult, rate, subscription_frame
@@ -110,8 +111,18 @@ def quote(
     terms: AccountTerms | None = None,
     country: str | None = None,
     timezone: str = "UTC",
+    history: History | None = None,
+    proration: Proration = "day",
 ) -> RatingResult:
-    """Rate one subscription for one period; nothing is read or written elsewhere."""
+    """Rate one subscription for one period; nothing is read or written elsewhere.
+
+    With a `history` (start, changes, seats, cancel), the fixed fees follow it, with
+    proration and credits, and usage is priced on the plan in force at the end of the
+    period (see `pricing_rules.lifecycle`); `plan_id`, `start`, `end` and `seats` then
+    come from the history.
+    """
+    if history is not None:
+        plan_id, start, end, seats = _from_history(history, catalog, period)
     if plan_id not in catalog.plans:
         raise QuoteError(
             f"plan {plan_id!r} is not in the catalog (known: {', '.join(sorted(catalog.plans))})"
@@ -119,10 +130,13 @@ def quote(
     unknown = [a for a in (add_ons or []) if a not in catalog.add_ons]
     if unknown:
         raise QuoteError(f"add-on(s) {', '.join(unknown)} not in the catalog")
+    subscription_id = f"QUOTE-{uuid.uuid5(uuid.NAMESPACE_URL, plan_id).hex[:8]}"
+    if history is not None:
+        subscription_id = history.subscription_id
     subscription = subscription_frame(
         [
             {
-                "subscription_id": f"QUOTE-{uuid.uuid5(uuid.NAMESPACE_URL, plan_id).hex[:8]}",
+                "subscription_id": subscription_id,
                 "account_id": account_id,
                 "plan_id": plan_id,
                 "start_date": start or period.start,
@@ -156,7 +170,28 @@ def quote(
         period,
         accounts=accounts,
         terms={account_id: terms} if terms else None,
+        histories={subscription_id: history} if history is not None else None,
+        proration=proration,
     )
+
+
+def _from_history(
+    history: History, catalog: Catalog, period: BillingPeriod
+) -> tuple[str, date, date | None, int]:
+    """(plan, start, end, seats) of the subscription row a history quote rates usage on:
+    the state in force at the end of the period, or the first one if it starts later."""
+    from pricing_rules.cycles import BillingCycle
+    from pricing_rules.lifecycle import LifecycleError
+
+    try:
+        segments = timeline(history, catalog, BillingCycle())
+    except LifecycleError as exc:
+        raise QuoteError(str(exc)) from exc
+    if not segments:
+        raise QuoteError(f"history {history.subscription_id} is never active")
+    current = [s for s in segments if s.start < period.end] or segments[:1]
+    state = current[-1].state
+    return state.plan, segments[0].start, segments[-1].end, state.seats
 
 
 def quote_document(result: RatingResult, period: BillingPeriod, plan_id: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -39,6 +39,9 @@ from pricing_rules.money import (
 )
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.terms import AccountTerms, Discount
+
+if TYPE_CHECKING:
+    from pricing_rules.lifecycle import History, Proration
 from pricing_rules.units import QUANTITY_SCALE, conversion_factor
 
 QUANTITY = pl.Decimal(38, QUANTITY_SCALE)
@@ -493,6 +496,8 @@ class _Rater:
         self.credits_used = credits_used
         self.invoices: dict[tuple[str, str], _Invoice] = {}
         self.notices: list[dict[str, str]] = []
+        # fixed fees of this period that the previous invoice billed in advance
+        self.billed_before: dict[str, Decimal] = {}
 
     def invoice(self, account_id: str, plan: Plan) -> _Invoice:
         key = (account_id, plan.currency)
@@ -535,6 +540,58 @@ class _Rater:
                 f"{priced.unit_price} per period" + (" (account price)" if overridden else ""),
                 details=details,
             )
+
+    def lifecycle(self, sub: Mapping[str, Any], history: History, by: Proration) -> None:
+        """Fixed fees from the subscription's history: prorated segments, credits for
+        unused time and the next period in advance (see `pricing_rules.lifecycle`)."""
+        from pricing_rules.cycles import BillingCycle
+        from pricing_rules.lifecycle import describe, fixed_fee_lines
+
+        cycle = BillingCycle()  # calendar months in UTC, like the run's period
+        period = cycle.period_of(self.period.start_at)
+        before = cycle.period_of(period.start - timedelta(microseconds=1))
+        self.billed_before[sub["subscription_id"]] = sum(
+            (
+                round_money(line.amount, plan.currency, plan.rounding)
+                for line in fixed_fee_lines(history, self.catalog, cycle, before, by=by)
+                if line.role == "advance"
+                for plan in [self.catalog.plans[line.plan_id]]
+            ),
+            Decimal(0),
+        )
+        for line in fixed_fee_lines(history, self.catalog, cycle, period, by=by):
+            sign = -1 if line.role == "unused" else 1
+            last = line.end_day - timedelta(days=1)
+            details = [
+                d.as_json()
+                | {
+                    "amount": str(sign * d.amount),
+                    "proration_factor": str(line.factor),
+                    "service": f"{line.first_day} to {last}",
+                }
+                for d in line.priced.details
+            ]
+            billed = _line(
+                self.invoice(sub["account_id"], self.catalog.plans[line.plan_id]),
+                line_id=f"{sub['subscription_id']}:{line.charge_key}:{line.role}:"
+                f"{line.plan_id}:{line.first_day}",
+                subscription_id=sub["subscription_id"],
+                plan_id=line.plan_id,
+                charge_id=line.charge_key,
+                charge_name=line.charge.name,
+                charge_model=model_name(type(line.charge)),
+                kind="recurring",
+                metric=None,
+                quantity=line.priced.quantity,
+                unit="period",
+                unit_price=line.priced.unit_price,
+                proration_factor=line.factor,
+                events=0,
+                precise=line.amount,
+                description=describe(line, self.catalog),
+                details=details,
+            )
+            billed["next_period"] = line.role == "advance"
 
     def usage_line(
         self,
@@ -579,11 +636,13 @@ class _Rater:
         invoice = self.invoice(sub["account_id"], plan)
         factor = self.period.proration_factor(sub["start_date"], sub["end_date"])
         committed = MONEY_CONTEXT.multiply(plan.minimum_commitment, factor)
-        spent = sum(
+        spent = self.billed_before.get(sub["subscription_id"], Decimal(0)) + sum(
             (
                 line["amount"]
                 for line in invoice.lines
+                # the next period's fees, billed in advance, count toward its own commitment
                 if line["subscription_id"] == sub["subscription_id"]
+                and not line.get("next_period")
             ),
             Decimal(0),
         )
@@ -610,7 +669,7 @@ class _Rater:
             f"{_plain(spent)}: true-up {_plain(shortfall)}",
             details=[
                 ChargeDetail("commitment for the period", factor, committed).as_json(),
-                ChargeDetail("billed on this subscription", Decimal(1), -spent).as_json(),
+                ChargeDetail("billed for the period", Decimal(1), -spent).as_json(),
             ],
         )
 
@@ -921,6 +980,8 @@ def rate(
     accounts: pl.DataFrame | None = None,
     terms: Mapping[str, AccountTerms] | None = None,
     credits_used: Mapping[tuple[str, str], Decimal] | None = None,
+    histories: Mapping[str, History] | None = None,
+    proration: Proration = "day",
 ) -> RatingResult:
     """Price a period: recurring fees for every active subscription, usage by charge,
     commitments, discounts, tax and prepaid credits.
@@ -929,7 +990,12 @@ def rate(
     Usage nobody pays for is returned in `unrated` with a reason, never priced at zero:
     `no_subscription`, `unknown_plan`, `metric_not_priced`, `no_matching_charge`, or a
     rate-deck reason such as `no_rate_for_destination`.
+
+    A subscription with a history in `histories` (keyed by subscription id) has its fixed
+    fees from that history: prorated segments, credits for unused time and the next
+    period in advance (`pricing_rules.lifecycle`), by day or by second.
     """
+    histories = histories or {}
     subs = active_subscriptions(subscriptions, period)
     present = set(usage.collect_schema().names())
     usage = usage.with_columns(
@@ -1026,7 +1092,10 @@ def rate(
         plan = catalog.plans.get(sub["plan_id"])
         if plan is None:
             continue
-        rater.recurring(sub, plan)
+        if sub["subscription_id"] in histories:
+            rater.lifecycle(sub, histories[sub["subscription_id"]], proration)
+        else:
+            rater.recurring(sub, plan)
         for key, charge in catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
             if charge.kind != "usage" or charge.metric is None:
                 continue
@@ -1041,6 +1110,16 @@ def rate(
             quantity, events = found or (Decimal(0), 0)
             rater.usage_line(sub, plan, key, charge, quantity, events)
         rater.commitment(sub, plan)
+
+    # A history starting after the period is billed in advance on this invoice.
+    upcoming = conform_subscriptions(subscriptions).filter(
+        pl.col("subscription_id").is_in(list(histories))
+        & ~pl.col("subscription_id").is_in(subs["subscription_id"].implode())
+        & (pl.col("start_date") >= period.end)
+    )
+    for sub in upcoming.iter_rows(named=True):
+        if sub["plan_id"] in catalog.plans:
+            rater.lifecycle(sub, histories[sub["subscription_id"]], proration)
 
     plan_discounts: dict[tuple[str, str], list[tuple[str, Discount]]] = {}
     for sub in subs.iter_rows(named=True):

@@ -130,9 +130,13 @@ def rated_lines_schema() -> pa.DataFrameSchema:
     columns["details"] = pa.Column(
         pl.String, pa.Check.str_startswith("[", name="details_json_list"), nullable=False
     )
+    # Negative: discounts, prepaid credits, and credits for unused time (line ids
+    # `<subscription>:<charge>:unused:...`, from `pricing_rules.lifecycle`).
     only_credits_are_negative = pa.Check(
         lambda data: data.lazyframe.select(
-            (pl.col("amount") >= 0) | pl.col("charge_kind").is_in(["discount", "credit"])
+            (pl.col("amount") >= 0)
+            | pl.col("charge_kind").is_in(["discount", "credit"])
+            | pl.col("line_id").str.contains(":unused:", literal=True)
         ),
         name="only_discounts_and_credits_are_negative",
     )

@@ -55,6 +55,73 @@ def test_quote_json_prices_inline_usage_without_storing_anything(env: Path) -> N
     assert not (env / "home").exists()  # nothing was written
 
 
+def test_quote_with_a_history_previews_proration_and_credits(env: Path) -> None:
+    history = env / "history.yaml"
+    history.write_text(
+        "subscription_id: SUB-7\n"
+        "changes:\n"
+        "  - {action: start, day: 2026-10-10, plan: ucaas-starter-jpy}\n"
+        "  - {action: change_plan, day: 2026-10-21, plan: ucaas-business-eur}\n"
+    )
+    result = runner.invoke(
+        app, ["quote", "--period", "2026-10", "--history", str(history), "--json"]
+    )
+    assert result.exit_code == 2  # a JPY plan and a EUR plan: one invoice, one currency
+    assert "use one currency" in result.output
+
+    history.write_text(
+        "subscription_id: SUB-7\n"
+        "changes:\n"
+        "  - {action: start, day: 2026-10-10, plan: ucaas-business-eur}\n"
+        "  - {action: cancel, day: 2026-10-21, timing: immediate}\n"
+    )
+    result = runner.invoke(
+        app,
+        ["quote", "--period", "2026-10", "--history", str(history), "--country", "DE", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    lines = [(line["kind"], line["amount"]) for line in json.loads(result.output)["lines"]]
+    # Started October 10, cancelled with a credit on October 21: billed October 10-20,
+    # 11/31 x 185.00 = 65.645.. -> 65.65 ("remaining time": never billed in advance);
+    # no November fee. MwSt 19% of 65.65 = 12.4735 -> 12.47
+    assert lines == [("recurring", "65.65"), ("tax", "12.47")]
+
+    both = runner.invoke(
+        app, ["quote", "--period", "2026-10", "--history", str(history), "--plan", "x"]
+    )
+    assert both.exit_code == 2 and "--history replaces" in both.output
+    history.write_text("changes:\n  - {action: resume, day: 2026-10-10}\n")
+    bad = runner.invoke(app, ["quote", "--period", "2026-10", "--history", str(history)])
+    assert bad.exit_code == 2 and "exactly one start" in bad.output
+
+
+def test_the_readme_history_quote(env: Path) -> None:
+    history = env / "history.yaml"
+    history.write_text(
+        "subscription_id: SUB-42\n"
+        "changes:\n"
+        "  - {action: start, day: 2026-09-10, plan: ucaas-business-usd, seats: 10,"
+        " trial_days: 14}\n"
+        "  - {action: change_seats, day: 2026-10-16, seats: 15}\n"
+        "  - {action: pause, day: 2026-10-20}\n"
+        "  - {action: resume, day: 2026-10-25}\n"
+    )
+    args = ["quote", "--period", "2026-10", "--history", str(history), "--json"]
+    result = runner.invoke(app, [*args, "-u", "voice[direction=inbound]=1500min"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    # paused October 20-24: -199.00 x 5/31 = -32.097 -> -32.10; November 199.00;
+    # 1,500 inbound min, 1,000 free, 500 x 0.0040 = 2.00; October's spend
+    # 199.00 (billed in advance) - 32.10 + 2.00 = 168.90 -> true-up 300 - 168.90 = 131.10
+    assert [(line["kind"], line["amount"]) for line in document["lines"]] == [
+        ("recurring", "-32.10"),
+        ("recurring", "199.00"),
+        ("usage", "2.00"),
+        ("commitment", "131.10"),
+    ]
+    assert document["totals"] == {"USD": "300.00"}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

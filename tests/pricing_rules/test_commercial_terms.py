@@ -184,7 +184,7 @@ def test_commitment_true_up_line(catalog: Catalog) -> None:
     details = json.loads(line["details"])
     assert [(d["label"], D(d["amount"])) for d in details] == [
         ("commitment for the period", D(310)),
-        ("billed on this subscription", D(-81)),
+        ("billed for the period", D(-81)),
     ]
 
 

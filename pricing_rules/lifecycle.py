@@ -1,0 +1,411 @@
+"""Subscription lifecycle: a history of dated changes priced into one period's fixed fees.
+
+A history lists what happened to one subscription: `start` (plan, seats, optional free
+trial days), `change_plan`, `change_seats`, `pause`, `resume` and `cancel`. A change
+takes effect at the start of its local day, or, with `timing: period_end`, at the end of
+the billing period it falls in. Without a timing, a plan change whose new fixed fees
+cost at least the old ones (an upgrade) is immediate and a downgrade waits for the
+period end; a cancellation waits for the period end.
+
+The invoice of period P is issued when P closes (the monthly run bills the month
+before), so for P it holds:
+
+- fees charged in **arrears**: P as it actually was, one line per segment, each
+  prorated;
+- fees charged in **advance**: these were billed for P on the previous invoice, as the
+  subscription stood when P started. Where P turned out differently (a change during
+  P), the unused time of what was billed is credited and the time of what was actually
+  used is charged, each its own labelled, prorated line. Then the next period is billed
+  in advance, as the subscription stands at its start.
+
+A segment's proration factor is its days (or seconds) inside the period over the
+period's days (or seconds): `pricing_rules.cycles.proration_factor`. Trial days and
+paused days are not billed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from itertools import groupby, pairwise
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pricing_rules.catalog import Catalog
+from pricing_rules.charges import ChargeBase, PricedCharge, model_name, price_charge
+from pricing_rules.cycles import BillingCycle, Period, proration_factor
+from pricing_rules.money import MONEY_CONTEXT
+
+Action = Literal["start", "change_plan", "change_seats", "pause", "resume", "cancel"]
+Timing = Literal["immediate", "period_end"]
+Status = Literal["active", "trial", "paused"]
+Proration = Literal["day", "second"]
+
+
+class LifecycleError(ValueError):
+    """A history that cannot be priced, with every problem found."""
+
+
+class Change(BaseModel):
+    """One dated change of a subscription."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Action
+    day: date
+    plan: str | None = None
+    seats: int | None = Field(default=None, ge=1)
+    timing: Timing | None = None
+    trial_days: int = Field(default=0, ge=0)
+
+
+class History(BaseModel):
+    """A subscription's changes, oldest first; the first is its `start`.
+
+    >>> History.model_validate({"subscription_id": "S1", "changes": [
+    ...     {"action": "start", "day": "2026-10-01", "plan": "pro", "seats": 5},
+    ...     {"action": "change_seats", "day": "2026-10-16", "seats": 8}]}).changes[1].seats
+    8
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subscription_id: str = Field(min_length=1)
+    changes: list[Change] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> History:
+        problems: list[str] = []
+        paused = False
+        for index, change in enumerate(self.changes):
+            where = f"changes[{index}] ({change.action} on {change.day})"
+            if (index == 0) != (change.action == "start"):
+                problems.append(f"{where}: a history has exactly one start, its first change")
+            if index and change.day < self.changes[index - 1].day:
+                problems.append(f"{where}: changes must be in date order")
+            if index and self.changes[index - 1].action == "cancel":
+                problems.append(f"{where}: nothing can follow a cancel")
+            if change.action in ("start", "change_plan") and not change.plan:
+                problems.append(f"{where}: needs a plan")
+            if change.action == "change_seats" and change.seats is None:
+                problems.append(f"{where}: needs seats")
+            if change.timing is not None and change.action not in ("change_plan", "cancel"):
+                problems.append(f"{where}: only change_plan and cancel take a timing")
+            if change.trial_days and change.action != "start":
+                problems.append(f"{where}: only start takes trial_days")
+            if change.action == "pause":
+                if paused:
+                    problems.append(f"{where}: already paused")
+                paused = True
+            elif change.action == "resume":
+                if not paused:
+                    problems.append(f"{where}: resume without a pause")
+                paused = False
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def start(self) -> date:
+        return self.changes[0].day
+
+
+def load_history(text: str, source: str = "history") -> History:
+    """A history from YAML (`subscription_id` and `changes`; the id may be left out).
+
+    >>> load_history("changes: [{action: start, day: 2026-10-01, plan: pro}]").subscription_id
+    'QUOTE'
+    """
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LifecycleError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise LifecycleError(f"{source}: must be a mapping with a list of changes")
+    raw.setdefault("subscription_id", "QUOTE")
+    try:
+        return History.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'history'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise LifecycleError(f"{source}: " + "; ".join(problems)) from exc
+
+
+@dataclass(frozen=True)
+class State:
+    plan: str
+    seats: int
+    status: Status
+
+
+@dataclass(frozen=True)
+class Segment:
+    """`[start, end)` in local days (`end=None`: still running) in one state."""
+
+    start: date
+    end: date | None
+    state: State
+
+
+@dataclass(frozen=True)
+class ProratedLine:
+    """One fixed-fee line of a period: a charge for a segment, or a credit (negative)."""
+
+    plan_id: str
+    charge_key: str
+    charge: ChargeBase
+    role: Literal["arrears", "advance", "unused", "remaining"]
+    first_day: date
+    end_day: date  # exclusive
+    factor: Decimal
+    seats: int
+    priced: PricedCharge
+
+    @property
+    def amount(self) -> Decimal:
+        return -self.priced.amount if self.role == "unused" else self.priced.amount
+
+
+def check_history(history: History, catalog: Catalog) -> None:
+    """Every plan must be in the catalog, and all of them in one currency."""
+    plans = [c.plan for c in history.changes if c.plan]
+    unknown = sorted({p for p in plans if p not in catalog.plans})
+    problems = [f"plan {p!r} is not in the catalog" for p in unknown]
+    currencies = {catalog.plans[p].currency for p in plans if p in catalog.plans}
+    if len(currencies) > 1:
+        problems.append(f"plans are priced in {', '.join(sorted(currencies))}; use one currency")
+    if problems:
+        raise LifecycleError(f"history {history.subscription_id}: " + "; ".join(problems))
+
+
+def _fixed_price(catalog: Catalog, plan_id: str, seats: int) -> Decimal:
+    total = Decimal(0)
+    for _, charge in catalog.plan_charges(plan_id):
+        if charge.kind == "recurring":
+            quantity = Decimal(seats) if model_name(type(charge)) == "per_seat" else Decimal(1)
+            total += price_charge(charge, quantity).amount
+    return total
+
+
+def _effective_day(
+    change: Change, plan: str | None, seats: int, catalog: Catalog, cycle: BillingCycle
+) -> date:
+    timing = change.timing
+    if timing is None and change.action == "cancel":
+        timing = "period_end"
+    if timing is None and change.action == "change_plan" and plan is not None:
+        assert change.plan is not None
+        upgrade = _fixed_price(catalog, change.plan, seats) >= _fixed_price(catalog, plan, seats)
+        timing = "immediate" if upgrade else "period_end"
+    if timing == "period_end":
+        return cycle.period_of(cycle.start_of(change.day)).end_day
+    return change.day
+
+
+def timeline(
+    history: History, catalog: Catalog, cycle: BillingCycle, *, known_on: date | None = None
+) -> list[Segment]:
+    """The subscription's states over time, oldest first.
+
+    `known_on` keeps only the changes dated on or before that day: what an invoice
+    issued that day knew.
+    """
+    check_history(history, catalog)
+    changes = [c for c in history.changes if known_on is None or c.day <= known_on]
+    events: list[tuple[date, int, Change | None]] = []
+    plan: str | None = None
+    seats = 1
+    for seq, change in enumerate(changes):
+        events.append((_effective_day(change, plan, seats, catalog, cycle), seq, change))
+        plan = change.plan or plan
+        seats = change.seats or seats
+    trial_end: date | None = None
+    if changes and changes[0].trial_days:
+        trial_end = date.fromordinal(changes[0].day.toordinal() + changes[0].trial_days)
+        events.append((trial_end, -1, None))  # the trial ends: only the status changes
+    events.sort(key=lambda e: (e[0], e[1]))
+
+    segments: list[Segment] = []
+    plan, seats, paused, ended = None, 1, False, False
+    state: State | None = None
+    since: date | None = None
+    for day, group in groupby(events, key=lambda e: e[0]):
+        for _, _, effective in group:
+            if effective is None:
+                continue
+            ended = ended or effective.action == "cancel"
+            plan = effective.plan or plan
+            seats = effective.seats or seats
+            paused = effective.action == "pause" or (paused and effective.action != "resume")
+        trial = trial_end is not None and day < trial_end
+        status: Status = "paused" if paused else "trial" if trial else "active"
+        new = None if ended or plan is None else State(plan, seats, status)
+        if state is not None and since is not None and since < day:
+            segments.append(Segment(since, day, state))
+        state, since = new, day
+    if state is not None and since is not None:
+        segments.append(Segment(since, None, state))
+    merged: list[Segment] = []
+    for segment in segments:
+        if merged and merged[-1].state == segment.state and merged[-1].end == segment.start:
+            merged[-1] = Segment(merged[-1].start, segment.end, segment.state)
+        else:
+            merged.append(segment)
+    return merged
+
+
+def _clip(segments: Iterable[Segment], period: Period) -> list[Segment]:
+    clipped = []
+    for s in segments:
+        first = max(s.start, period.first_day)
+        end = period.end_day if s.end is None else min(s.end, period.end_day)
+        if first < end:
+            clipped.append(Segment(first, end, s.state))
+    return clipped
+
+
+def _items(
+    state: State | None, catalog: Catalog, timing: str
+) -> dict[tuple[str, str], tuple[ChargeBase, int]]:
+    """The fixed fees a state is billed, keyed (plan, charge key), with their seats."""
+    if state is None or state.status != "active":
+        return {}
+    found: dict[tuple[str, str], tuple[ChargeBase, int]] = {}
+    for key, charge in catalog.plan_charges(state.plan):
+        if charge.kind == "recurring" and getattr(charge, "timing", "advance") == timing:
+            per_seat = model_name(type(charge)) == "per_seat"
+            found[(state.plan, key)] = (charge, state.seats if per_seat else 1)
+    return found
+
+
+def _state_on(segments: list[Segment], day: date) -> State | None:
+    for s in segments:
+        if s.start <= day and (s.end is None or day < s.end):
+            return s.state
+    return None
+
+
+def _line(
+    role: Literal["arrears", "advance", "unused", "remaining"],
+    key: tuple[str, str],
+    item: tuple[ChargeBase, int],
+    first: date,
+    end: date,
+    period: Period,
+    cycle: BillingCycle,
+    by: Proration,
+) -> ProratedLine:
+    charge, seats = item
+    factor = proration_factor(period, cycle.start_of(first), cycle.start_of(end), by)
+    priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats), factor))
+    return ProratedLine(key[0], key[1], charge, role, first, end, factor, seats, priced)
+
+
+def fixed_fee_lines(
+    history: History,
+    catalog: Catalog,
+    cycle: BillingCycle,
+    period: Period,
+    *,
+    by: Proration = "day",
+) -> list[ProratedLine]:
+    """The fixed-fee lines of the invoice that closes `period` (see the module text).
+
+    # Stripe's example: 10.00 a month in advance, upgraded to 20.00 halfway through.
+    # November has 30 days; the upgrade on the 16th leaves 15 of them:
+    # unused 10.00 x 15/30 = -5.00, remaining 20.00 x 15/30 = +10.00; December +20.00
+    >>> from pricing_rules.catalog import parse_catalog
+    >>> catalog = parse_catalog("{version: x, metrics: {}, plans: {"
+    ...     "basic: {name: Basic, currency: USD, charges: [{id: fee, name: Fee, model: flat,"
+    ...     " amount: '10'}]}, plus: {name: Plus, currency: USD, charges: [{id: fee,"
+    ...     " name: Fee, model: flat, amount: '20'}]}}}")
+    >>> history = History.model_validate({"subscription_id": "S", "changes": [
+    ...     {"action": "start", "day": "2026-10-01", "plan": "basic"},
+    ...     {"action": "change_plan", "day": "2026-11-16", "plan": "plus"}]})
+    >>> cycle = BillingCycle()
+    >>> november = cycle.period_of(cycle.start_of(date(2026, 11, 1)))
+    >>> [(line.role, line.plan_id, f"{line.amount.normalize():f}") for line in
+    ...     fixed_fee_lines(history, catalog, cycle, november)]
+    [('unused', 'basic', '-5'), ('remaining', 'plus', '10'), ('advance', 'plus', '20')]
+    """
+    actual = timeline(history, catalog, cycle)
+    lines: list[ProratedLine] = []
+    for segment in _clip(actual, period):
+        for key, item in _items(segment.state, catalog, "arrears").items():
+            lines.append(
+                _line(
+                    "arrears",
+                    key,
+                    item,
+                    segment.start,
+                    segment.end or period.end_day,
+                    period,
+                    cycle,
+                    by,
+                )
+            )
+
+    billed = timeline(history, catalog, cycle, known_on=period.first_day)
+    cuts = sorted(
+        {period.first_day, period.end_day}
+        | {d for s in [*billed, *actual] for d in (s.start, s.end) if d is not None}
+    )
+    days = [d for d in cuts if period.first_day <= d <= period.end_day]
+    # Runs of days where what was billed differs from what happened, merged.
+    spans: list[tuple[date, date, State | None, State | None]] = []
+    for first, end in pairwise(days):
+        was, now = _state_on(billed, first), _state_on(actual, first)
+        if spans and spans[-1][1] == first and spans[-1][2:] == (was, now):
+            spans[-1] = (spans[-1][0], end, was, now)
+        else:
+            spans.append((first, end, was, now))
+    for first, end, was, now in spans:
+        before, after = _items(was, catalog, "advance"), _items(now, catalog, "advance")
+        for key, item in before.items():
+            if after.get(key) != item:
+                lines.append(_line("unused", key, item, first, end, period, cycle, by))
+        for key, item in after.items():
+            if before.get(key) != item:
+                lines.append(_line("remaining", key, item, first, end, period, cycle, by))
+
+    following = cycle.period_of(period.end)
+    ahead = timeline(history, catalog, cycle, known_on=following.first_day)
+    for segment in _clip(ahead, following):
+        for key, item in _items(segment.state, catalog, "advance").items():
+            lines.append(
+                _line(
+                    "advance",
+                    key,
+                    item,
+                    segment.start,
+                    segment.end or following.end_day,
+                    following,
+                    cycle,
+                    by,
+                )
+            )
+    return lines
+
+
+def describe(line: ProratedLine, catalog: Catalog) -> str:
+    """The line in plain words, e.g. `Unused time on Pro: Seats, 10 seat(s), 2026-11-16 to
+    2026-11-30 (15/30 of the period)`."""
+    plan = catalog.plans[line.plan_id].name
+    what = {
+        "arrears": f"{line.charge.name} ({plan}, in arrears)",
+        "advance": f"{line.charge.name} ({plan}, in advance)",
+        "unused": f"Unused time on {plan}: {line.charge.name}",
+        "remaining": f"Remaining time on {plan}: {line.charge.name}",
+    }[line.role]
+    seats = f", {line.seats} seat(s)" if model_name(type(line.charge)) == "per_seat" else ""
+    last = date.fromordinal(line.end_day.toordinal() - 1)
+    return f"{what}{seats}, {line.first_day} to {last} (factor {_short(line.factor)})"
+
+
+def _short(factor: Decimal) -> str:
+    return f"{factor.quantize(Decimal('0.0001'), context=MONEY_CONTEXT).normalize():f}"

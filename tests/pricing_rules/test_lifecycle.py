@@ -1,0 +1,501 @@
+"""Subscription lifecycle: histories priced into prorated lines and credits."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from pricing_rules.catalog import parse_catalog
+from pricing_rules.cycles import BillingCycle, Period
+from pricing_rules.lifecycle import (
+    History,
+    LifecycleError,
+    ProratedLine,
+    describe,
+    fixed_fee_lines,
+    timeline,
+)
+from pricing_rules.money import RoundingMode, round_money
+from pricing_rules.periods import BillingPeriod, proration_ratio
+from pricing_rules.rating import rate, subscription_frame
+from tests.pricing_rules.frames import usage_frame
+
+CATALOG = parse_catalog(
+    """
+version: lifecycle
+metrics: {}
+plans:
+  basic:
+    name: Basic
+    currency: USD
+    charges: [{id: fee, name: Subscription, model: flat, amount: "10.00"}]
+  plus:
+    name: Plus
+    currency: USD
+    charges: [{id: fee, name: Subscription, model: flat, amount: "20.00"}]
+  team:
+    name: Team
+    currency: USD
+    charges:
+      - {id: platform, name: Platform, model: flat, amount: "49.00"}
+      - {id: seats, name: Seats, model: per_seat, unit_price: "14.50"}
+  voice:
+    name: Voice
+    currency: USD
+    charges: [{id: fee, name: Line rental, model: flat, amount: "29.95"}]
+  plan_a:
+    name: Plan A
+    currency: EUR
+    charges: [{id: fee, name: Subscription, model: flat, amount: "100", timing: arrears}]
+  plan_b:
+    name: Plan B
+    currency: EUR
+    charges: [{id: fee, name: Subscription, model: flat, amount: "200", timing: arrears}]
+  plan_a_renamed:
+    name: Plan A (renamed)
+    currency: EUR
+    charges: [{id: fee, name: Subscription, model: flat, amount: "100", timing: arrears}]
+  euro:
+    name: Euro
+    currency: EUR
+    charges: [{id: fee, name: Subscription, model: flat, amount: "10.00"}]
+"""
+)
+CYCLE = BillingCycle()
+
+
+def month(year: int, number: int, cycle: BillingCycle = CYCLE) -> Period:
+    return cycle.period_of(cycle.start_of(date(year, number, 1)))
+
+
+def history(*changes: dict[str, Any]) -> History:
+    return History.model_validate({"subscription_id": "S1", "changes": list(changes)})
+
+
+def start(on: str, plan: str = "basic", **extra: Any) -> dict[str, Any]:
+    return {"action": "start", "day": on, "plan": plan, **extra}
+
+
+def lines_of(h: History, period: Period, **kw: Any) -> list[ProratedLine]:
+    return fixed_fee_lines(h, CATALOG, CYCLE, period, **kw)
+
+
+def cents(lines: list[ProratedLine], currency: str = "USD") -> list[tuple[str, str, Decimal]]:
+    return [
+        (line.role, line.plan_id, round_money(line.amount, currency, RoundingMode.HALF_UP))
+        for line in lines
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Golden cases from public documentation
+# --------------------------------------------------------------------------------------
+
+
+def test_stripe_upgrade_halfway_through_the_period() -> None:
+    # Stripe, "Prorations": 10 USD a month, upgraded to 20 USD halfway through the
+    # period -> -5 USD unused time, +10 USD remaining time; the renewal bills 20 USD.
+    # November 2026 has 30 days; effective on the 16th, 15 days remain:
+    # unused 10.00 x 15/30 = -5.00; remaining 20.00 x 15/30 = 10.00; December 20.00
+    # The invoice closing November: -5.00 + 10.00 + 20.00 = 25.00 (Stripe's "$25")
+    h = history(start("2026-10-01"), {"action": "change_plan", "day": "2026-11-16", "plan": "plus"})
+    got = cents(lines_of(h, month(2026, 11)))
+    assert got == [
+        ("unused", "basic", Decimal("-5.00")),
+        ("remaining", "plus", Decimal("10.00")),
+        ("advance", "plus", Decimal("20.00")),
+    ]
+    assert sum(amount for *_, amount in got) == Decimal("25.00")
+
+
+def test_lago_upgrade_of_a_plan_paid_in_arrears() -> None:
+    # Lago, "Upgrades and downgrades", arrears: Plan A 100 EUR from January 1, upgraded
+    # to Plan B 200 EUR on January 15 (calendar billing).
+    # Plan A, January 1-14: 14/31 x 100 = 45.161.. -> 45.16
+    # Plan B, January 15-31: 17/31 x 200 = 109.677.. -> 109.68
+    h = history(
+        start("2026-01-01", "plan_a"),
+        {"action": "change_plan", "day": "2026-01-15", "plan": "plan_b"},
+    )
+    got = cents(lines_of(h, month(2026, 1)), "EUR")
+    assert got == [
+        ("arrears", "plan_a", Decimal("45.16")),
+        ("arrears", "plan_b", Decimal("109.68")),
+    ]
+
+
+def test_kill_bill_in_advance_first_invoice_is_prorated_to_the_billing_day() -> None:
+    # Kill Bill bills in advance up to the bill cycle day (BCD 1 here): a subscription
+    # created mid-month pays the rest of that month, then whole months in advance.
+    # 29.95 a month from October 17: 15/31 x 29.95 = 14.4919.. -> 14.49;
+    # November in advance: 29.95
+    h = history(start("2026-10-17", "voice"))
+    assert cents(lines_of(h, month(2026, 10))) == [
+        ("remaining", "voice", Decimal("14.49")),
+        ("advance", "voice", Decimal("29.95")),
+    ]
+    # A subscription created on the 1st was billed for that month by the invoice issued
+    # that day (the one closing September) and is not billed for it again.
+    on_the_first = history(start("2026-10-01", "voice"))
+    assert cents(lines_of(on_the_first, month(2026, 9))) == [("advance", "voice", Decimal("29.95"))]
+    assert cents(lines_of(on_the_first, month(2026, 10))) == [
+        ("advance", "voice", Decimal("29.95"))
+    ]
+
+
+def test_stripe_same_day_upgrade_and_back_bills_nothing_extra() -> None:
+    h = history(
+        start("2026-10-01"),
+        {"action": "change_plan", "day": "2026-11-10", "plan": "plus"},
+        {"action": "change_plan", "day": "2026-11-10", "plan": "basic", "timing": "immediate"},
+    )
+    assert cents(lines_of(h, month(2026, 11))) == [("advance", "basic", Decimal("10.00"))]
+
+
+# --------------------------------------------------------------------------------------
+# Each lifecycle event
+# --------------------------------------------------------------------------------------
+
+
+def test_cancel_immediately_credits_the_unused_days() -> None:
+    # 10.00 billed for November in advance; cancelled on the 21st: 10 of 30 days unused
+    # -> -10.00 x 10/30 = -3.33; nothing for December
+    h = history(
+        start("2026-10-01"), {"action": "cancel", "day": "2026-11-21", "timing": "immediate"}
+    )
+    assert cents(lines_of(h, month(2026, 11))) == [("unused", "basic", Decimal("-3.33"))]
+
+
+def test_cancel_at_period_end_has_no_credit_and_no_renewal() -> None:
+    h = history(start("2026-10-01"), {"action": "cancel", "day": "2026-11-21"})
+    assert lines_of(h, month(2026, 11)) == []
+    assert [s.end for s in timeline(h, CATALOG, CYCLE)] == [date(2026, 12, 1)]
+
+
+def test_downgrade_waits_for_the_period_end_unless_the_policy_says_now() -> None:
+    deferred = history(
+        start("2026-10-01", "plus"), {"action": "change_plan", "day": "2026-11-16", "plan": "basic"}
+    )
+    assert cents(lines_of(deferred, month(2026, 11))) == [("advance", "basic", Decimal("10.00"))]
+    immediate = history(
+        start("2026-10-01", "plus"),
+        {"action": "change_plan", "day": "2026-11-16", "plan": "basic", "timing": "immediate"},
+    )
+    # unused 20.00 x 15/30 = -10.00; remaining 10.00 x 15/30 = 5.00
+    assert cents(lines_of(immediate, month(2026, 11))) == [
+        ("unused", "plus", Decimal("-10.00")),
+        ("remaining", "basic", Decimal("5.00")),
+        ("advance", "basic", Decimal("10.00")),
+    ]
+
+
+def test_seat_change_credits_old_seats_and_charges_new_ones() -> None:
+    # 10 -> 15 seats on November 16 (15 of 30 days left); the platform fee is unchanged:
+    # unused 10 x 14.50 x 15/30 = -72.50; remaining 15 x 14.50 x 15/30 = 108.75
+    # December in advance: 49.00 + 15 x 14.50 = 49.00 + 217.50
+    h = history(
+        start("2026-10-01", "team", seats=10),
+        {"action": "change_seats", "day": "2026-11-16", "seats": 15},
+    )
+    lines = lines_of(h, month(2026, 11))
+    assert [(line.role, line.charge_key, line.seats) for line in lines] == [
+        ("unused", "seats", 10),
+        ("remaining", "seats", 15),
+        ("advance", "platform", 1),
+        ("advance", "seats", 15),
+    ]
+    assert [a for *_, a in cents(lines)] == [
+        Decimal("-72.50"),
+        Decimal("108.75"),
+        Decimal("49.00"),
+        Decimal("217.50"),
+    ]
+    assert "Unused time on Team: Seats, 10 seat(s), 2026-11-16 to 2026-11-30" in describe(
+        lines[0], CATALOG
+    )
+
+
+def test_trial_days_are_free_then_prorated() -> None:
+    # 14 free days from October 1; billed from October 15: 17/31 x 10.00 = 5.48, on the
+    # invoice issued October 1 (closing September), in advance. October's own invoice
+    # then has nothing to settle and bills November.
+    h = history(start("2026-10-01", trial_days=14))
+    assert cents(lines_of(h, month(2026, 9))) == [("advance", "basic", Decimal("5.48"))]
+    assert cents(lines_of(h, month(2026, 10))) == [("advance", "basic", Decimal("10.00"))]
+    assert [s.state.status for s in timeline(h, CATALOG, CYCLE)] == ["trial", "active"]
+
+
+def test_pause_credits_the_paused_days_and_resume_charges_again() -> None:
+    # Paused November 11-20 (10 of 30 days): -10.00 x 10/30 = -3.33
+    h = history(
+        start("2026-10-01"),
+        {"action": "pause", "day": "2026-11-11"},
+        {"action": "resume", "day": "2026-11-21"},
+    )
+    assert cents(lines_of(h, month(2026, 11))) == [
+        ("unused", "basic", Decimal("-3.33")),
+        ("advance", "basic", Decimal("10.00")),
+    ]
+
+
+def test_per_second_proration_counts_the_short_dst_day() -> None:
+    # New York, March 2026: 31 days, but March 8 has 23 hours (743 hours in all).
+    # From March 8 on, by day: 24/31; by second: (743 - 7 x 24) / 743 = 575/743
+    cycle = BillingCycle(timezone="America/New_York")
+    h = history(start("2026-03-08"))
+    march = month(2026, 3, cycle)
+    by_day = fixed_fee_lines(h, CATALOG, cycle, march)[0].factor
+    by_second = fixed_fee_lines(h, CATALOG, cycle, march, by="second")[0].factor
+    assert by_day == proration_ratio(24, 31)
+    assert by_second == proration_ratio(575, 743)
+
+
+def test_anniversary_cycles_prorate_against_their_own_periods() -> None:
+    # Billing day 15: the period is October 15 - November 14 (31 days). An upgrade on
+    # November 1 leaves 14 days: unused -10.00 x 14/31 = -4.52, remaining 20 x 14/31 = 9.03
+    cycle = BillingCycle(alignment="anniversary", anchor=date(2026, 10, 15))
+    h = history(start("2026-10-15"), {"action": "change_plan", "day": "2026-11-01", "plan": "plus"})
+    period = cycle.period_of(cycle.start_of(date(2026, 10, 20)))
+    assert (period.first_day, period.end_day) == (date(2026, 10, 15), date(2026, 11, 15))
+    got = [
+        (line.role, round_money(line.amount, "USD", RoundingMode.HALF_UP))
+        for line in fixed_fee_lines(h, CATALOG, cycle, period)
+    ]
+    assert got == [
+        ("unused", Decimal("-4.52")),
+        ("remaining", Decimal("9.03")),
+        ("advance", Decimal("20.00")),
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ([{"action": "cancel", "day": "2026-10-01"}], "exactly one start"),
+        (
+            [start("2026-10-05"), {"action": "change_seats", "day": "2026-10-01", "seats": 2}],
+            "date order",
+        ),
+        ([start("2026-10-01"), {"action": "resume", "day": "2026-10-02"}], "without a pause"),
+        ([start("2026-10-01"), {"action": "change_plan", "day": "2026-10-02"}], "needs a plan"),
+        (
+            [start("2026-10-01"), {"action": "cancel", "day": "2026-10-02"}, start("2026-11-01")],
+            "nothing can follow a cancel",
+        ),
+        (
+            [start("2026-10-01"), {"action": "pause", "day": "2026-10-02", "timing": "immediate"}],
+            "only change_plan and cancel take a timing",
+        ),
+    ],
+)
+def test_incoherent_histories_are_refused(changes: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        history(*changes)
+
+
+def test_unknown_plans_and_mixed_currencies_are_refused() -> None:
+    h = history(
+        start("2026-10-01"),
+        {"action": "change_plan", "day": "2026-10-02", "plan": "euro"},
+        {"action": "change_plan", "day": "2026-10-03", "plan": "gold"},
+    )
+    with pytest.raises(LifecycleError, match=r"'gold' is not in the catalog.*EUR, USD"):
+        timeline(h, CATALOG, CYCLE)
+
+
+# --------------------------------------------------------------------------------------
+# Properties
+# --------------------------------------------------------------------------------------
+
+days_in = st.integers(min_value=1, max_value=27)
+
+
+@settings(max_examples=120, deadline=None, database=None)
+@given(cuts=st.lists(days_in, min_size=1, max_size=5, unique=True), timing=st.booleans())
+def test_prorated_pieces_of_a_split_period_add_up_to_the_full_price(
+    cuts: list[int], timing: bool
+) -> None:
+    # Moves between two plans at the same price split November into pieces; each piece
+    # is rounded on its own, so together they are within one cent per split of 100.00.
+    plans = ["plan_a", "plan_a_renamed"]
+    changes: list[dict[str, Any]] = [start("2026-11-01", "plan_a")]
+    for n, day in enumerate(sorted(cuts)):
+        on = f"2026-11-{day + 1:02d}"
+        change = {"action": "change_plan", "day": on, "plan": plans[(n + 1) % 2]}
+        changes.append(change | ({"timing": "immediate"} if timing else {}))
+    lines = lines_of(history(*changes), month(2026, 11))
+    assert len(lines) == len(changes)  # one arrears line per piece
+    exact = sum((line.amount for line in lines), Decimal(0))
+    assert abs(exact - Decimal(100)) < Decimal("1e-25")
+    rounded = sum(round_money(line.amount, "EUR", RoundingMode.HALF_UP) for line in lines)
+    assert abs(rounded - Decimal("100.00")) <= Decimal("0.01") * (len(lines) - 1)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(day=st.integers(min_value=1, max_value=30), plan=st.sampled_from(["plus", "team"]))
+def test_an_upgrade_and_a_downgrade_back_on_the_same_day_net_to_zero(day: int, plan: str) -> None:
+    on = f"2026-11-{day:02d}"
+    h = history(
+        start("2026-10-01"),
+        {"action": "change_plan", "day": on, "plan": plan, "timing": "immediate"},
+        {"action": "change_plan", "day": on, "plan": "basic", "timing": "immediate"},
+    )
+    assert lines_of(h, month(2026, 11)) == lines_of(history(start("2026-10-01")), month(2026, 11))
+
+
+change_strategy = st.fixed_dictionaries(
+    {
+        "action": st.sampled_from(["change_plan", "change_seats", "pause", "resume", "cancel"]),
+        "offset": st.integers(min_value=0, max_value=80),
+        "plan": st.sampled_from(["basic", "plus", "team"]),
+        "seats": st.integers(1, 9),
+        "timing": st.sampled_from(["immediate", "period_end"]),
+    }
+)
+
+
+def _random_history(first: int, trial: int, raw: list[dict[str, Any]]) -> History:
+    changes: list[dict[str, Any]] = [
+        start((date(2026, 9, 1) + timedelta(days=first)).isoformat(), "team", trial_days=trial)
+    ]
+    paused = False
+    on = date(2026, 9, 1) + timedelta(days=first)
+    for item in sorted(raw, key=lambda c: c["offset"]):
+        on = max(on, date(2026, 9, 1) + timedelta(days=first + item["offset"]))
+        action = item["action"]
+        if (action == "pause" and paused) or (action == "resume" and not paused):
+            continue
+        change: dict[str, Any] = {"action": action, "day": on.isoformat()}
+        if action == "change_plan":
+            change |= {"plan": item["plan"], "timing": item["timing"]}
+        elif action == "change_seats":
+            change["seats"] = item["seats"]
+        elif action == "cancel":
+            change["timing"] = item["timing"]
+        paused = action == "pause" or (paused and action != "resume")
+        changes.append(change)
+        if action == "cancel":
+            break
+    return history(*changes)
+
+
+@settings(max_examples=120, deadline=None, database=None)
+@given(
+    first=st.integers(0, 40),
+    trial=st.sampled_from([0, 0, 7, 30]),
+    raw=st.lists(change_strategy, max_size=6),
+)
+def test_every_period_is_billed_exactly_once_across_invoices(
+    first: int, trial: int, raw: list[dict[str, Any]]
+) -> None:
+    # For any history, what the invoices bill for a month (in advance on the invoice
+    # before, settled on its own) equals what the month actually cost.
+    h = _random_history(first, trial, raw)
+    actual = timeline(h, CATALOG, CYCLE)
+    for number in (10, 11, 12):
+        period = month(2026, number)
+        before = month(2026, number - 1)
+        billed = sum(
+            (line.amount for line in lines_of(h, before) if line.role == "advance"), Decimal(0)
+        )
+        settled = sum(
+            (line.amount for line in lines_of(h, period) if line.role in ("unused", "remaining")),
+            Decimal(0),
+        )
+        cost = Decimal(0)
+        for segment in actual:
+            first_day = max(segment.start, period.first_day)
+            end_day = period.end_day if segment.end is None else min(segment.end, period.end_day)
+            if first_day >= end_day or segment.state.status != "active":
+                continue
+            days = Decimal((end_day - first_day).days) / Decimal(period.days)
+            for _, charge in CATALOG.plan_charges(segment.state.plan):
+                per_seat = charge.id == "seats"
+                price = charge.unit_price if per_seat else charge.amount  # type: ignore[attr-defined]
+                cost += price * (segment.state.seats if per_seat else 1) * days
+        assert abs(billed + settled - cost) < Decimal("1e-20"), (period, h)
+
+
+# --------------------------------------------------------------------------------------
+# In a rating
+# --------------------------------------------------------------------------------------
+
+
+def test_rate_bills_fixed_fees_from_histories_and_keeps_plain_subscriptions_as_before() -> None:
+    upgraded = History.model_validate(
+        {
+            "subscription_id": "S-UP",
+            "changes": [
+                start("2026-10-01"),
+                {"action": "change_plan", "day": "2026-11-16", "plan": "plus"},
+            ],
+        }
+    )
+    upcoming = History.model_validate(
+        {"subscription_id": "S-NEW", "changes": [start("2026-12-01", "team", seats=3)]}
+    )
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "S-UP",
+                "account_id": "A",
+                "plan_id": "plus",
+                "start_date": date(2026, 10, 1),
+                "end_date": None,
+            },
+            {
+                "subscription_id": "S-NEW",
+                "account_id": "B",
+                "plan_id": "team",
+                "start_date": date(2026, 12, 1),
+                "end_date": None,
+                "quantity": 3,
+            },
+            {
+                "subscription_id": "S-PLAIN",
+                "account_id": "C",
+                "plan_id": "basic",
+                "start_date": date(2026, 11, 11),
+                "end_date": None,
+            },
+        ]
+    )
+    result = rate(
+        usage_frame([]),
+        subs,
+        CATALOG,
+        BillingPeriod.parse("2026-11"),
+        histories={"S-UP": upgraded, "S-NEW": upcoming},
+    )
+    got: dict[tuple[str, str], Decimal] = {}
+    for row in result.lines.filter(pl.col("charge_kind") == "recurring").iter_rows(named=True):
+        role = row["line_id"].split(":")[2] if row["subscription_id"] != "S-PLAIN" else "plain"
+        key = (row["subscription_id"], role)
+        got[key] = got.get(key, Decimal(0)) + row["amount"]
+    # S-UP: the Stripe case above. S-NEW starts December 1: billed in advance now,
+    # 49.00 + 3 x 14.50 = 92.50. S-PLAIN has no history: November 11-30, 20/30 x 10.00
+    assert got == {
+        ("S-UP", "unused"): Decimal("-5.00"),
+        ("S-UP", "remaining"): Decimal("10.00"),
+        ("S-UP", "advance"): Decimal("20.00"),
+        ("S-NEW", "advance"): Decimal("92.50"),
+        ("S-PLAIN", "plain"): Decimal("6.67"),
+    }
+    credit = result.lines.filter(pl.col("amount") < 0).row(0, named=True)
+    details = json.loads(credit["details"])
+    assert sum(Decimal(d["amount"]) for d in details) == Decimal(credit["precise_amount"])
+    assert details[0]["service"] == "2026-11-16 to 2026-11-30"
+    assert credit["description"].startswith("Unused time on Basic: Subscription")
