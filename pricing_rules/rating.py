@@ -641,8 +641,7 @@ class _Rater:
                 line["amount"]
                 for line in invoice.lines
                 # the next period's fees, billed in advance, count toward its own commitment
-                if line["subscription_id"] == sub["subscription_id"]
-                and not line.get("next_period")
+                if line["subscription_id"] == sub["subscription_id"] and not line.get("next_period")
             ),
             Decimal(0),
         )
