@@ -18,13 +18,24 @@ from tasks.approve import approve
 from tasks.common import ledger, staged_key
 from tasks.detect import detect
 from tasks.discover import discover
+from tasks.late import settle_late
 from tasks.load import load
 from tasks.publish import pending_invoices, publish
 from tasks.rate import rate
 from tasks.validate import validate
 from validation.usage import ConservationError
 
-STAGED = ("raw", "valid", "quarantine", "duplicates", "rated", "unrated", "notices", "findings")
+STAGED = (
+    "raw",
+    "valid",
+    "quarantine",
+    "duplicates",
+    "rated",
+    "adjustments",
+    "unrated",
+    "notices",
+    "findings",
+)
 
 
 def previous_month(today: date) -> str:
@@ -82,6 +93,7 @@ def billing_run(
         if counts["read"] != read:
             raise ConservationError(f"loaded {read} rows but validation read {counts['read']}")
         rated = rate(settings, run_id, period)
+        late = settle_late(settings, run_id, period)
         detected = detect(settings, run_id, period)
         alerts = alert(settings, run_id, period)
         new, existing, pending_totals = pending_invoices(settings, run_id, period)
@@ -91,6 +103,7 @@ def billing_run(
             "files": len(manifest),
             "counts": counts,
             "rated": rated,
+            "late_usage": late,
             "detected": detected,
             "alerts": alerts,
             "pending_invoices": new,

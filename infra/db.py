@@ -25,9 +25,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
     event,
+    or_,
     select,
+    union,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -155,6 +158,8 @@ class InvoiceLine(Base):
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     details: Mapped[str] = mapped_column(Text)
+    # An adjustment's closed period (late usage, corrections); null on the period's own.
+    service_period: Mapped[str | None] = mapped_column(String(7), index=True)
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -289,7 +294,14 @@ class Ledger:
             rows = session.execute(
                 select(Invoice.account_id, InvoiceLine.charge_id, InvoiceLine.amount_minor)
                 .join(Invoice, Invoice.invoice_id == InvoiceLine.invoice_id)
-                .where(Invoice.period != excluding_period, InvoiceLine.charge_id.like("credit:%"))
+                .where(
+                    Invoice.period != excluding_period,
+                    or_(
+                        InvoiceLine.service_period.is_(None),
+                        InvoiceLine.service_period != excluding_period,
+                    ),
+                    InvoiceLine.charge_id.like("credit:%"),
+                )
             )
             used: dict[tuple[str, str], int] = {}
             for account_id, charge_id, amount_minor in rows:
@@ -450,6 +462,56 @@ class Ledger:
                 )
             )
             return True
+
+    def billed_totals(self, period: str) -> dict[tuple[str, str], int]:
+        """Minor units billed for a period per (account, currency): its invoices' own lines
+        plus the adjustments later invoices carry for it."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Invoice.account_id, Invoice.currency, InvoiceLine.amount_minor)
+                .join(Invoice, Invoice.invoice_id == InvoiceLine.invoice_id)
+                .where(
+                    or_(
+                        and_(Invoice.period == period, InvoiceLine.service_period.is_(None)),
+                        InvoiceLine.service_period == period,
+                    )
+                )
+            )
+            totals: dict[tuple[str, str], int] = {}
+            for account_id, currency, amount_minor in rows:
+                totals[(account_id, currency)] = (
+                    totals.get((account_id, currency), 0) + amount_minor
+                )
+            return totals
+
+    def consumed_keys(self, period: str, prefix: str) -> dict[str, set[str]]:
+        """Per account invoiced for `period`: the usage keys under `prefix` read by the runs
+        that published what it was billed for the period (its own invoice, and invoices
+        carrying adjustments for the period). Usage in any other key is not billed yet."""
+        with self.session() as session:
+            own = select(Invoice.account_id, Invoice.run_id).where(Invoice.period == period)
+            adjusted = (
+                select(Invoice.account_id, Invoice.run_id)
+                .join(InvoiceLine, InvoiceLine.invoice_id == Invoice.invoice_id)
+                .where(InvoiceLine.service_period == period)
+            )
+            runs = union(own, adjusted).subquery()
+            rows = session.execute(
+                select(runs.c.account_id, ManifestEntry.key)
+                .select_from(runs)
+                .outerjoin(
+                    ManifestEntry,
+                    and_(
+                        ManifestEntry.run_id == runs.c.run_id, ManifestEntry.key.startswith(prefix)
+                    ),
+                )
+            )
+            keys: dict[str, set[str]] = {}
+            for account_id, key in rows:
+                found = keys.setdefault(account_id, set())
+                if key is not None:
+                    found.add(key)
+            return keys
 
     def invoices(self, period: str | None = None) -> list[Invoice]:
         with self.session() as session:

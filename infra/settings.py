@@ -44,6 +44,14 @@ class Settings(BaseSettings):
         "that the policy approved; low_risk: approve by policy only when no finding is "
         "high or critical, otherwise pause for finance.",
     )
+    late_usage_grace_periods: int = Field(
+        2,
+        ge=0,
+        le=24,
+        description="A run also bills usage that arrived late for this many closed periods "
+        "before its own, as labelled adjustments; 0 turns this off (late usage is then only "
+        "a finding).",
+    )
     approval_timeout_seconds: int = Field(7 * 24 * 3600, ge=1)
     approval_poll_seconds: int = Field(10, ge=1)
 

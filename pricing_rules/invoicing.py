@@ -29,6 +29,7 @@ class InvoiceLineDoc:
     amount: Decimal
     amount_minor: int
     details: list[dict[str, object]]
+    service_period: str | None = None  # the closed period an adjustment serves
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class InvoiceDoc:
                     "amount": str(from_minor_units(line.amount_minor, self.currency)),
                     "amount_minor": line.amount_minor,
                     "details": line.details,
+                    **({"service_period": line.service_period} if line.service_period else {}),
                 }
                 for line in self.lines
             ],
@@ -151,6 +153,7 @@ def assemble_invoices(
                     amount=row["amount"],
                     amount_minor=row["amount_minor"],
                     details=json.loads(row["details"]),
+                    service_period=row.get("service_period"),
                 )
             )
         invoices.append(doc)

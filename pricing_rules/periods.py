@@ -35,6 +35,14 @@ class BillingPeriod:
         end = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
         return cls(start, end)
 
+    def previous(self) -> BillingPeriod:
+        """The month before.
+
+        >>> BillingPeriod.parse("2027-01").previous().label
+        '2026-12'
+        """
+        return BillingPeriod.parse(f"{self.start - timedelta(days=1):%Y-%m}")
+
     @property
     def label(self) -> str:
         return f"{self.start:%Y-%m}"

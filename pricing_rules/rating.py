@@ -47,7 +47,7 @@ from pricing_rules.units import QUANTITY_SCALE, conversion_factor
 QUANTITY = pl.Decimal(38, QUANTITY_SCALE)
 MONEY = pl.Decimal(38, 4)
 _QUANTITY_QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
-KIND_ORDER = ("recurring", "usage", "commitment", "discount", "tax", "credit")
+KIND_ORDER = ("recurring", "usage", "commitment", "discount", "tax", "credit", "adjustment")
 
 LINE_SCHEMA = pl.Schema(
     {
@@ -72,6 +72,8 @@ LINE_SCHEMA = pl.Schema(
         "rounding": pl.String(),
         "description": pl.String(),
         "details": pl.String(),
+        # The closed period an adjustment line serves; null on the period's own lines.
+        "service_period": pl.String(),
     }
 )
 
@@ -1135,7 +1137,7 @@ def rate(
 
     lines = [line for _, inv in sorted(rater.invoices.items()) for line in inv.lines]
     lines_frame = pl.DataFrame(
-        {name: [line[name] for line in lines] for name in LINE_SCHEMA}, schema=LINE_SCHEMA
+        {name: [line.get(name) for line in lines] for name in LINE_SCHEMA}, schema=LINE_SCHEMA
     )
     unrated_frame = pl.concat(unrated).sort("account_id", "metric", "reason", nulls_last=True)
     # An event an event-level charge matched but could not price is unrated, not rated.

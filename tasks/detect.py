@@ -42,7 +42,8 @@ def detect(settings: Settings, run_id: str, period: str) -> dict[str, object]:
             unrated_events=int(unrated["events"].sum()),
             notices=read_staged(store, run_id, "notices"),
         )
-        published = {(i.account_id, i.currency): i.total_minor for i in db.invoices(period)}
+        # What the period was billed: its invoices' own lines and later adjustments for it.
+        published = db.billed_totals(period)
         findings = detect_leakage(
             rating, db.subscriptions(), catalog, BillingPeriod.parse(period), published
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -11,7 +12,7 @@ from infra.settings import Settings
 from pricing_rules.invoicing import InvoiceDoc, assemble_invoices
 from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
-from tasks.common import ledger, object_store, read_staged, step_artifact, timed
+from tasks.common import ledger, object_store, read_staged, staged_key, step_artifact, timed
 
 
 def invoices_for(settings: Settings, run_id: str, period: str) -> list[InvoiceDoc]:
@@ -20,7 +21,10 @@ def invoices_for(settings: Settings, run_id: str, period: str) -> list[InvoiceDo
     if run is None or run.catalog_hash is None or run.catalog_version is None:
         raise RuntimeError(f"run {run_id} has not been rated; nothing to publish")
     accounts = {a.account_id: (a.name, a.billing_email) for a in db.accounts().values()}
-    lines = read_staged(object_store(settings), run_id, "rated")
+    store = object_store(settings)
+    lines = read_staged(store, run_id, "rated")
+    if store.head(staged_key(run_id, "adjustments")) is not None:
+        lines = pl.concat([lines, read_staged(store, run_id, "adjustments")])
     return assemble_invoices(
         lines, accounts, BillingPeriod.parse(period), run.catalog_version, run.catalog_hash
     )
@@ -92,6 +96,7 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
                             "amount_minor": line.amount_minor,
                             "currency": doc.currency,
                             "details": _details(line.details),
+                            "service_period": line.service_period,
                         }
                         for line in doc.lines
                     ],

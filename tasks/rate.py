@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 import polars as pl
@@ -9,9 +10,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from infra.settings import Settings
-from pricing_rules.catalog import load_catalog
+from pricing_rules.catalog import Catalog, load_catalog
 from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
+from pricing_rules.rating import RatingResult
 from pricing_rules.rating import rate as rate_usage
 from pricing_rules.terms import AccountTerms
 from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
@@ -23,27 +25,60 @@ def totals_by_currency(lines: pl.DataFrame) -> dict[str, str]:
     return {c: str(from_minor_units(int(m), c)) for c, m in totals.rows()}
 
 
+@dataclass(frozen=True)
+class RatingInputs:
+    """What rating needs besides usage and the catalog, read from the ledger."""
+
+    subscriptions: pl.DataFrame
+    accounts: pl.DataFrame
+    terms: dict[str, AccountTerms]
+    credits_used: dict[tuple[str, str], Decimal]
+
+
+def account_inputs(settings: Settings, period: str, only: list[str] | None = None) -> RatingInputs:
+    """Subscriptions, accounts, terms and credits drawn on other periods' invoices; with
+    `only`, for those accounts alone."""
+    db = ledger(settings)
+    terms = {
+        account_id: AccountTerms.model_validate_json(text)
+        for account_id, text in db.account_terms().items()
+        if only is None or account_id in only
+    }
+    subscriptions, accounts = db.subscriptions(), db.account_frame()
+    if only is not None:
+        subscriptions = subscriptions.filter(pl.col("account_id").is_in(only))
+        accounts = accounts.filter(pl.col("account_id").is_in(only))
+    return RatingInputs(
+        subscriptions, accounts, terms, credits_used(db.credits_used(period), terms)
+    )
+
+
+def rate_with(
+    usage: pl.LazyFrame, catalog: Catalog, period: BillingPeriod, inputs: RatingInputs
+) -> RatingResult:
+    return rate_usage(
+        usage,
+        inputs.subscriptions,
+        catalog,
+        period,
+        accounts=inputs.accounts,
+        terms=inputs.terms,
+        credits_used=inputs.credits_used,
+    )
+
+
 @task(name="rate", cache_policy=NO_CACHE)
 def rate(settings: Settings, run_id: str, period: str) -> dict[str, object]:
     """Stage `rated.parquet` and `unrated.parquet`; unrated usage carries its reason."""
     with timed() as clock:
         store = object_store(settings)
         catalog = load_catalog(settings.catalog_path)
-        db = ledger(settings)
-        db.update_run(run_id, catalog_version=catalog.version, catalog_hash=catalog.content_hash)
+        ledger(settings).update_run(
+            run_id, catalog_version=catalog.version, catalog_hash=catalog.content_hash
+        )
         valid = read_staged(store, run_id, "valid")
-        terms = {
-            account_id: AccountTerms.model_validate_json(text)
-            for account_id, text in db.account_terms().items()
-        }
-        result = rate_usage(
-            valid.lazy(),
-            db.subscriptions(),
-            catalog,
-            BillingPeriod.parse(period),
-            accounts=db.account_frame(),
-            terms=terms,
-            credits_used=credits_used(db.credits_used(period), terms),
+        result = rate_with(
+            valid.lazy(), catalog, BillingPeriod.parse(period), account_inputs(settings, period)
         )
         with full_depth():
             rated_lines_schema().validate(result.lines, lazy=True)

@@ -298,7 +298,10 @@ def _published_differs(
 ) -> list[dict[str, object]]:
     """An invoice already published for the period whose total the usage now rates
     differently: late or corrected usage that no invoice bills (or over-billed)."""
-    totals = rating.lines.group_by("account_id", "currency").agg(pl.col("amount_minor").sum())
+    own = rating.lines
+    if "service_period" in own.columns:  # adjustments bill other periods
+        own = own.filter(pl.col("service_period").is_null())
+    totals = own.group_by("account_id", "currency").agg(pl.col("amount_minor").sum())
     findings: list[dict[str, object]] = []
     for account_id, currency, rated in totals.rows():
         billed = published.get((account_id, currency))

@@ -120,7 +120,14 @@ class Quarantine(pa.DataFrameModel):
 
 def rated_lines_schema() -> pa.DataFrameSchema:
     """Every line priced, rounded to a minor unit, explained; `line_id` is unique."""
-    nullable = {"subscription_id", "plan_id", "metric", "unit_price", "proration_factor"}
+    nullable = {
+        "subscription_id",
+        "plan_id",
+        "metric",
+        "unit_price",
+        "proration_factor",
+        "service_period",
+    }
     columns = {
         name: pa.Column(dtype, nullable=name in nullable) for name, dtype in LINE_SCHEMA.items()
     }
@@ -130,12 +137,12 @@ def rated_lines_schema() -> pa.DataFrameSchema:
     columns["details"] = pa.Column(
         pl.String, pa.Check.str_startswith("[", name="details_json_list"), nullable=False
     )
-    # Negative: discounts, prepaid credits, and credits for unused time (line ids
+    # Negative: discounts, prepaid credits, adjustments, and credits for unused time (line ids
     # `<subscription>:<charge>:unused:...`, from `pricing_rules.lifecycle`).
     only_credits_are_negative = pa.Check(
         lambda data: data.lazyframe.select(
             (pl.col("amount") >= 0)
-            | pl.col("charge_kind").is_in(["discount", "credit"])
+            | pl.col("charge_kind").is_in(["discount", "credit", "adjustment"])
             | pl.col("line_id").str.contains(":unused:", literal=True)
         ),
         name="only_discounts_and_credits_are_negative",

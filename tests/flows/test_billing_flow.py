@@ -396,6 +396,52 @@ def test_a_late_file_after_publishing_is_a_finding_and_nothing_is_republished(
     assert finding["amount_at_risk"] >= Decimal("144.00")
 
 
+def test_late_usage_is_billed_once_as_an_adjustment_on_the_next_invoice(
+    tmp_path: Path, small_month: DemoMonth
+) -> None:
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    db = ledger(settings)
+    october = db.billed_totals("2026-10")
+    account = small_month.subscriptions.filter(pl.col("plan_id") == "ucaas-business-eur")[
+        "account_id"
+    ][0]
+    usage_store(settings).put(
+        "usage/dt=2026-10-30/late-0001.csv",
+        f"event_id,account_id,metric,quantity,unit,timestamp,direction\n"
+        f"late-1,{account},sms,20000,message,2026-10-30T10:00:00Z,outbound\n".encode(),
+    )
+
+    november = billing_run(period="2026-11", settings=settings, approval_policy="auto")
+
+    assert november["late_usage"]["periods"]["2026-10"]["late objects"] == 1
+    (invoice,) = [i for i in db.invoices("2026-11") if i.account_id == account]
+    adjustments = [line for line in db.invoice_lines(invoice.invoice_id) if line.service_period]
+    assert {line.service_period for line in adjustments} == {"2026-10"}
+    by_charge = {line.charge_id: line.amount_minor for line in adjustments}
+    # 20,000 SMS x 0.0072 EUR = 144.00 EUR, with the tax on it as its own adjustment
+    assert by_charge["sms"] == 14400
+    assert any(charge.startswith("tax:") for charge in by_charge)
+    assert all("Late usage for 2026-10" in line.description for line in adjustments)
+    # Only that account's October moved, by exactly its adjustments.
+    after = db.billed_totals("2026-10")
+    moved = {key: after[key] - october[key] for key in after if after[key] != october[key]}
+    assert moved == {(account, "EUR"): sum(by_charge.values())}
+
+    # Re-running either period publishes nothing, finds nothing unbilled, bills nothing again.
+    october_again = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    assert october_again["published"] == []
+    assert "published_invoice_differs" not in october_again["detected"]["by_rule"]
+    november_again = billing_run(period="2026-11", settings=settings, approval_policy="auto")
+    assert november_again["published"] == []
+    assert november_again["late_usage"]["adjustment_lines"] == 0
+    assert "published_invoice_differs" not in november_again["detected"]["by_rule"]
+    december = billing_run(period="2026-12", settings=settings, approval_policy="auto")
+    assert december["late_usage"]["adjustment_lines"] == 0
+    assert db.billed_totals("2026-10") == after
+
+
 def test_findings_are_emitted_as_prefect_events(tmp_path: Path, small_month: DemoMonth) -> None:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter

@@ -288,6 +288,38 @@ def test_credits_used_counts_credit_lines_of_every_other_period(db: Ledger) -> N
     assert db.credits_used("2026-08") == {("ACC-1", "prepay-1"): 5_777, ("ACC-1", "promo"): 250}
 
 
+def test_billed_totals_and_consumed_keys_follow_adjustments(db: Ledger) -> None:
+    for run_id, period in (("run-oct", "2026-10"), ("run-nov", "2026-11")):
+        db.start_run(run_id, period, None)
+    db.record_manifest("run-oct", [("usage/dt=2026-10-01/a.csv", 10, "e")])
+    db.record_manifest(
+        "run-nov",
+        [("usage/dt=2026-11-01/b.csv", 10, "e"), ("usage/dt=2026-10-30/late.csv", 5, "e")],
+    )
+    db.publish_invoice(new_invoice("ACC-A", "2026-10", run_id="run-oct"))  # 4900 + 1234
+    db.publish_invoice(new_invoice("ACC-B", "2026-10", run_id="run-oct"))
+    late = line(3, "voice", 300) | {"line_id": "adjust:2026-10:x", "service_period": "2026-10"}
+    db.publish_invoice(
+        new_invoice(
+            "ACC-A",
+            "2026-11",
+            run_id="run-nov",
+            lines=[line(1, "base", 4_900) | {"service_period": None}, late],
+        )
+    )
+
+    # October: its own lines plus the 300 adjustment billed on ACC-A's November invoice;
+    # November: its own line only (the adjustment serves October).
+    assert db.billed_totals("2026-10") == {("ACC-A", "USD"): 6_434, ("ACC-B", "USD"): 6_134}
+    assert db.billed_totals("2026-11") == {("ACC-A", "USD"): 4_900}
+    # ACC-A's October was billed by both runs' reads; ACC-B's by October's alone.
+    assert db.consumed_keys("2026-10", "usage/dt=2026-10-") == {
+        "ACC-A": {"usage/dt=2026-10-01/a.csv", "usage/dt=2026-10-30/late.csv"},
+        "ACC-B": {"usage/dt=2026-10-01/a.csv"},
+    }
+    assert db.consumed_keys("2026-09", "usage/dt=2026-09-") == {}
+
+
 def test_credits_used_keeps_accounts_apart(db: Ledger) -> None:
     db.publish_invoice(new_invoice("ACC-A", "2026-09", lines=[line(1, "credit:prepay-1", -10_000)]))
     db.publish_invoice(new_invoice("ACC-B", "2026-09", lines=[line(1, "credit:prepay-1", -3_000)]))

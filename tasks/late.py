@@ -1,0 +1,130 @@
+"""settle-late: bill usage that arrived after a closed period was invoiced, as adjustments.
+
+For each of the `late_usage_grace_periods` closed periods before the run's own, usage
+objects that no invoice of an account has billed yet are found by comparing the period's
+listing with the keys read by the runs that published what the account was billed for
+that period. The period is then rated twice, with the objects already billed and with all
+of them, and the difference becomes labelled adjustment lines on this run's invoices.
+The same rules price both sides, so only the late usage moves the amounts; once an
+invoice carrying the adjustments is published, those objects count as billed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from infra.settings import Settings
+from pricing_rules.adjustments import adjustment_lines
+from pricing_rules.catalog import Catalog, load_catalog
+from pricing_rules.periods import BillingPeriod
+from pricing_rules.rating import LINE_SCHEMA
+from tasks.common import ledger, object_store, stage, step_artifact, timed, usage_store
+from tasks.load import read_usage_objects, retry_io_only
+from tasks.rate import account_inputs, rate_with
+from validation.formats import is_usage_file
+from validation.schemas import full_depth, rated_lines_schema
+from validation.usage import validate_usage
+
+
+def earlier_periods(period: str, count: int) -> list[str]:
+    """The `count` periods before `period`, nearest first.
+
+    >>> earlier_periods("2027-02", 3)
+    ['2027-01', '2026-12', '2026-11']
+    """
+    found = []
+    current = BillingPeriod.parse(period)
+    for _ in range(count):
+        current = current.previous()
+        found.append(current.label)
+    return found
+
+
+@task(
+    name="settle-late",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_io_only,
+)
+def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, object]:
+    """Stage `adjustments.parquet`: late usage of earlier periods, priced as adjustments."""
+    logger = get_run_logger()
+    with timed() as clock:
+        db = ledger(settings)
+        source = usage_store(settings)
+        catalog = load_catalog(settings.catalog_path)
+        found: list[pl.DataFrame] = [pl.DataFrame(schema=LINE_SCHEMA)]
+        report: dict[str, object] = {}
+        for closed in earlier_periods(period, settings.late_usage_grace_periods):
+            prefix = f"{settings.usage_prefix.rstrip('/')}/dt={closed}-"
+            billed_keys = db.consumed_keys(closed, prefix)
+            if not billed_keys:
+                continue  # nothing invoiced for that period: its own run bills it
+            listed = [(o.key, o.size, o.etag) for o in source.list(prefix) if is_usage_file(o.key)]
+            keys = {key for key, _, _ in listed}
+            late = {account: keys - known for account, known in billed_keys.items()}
+            groups: dict[frozenset[str], list[str]] = defaultdict(list)
+            for account, known in billed_keys.items():
+                if late[account]:
+                    groups[frozenset(known & keys)].append(account)
+            if not groups:
+                continue
+            db.record_manifest(run_id, listed)
+            raw = read_usage_objects(source, listed)
+            lines = _settle(settings, catalog, raw, closed, groups)
+            found.append(lines)
+            late_keys = sorted(set().union(*late.values()))
+            report[closed] = {
+                "late objects": len(late_keys),
+                "accounts": len(lines["account_id"].unique()),
+                "adjustment lines": lines.height,
+            }
+            logger.info(
+                "settle-late: %s has %d late object(s); %d adjustment line(s)",
+                closed,
+                len(late_keys),
+                lines.height,
+            )
+        adjustments = pl.concat(found)
+        with full_depth():
+            rated_lines_schema().validate(adjustments, lazy=True)
+        stage(object_store(settings), run_id, "adjustments", adjustments)
+    summary: dict[str, object] = {
+        "grace_periods": settings.late_usage_grace_periods,
+        "adjustment_lines": adjustments.height,
+        "periods": report,
+    }
+    step_artifact("settle-late", run_id, summary, clock.seconds)
+    return summary
+
+
+def _settle(
+    settings: Settings,
+    catalog: Catalog,
+    raw: pl.DataFrame,
+    closed: str,
+    groups: dict[frozenset[str], list[str]],
+) -> pl.DataFrame:
+    """Adjustment lines for one closed period, per group of accounts sharing billed keys."""
+    billing_period = BillingPeriod.parse(closed)
+    units = catalog.metric_units()
+    everything = validate_usage(raw, units, billing_period).valid
+    found = [pl.DataFrame(schema=LINE_SCHEMA)]
+    for known, accounts in sorted(groups.items(), key=lambda g: sorted(g[1])):
+        billed_raw = raw.filter(pl.col("source_key").is_in(sorted(known)))
+        billed_usage = validate_usage(billed_raw, units, billing_period).valid
+        mine = pl.col("account_id").is_in(accounts)
+        inputs = account_inputs(settings, closed, accounts)
+        before = rate_with(billed_usage.filter(mine).lazy(), catalog, billing_period, inputs)
+        after = rate_with(everything.filter(mine).lazy(), catalog, billing_period, inputs)
+        found.append(
+            adjustment_lines(
+                before.lines.filter(mine), after.lines.filter(mine), closed, "Late usage"
+            )
+        )
+    return pl.concat(found)
