@@ -151,12 +151,48 @@ def run(
     print_summary(summary)
 
 
+@app.command()
+def rerate(
+    period: Annotated[str, typer.Option(help="Closed billing month to re-rate, YYYY-MM.")],
+    settings_file: SettingsFile = None,
+    auto_approve: Annotated[
+        bool, typer.Option(help="Approve by policy instead of pausing for finance.")
+    ] = False,
+) -> None:
+    """Re-rate a closed period (after a usage or catalog fix): credit and debit notes for
+    what changed, after finance approval; published invoices are never reissued."""
+    _prefect_defaults()
+    settings = _settings(settings_file)
+    from flows.rerate import rerate_run
+
+    summary = _run_flow(rerate_run, period, settings, "auto" if auto_approve else None)
+    notes = summary["notes"]
+    table = Table(title=f"Re-rating run {summary['run_id']} — {period}", show_header=False)
+    table.add_row(
+        "events read / valid", f"{summary['counts']['read']:,} / {summary['counts']['valid']:,}"
+    )
+    table.add_row("credit notes / debit notes", f"{notes['credit_notes']} / {notes['debit_notes']}")
+    for currency, net in notes["net"].items():
+        table.add_row(f"net change {currency}", net)
+    table.add_row(
+        "accounts not billed yet (left to the billing run)", str(notes["accounts_not_billed_yet"])
+    )
+    decision = summary["decision"]
+    table.add_row(
+        "decision",
+        f"{'approved' if decision['approved'] else 'rejected'} by "
+        f"{decision['approver']} ({decision['policy']})",
+    )
+    table.add_row("notes published", str(len(summary["published"])))
+    console.print(table)
+
+
 def _run_flow(billing_run: Any, period: str, settings: Any, policy: str | None) -> Any:
     """Run the flow; a failure is reported in one line (Prefect keeps the traceback)."""
     try:
         return billing_run(period=period, settings=settings, approval_policy=policy)
     except Exception as exc:
-        console.print(f"[red]Billing run for {period} failed: {type(exc).__name__}: {exc}[/]")
+        console.print(f"[red]Run for {period} failed: {type(exc).__name__}: {exc}[/]")
         console.print("The run is marked failed in the ledger; see the Prefect logs for details.")
         raise typer.Exit(1) from exc
 
@@ -475,12 +511,14 @@ def invoices(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
     settings = _settings(settings_file)
-    found = ledger(settings).invoices(period)
-    if not found:
+    db = ledger(settings)
+    found = db.invoices(period)
+    notes = db.notes(period)
+    if not found and not notes:
         console.print(f"No invoices published for {period}.")
         return
     table = Table("account", "total", "lines")
-    table.add_column("invoice", no_wrap=True)
+    table.add_column("document", no_wrap=True)
     for inv in found:
         table.add_row(
             inv.account_id,
@@ -488,8 +526,17 @@ def invoices(
             str(inv.line_count),
             inv.invoice_id,
         )
+    for note in notes:
+        table.add_row(
+            note.account_id,
+            format_money(from_minor_units(note.total_minor, note.currency), note.currency),
+            str(note.line_count),
+            f"{note.note_id} ({note.kind} note)",
+        )
     console.print(table)
     console.print(f"Documents: {settings.resolved_store_url}/invoices/{period}/<account>/")
+    if notes:
+        console.print(f"Notes: {settings.resolved_store_url}/notes/{period}/<account>/")
 
 
 def _json(value: Any) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ class BillingRun(Base):
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), index=True)
     status: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), default="billing", server_default="billing")
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     catalog_version: Mapped[str | None] = mapped_column(String(64))
     catalog_hash: Mapped[str | None] = mapped_column(String(64))
@@ -145,9 +147,9 @@ class Invoice(Base):
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class InvoiceLine(Base):
-    __tablename__ = "invoice_lines"
-    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.invoice_id"), primary_key=True)
+class _LineColumns:
+    """The columns an invoice line and a note line share."""
+
     line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
     line_id: Mapped[str] = mapped_column(String(200))
     charge_id: Mapped[str] = mapped_column(String(100))
@@ -158,11 +160,58 @@ class InvoiceLine(Base):
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     details: Mapped[str] = mapped_column(Text)
+
+
+class InvoiceLine(_LineColumns, Base):
+    __tablename__ = "invoice_lines"
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.invoice_id"), primary_key=True)
     # An adjustment's closed period (late usage, corrections); null on the period's own.
     service_period: Mapped[str | None] = mapped_column(String(7), index=True)
 
 
+class Note(Base):
+    """A credit or debit note: a re-rating's correction of a closed period, never a second
+    invoice. One per (re-rating run, account, currency)."""
+
+    __tablename__ = "notes"
+    __table_args__ = (UniqueConstraint("run_id", "account_id", "currency"),)
+    note_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # credit | debit
+    account_id: Mapped[str] = mapped_column(String(64))
+    period: Mapped[str] = mapped_column(String(7), index=True)  # the period it corrects
+    currency: Mapped[str] = mapped_column(String(3))
+    run_id: Mapped[str] = mapped_column(String(64))
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    line_count: Mapped[int] = mapped_column(Integer)
+    catalog_hash: Mapped[str] = mapped_column(String(64))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    html_key: Mapped[str] = mapped_column(String(1024))
+    json_key: Mapped[str] = mapped_column(String(1024))
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NoteLine(_LineColumns, Base):
+    __tablename__ = "note_lines"
+    note_id: Mapped[str] = mapped_column(ForeignKey("notes.note_id"), primary_key=True)
+
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class NewNote:
+    note_id: str
+    kind: str
+    account_id: str
+    period: str
+    currency: str
+    run_id: str
+    total_minor: int
+    catalog_hash: str
+    content_sha256: str
+    html_key: str
+    json_key: str
+    lines: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -314,10 +363,18 @@ class Ledger:
             return {a.account_id: a for a in session.scalars(select(Account))}
 
     # runs
-    def start_run(self, run_id: str, period: str, flow_run_id: str | None) -> None:
+    def start_run(
+        self, run_id: str, period: str, flow_run_id: str | None, kind: str = "billing"
+    ) -> None:
         with self.session() as session:
             session.add(
-                BillingRun(run_id=run_id, period=period, status="running", flow_run_id=flow_run_id)
+                BillingRun(
+                    run_id=run_id,
+                    period=period,
+                    status="running",
+                    flow_run_id=flow_run_id,
+                    kind=kind,
+                )
             )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -477,12 +534,68 @@ class Ledger:
                     )
                 )
             )
+            notes = session.execute(
+                select(Note.account_id, Note.currency, Note.total_minor).where(
+                    Note.period == period
+                )
+            )
             totals: dict[tuple[str, str], int] = {}
-            for account_id, currency, amount_minor in rows:
+            for account_id, currency, amount_minor in [*rows, *notes]:
                 totals[(account_id, currency)] = (
                     totals.get((account_id, currency), 0) + amount_minor
                 )
             return totals
+
+    def billed_lines(self, period: str) -> list[dict[str, Any]]:
+        """What each line of a period was billed, summed over its invoice, the adjustments
+        later invoices carry for it and the notes correcting it, per (account, currency,
+        line id): charge_id, description and unit of its first appearance, quantity and
+        amount_minor summed."""
+        with self.session() as session:
+            own = session.execute(
+                select(Invoice.account_id, InvoiceLine)
+                .join(Invoice, Invoice.invoice_id == InvoiceLine.invoice_id)
+                .where(
+                    or_(
+                        and_(Invoice.period == period, InvoiceLine.service_period.is_(None)),
+                        InvoiceLine.service_period == period,
+                    )
+                )
+                .order_by(Invoice.published_at, Invoice.invoice_id, InvoiceLine.line_no)
+            ).all()
+            noted = session.execute(
+                select(Note.account_id, NoteLine)
+                .join(Note, Note.note_id == NoteLine.note_id)
+                .where(Note.period == period)
+                .order_by(Note.published_at, Note.note_id, NoteLine.line_no)
+            ).all()
+        billed: dict[tuple[str, str, str], dict[str, Any]] = {}
+        rows: list[tuple[str, _LineColumns]] = [
+            *((a, line) for a, line in own),
+            *((a, line) for a, line in noted),
+        ]
+        for account_id, line in rows:
+            # adjustments and note lines are `adjust:<period>:<line id>`, `note:<period>:...`
+            line_id = line.line_id
+            for prefix in (f"adjust:{period}:", f"note:{period}:"):
+                line_id = line_id.removeprefix(prefix)
+            key = (account_id, line.currency, line_id)
+            found = billed.setdefault(
+                key,
+                {
+                    "account_id": account_id,
+                    "currency": line.currency,
+                    "line_id": line_id,
+                    "charge_id": line.charge_id,
+                    "description": line.description,
+                    "unit": line.unit,
+                    "quantity": Decimal(0),
+                    "amount_minor": 0,
+                },
+            )
+            found["quantity"] += Decimal(line.quantity)
+            found["amount_minor"] += line.amount_minor
+        return list(billed.values())
 
     def consumed_keys(self, period: str, prefix: str) -> dict[str, set[str]]:
         """Per account invoiced for `period`: the usage keys under `prefix` read by the runs
@@ -495,7 +608,8 @@ class Ledger:
                 .join(InvoiceLine, InvoiceLine.invoice_id == Invoice.invoice_id)
                 .where(InvoiceLine.service_period == period)
             )
-            runs = union(own, adjusted).subquery()
+            noted = select(Note.account_id, Note.run_id).where(Note.period == period)
+            runs = union(own, adjusted, noted).subquery()
             rows = session.execute(
                 select(runs.c.account_id, ManifestEntry.key)
                 .select_from(runs)
@@ -512,6 +626,54 @@ class Ledger:
                 if key is not None:
                     found.add(key)
             return keys
+
+    def publish_note(self, note: NewNote) -> bool:
+        """Insert the note and its lines once; False when this run already published one
+        for the account and currency."""
+        with self.session() as session:
+            inserted = session.execute(
+                self._insert(Note.__table__)
+                .values(
+                    note_id=note.note_id,
+                    kind=note.kind,
+                    account_id=note.account_id,
+                    period=note.period,
+                    currency=note.currency,
+                    run_id=note.run_id,
+                    total_minor=note.total_minor,
+                    line_count=len(note.lines),
+                    catalog_hash=note.catalog_hash,
+                    content_sha256=note.content_sha256,
+                    html_key=note.html_key,
+                    json_key=note.json_key,
+                    published_at=utcnow(),
+                )
+                .on_conflict_do_nothing()
+                .returning(Note.__table__.c.note_id)
+            ).first()
+            if inserted is None:
+                return False
+            session.execute(
+                self._insert(NoteLine.__table__).values(
+                    [{"note_id": note.note_id, **line} for line in note.lines]
+                )
+            )
+            return True
+
+    def notes(self, period: str | None = None) -> list[Note]:
+        with self.session() as session:
+            query = select(Note).order_by(Note.published_at, Note.note_id)
+            if period:
+                query = query.where(Note.period == period)
+            return list(session.scalars(query))
+
+    def note_lines(self, note_id: str) -> list[NoteLine]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(NoteLine).where(NoteLine.note_id == note_id).order_by(NoteLine.line_no)
+                )
+            )
 
     def invoices(self, period: str | None = None) -> list[Invoice]:
         with self.session() as session:

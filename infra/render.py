@@ -92,6 +92,7 @@ def _line_view(line: InvoiceLineDoc, currency: str) -> dict[str, Any]:
 def render_invoice(invoice: InvoiceDoc) -> RenderedInvoice:
     """Render HTML and JSON deterministically (same invoice -> same bytes)."""
     view = {
+        "title": invoice.title,
         "invoice_id": invoice.invoice_id,
         "account_id": invoice.account_id,
         "account_name": invoice.account_name,

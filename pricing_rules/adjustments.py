@@ -20,7 +20,11 @@ KEY = ("account_id", "currency", "line_id")
 
 
 def adjustment_lines(
-    billed: pl.DataFrame, corrected: pl.DataFrame, service_period: str, reason: str
+    billed: pl.DataFrame,
+    corrected: pl.DataFrame,
+    service_period: str,
+    reason: str,
+    prefix: str = "adjust",
 ) -> pl.DataFrame:
     """One line per (account, currency, line id) whose rounded amount differs.
 
@@ -28,7 +32,7 @@ def adjustment_lines(
     adjustment's amount is `corrected - billed` in minor units (each side already rounded
     once, so the adjustment needs no rounding of its own); its explanation rows are the
     corrected amount and minus the billed amount, which add up to it. `reason` opens the
-    description, e.g. "Late usage".
+    description, e.g. "Late usage"; line ids are `<prefix>:<period>:<line id>`.
 
     # 1,200 min billed 12.00; with late usage 1,500 min -> 15.00: adjustment +3.00
     >>> from pricing_rules.rating import LINE_SCHEMA
@@ -63,7 +67,7 @@ def adjustment_lines(
         rows.append(
             {
                 **{name: source.get(name) for name in LINE_SCHEMA},
-                "line_id": f"adjust:{service_period}:{line['line_id']}",
+                "line_id": f"{prefix}:{service_period}:{line['line_id']}",
                 "charge_kind": "adjustment",
                 "quantity": quantity,
                 "unit_price": None,

@@ -47,6 +47,7 @@ class InvoiceDoc:
     catalog_version: str
     catalog_hash: str
     lines: list[InvoiceLineDoc] = field(default_factory=list)
+    title: str = "Invoice"  # or "Credit note", "Debit note"
 
     @property
     def total_minor(self) -> int:
@@ -58,6 +59,7 @@ class InvoiceDoc:
 
     def as_json(self) -> dict[str, object]:
         return {
+            **({} if self.title == "Invoice" else {"document": self.title}),
             "invoice_id": self.invoice_id,
             "account_id": self.account_id,
             "account_name": self.account_name,

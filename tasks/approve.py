@@ -38,11 +38,15 @@ def summary_markdown(period: str, run_id: str, summary: dict[str, Any]) -> str:
     )
     risk = "\n".join(f"- {c}: {a}" for c, a in detected["amount_at_risk"].items()) or "- none"
     rules = "\n".join(f"- `{r}`: {n}" for r, n in detected["by_rule"].items()) or "- none"
+    rerate = summary.get("kind") == "rerate"
+    title = "Re-rating run" if rerate else "Billing run"
+    documents = "Credit and debit notes" if rerate else "Invoices"
     return (
-        f"## Billing run {run_id} — period {period}\n\n"
-        f"**Invoices to publish**: {summary['pending_invoices']} new, "
+        f"## {title} {run_id} — period {period}\n\n"
+        f"**{documents} to publish**: {summary['pending_invoices']} new, "
         f"{summary['existing_invoices']} already published\n\n"
-        f"| currency | total of the new invoices (tax, discounts and credits included) |\n"
+        f"| currency | net total of the new {documents.lower()} (tax, discounts and credits "
+        f"included) |\n"
         f"|---|---|\n"
         f"{totals}\n\n"
         f"**Amount at risk** (findings: {detected['findings']}, high or critical: "
@@ -71,7 +75,9 @@ def approve(
         decision = {
             "approved": True,
             "approver": "policy:nothing-to-publish",
-            "comment": "every invoice of this period is already published",
+            "comment": "nothing changed since the period was billed"
+            if summary.get("kind") == "rerate"
+            else "every invoice of this period is already published",
             "policy": "nothing-to-publish",
         }
     elif policy == "low_risk" and summary["detected"]["high_or_critical"] == 0:

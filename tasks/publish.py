@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -82,24 +84,7 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
                     content_sha256=rendered.content_sha256,
                     html_key=html_key,
                     json_key=json_key,
-                    lines=[
-                        {
-                            "line_no": line.line_no,
-                            "line_id": line.line_id,
-                            "charge_id": line.charge_id,
-                            "description": line.description,
-                            "quantity": f"{line.quantity.normalize():f}",
-                            "unit": line.unit,
-                            "unit_price": None
-                            if line.unit_price is None
-                            else f"{line.unit_price.normalize():f}",
-                            "amount_minor": line.amount_minor,
-                            "currency": doc.currency,
-                            "details": _details(line.details),
-                            "service_period": line.service_period,
-                        }
-                        for line in doc.lines
-                    ],
+                    lines=ledger_lines(doc),
                 )
             )
             (published if inserted else existing).append(doc.invoice_id)
@@ -128,7 +113,21 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
     return {"published": published, "existing": existing}
 
 
-def _details(details: list[dict[str, object]]) -> str:
-    import json
-
-    return json.dumps(details, sort_keys=True)
+def ledger_lines(doc: InvoiceDoc, with_service_period: bool = True) -> list[dict[str, object]]:
+    """A document's lines as ledger rows (quantities and prices as exact text)."""
+    return [
+        {
+            "line_no": line.line_no,
+            "line_id": line.line_id,
+            "charge_id": line.charge_id,
+            "description": line.description,
+            "quantity": f"{line.quantity.normalize():f}",
+            "unit": line.unit,
+            "unit_price": None if line.unit_price is None else f"{line.unit_price.normalize():f}",
+            "amount_minor": line.amount_minor,
+            "currency": doc.currency,
+            "details": json.dumps(line.details, sort_keys=True),
+            **({"service_period": line.service_period} if with_service_period else {}),
+        }
+        for line in doc.lines
+    ]

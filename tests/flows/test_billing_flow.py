@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -136,15 +136,13 @@ def test_webhook_receives_slack_compatible_findings(
 
 
 def _start_paused_run(
-    settings: Settings, policy: str = "manual"
+    settings: Settings, policy: str = "manual", run: Any = billing_run
 ) -> tuple[threading.Thread, dict[str, Any], str]:
     outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            outcome["summary"] = billing_run(
-                period="2026-10", settings=settings, approval_policy=policy
-            )
+            outcome["summary"] = run(period="2026-10", settings=settings, approval_policy=policy)
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -440,6 +438,111 @@ def test_late_usage_is_billed_once_as_an_adjustment_on_the_next_invoice(
     december = billing_run(period="2026-12", settings=settings, approval_policy="auto")
     assert december["late_usage"]["adjustment_lines"] == 0
     assert db.billed_totals("2026-10") == after
+
+
+def test_rerating_a_closed_period_publishes_notes_after_approval_never_an_invoice(
+    tmp_path: Path, small_month: DemoMonth
+) -> None:
+    from flows.rerate import rerate_run
+
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    db = ledger(settings)
+    invoices = {i.invoice_id: i for i in db.invoices("2026-10")}
+    billed = db.billed_totals("2026-10")
+    # The catalog is fixed: EUR SMS were listed at 0.0072 but sold at 0.0070.
+    fixed = tmp_path / "catalog-fixed"
+    fixed.mkdir()
+    (fixed / "decks").mkdir()
+    for deck in (Path(settings.catalog_path).parent / "decks").iterdir():
+        (fixed / "decks" / deck.name).write_bytes(deck.read_bytes())
+    text = Path(settings.catalog_path).read_text()
+    assert text.count('unit_price: "0.0072"') == 1
+    (fixed / "catalog.yaml").write_text(
+        text.replace('unit_price: "0.0072"', 'unit_price: "0.0070"')
+    )
+    settings = settings.model_copy(update={"catalog_path": fixed / "catalog.yaml"})
+
+    # Finance rejects the first re-rating: nothing is published.
+    thread, outcome, run_id = _start_paused_run(settings, run=rerate_run)
+    _decide_when_paused(settings, run_id, approved=False)
+    thread.join(120)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["summary"]["notes"]["credit_notes"] > 0
+    assert outcome["summary"]["published"] == [] and db.notes("2026-10") == []
+
+    approved = rerate_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    notes = db.notes("2026-10")
+    assert len(notes) == len(approved["published"]) == approved["notes"]["credit_notes"]
+    assert approved["notes"]["debit_notes"] == 0
+    assert {n.kind for n in notes} == {"credit"}
+    for note in notes:
+        (invoice,) = [
+            i for i in invoices.values() if (i.account_id, i.currency) == (note.account_id, "EUR")
+        ]
+        old = {line.charge_id: line for line in db.invoice_lines(invoice.invoice_id)}
+        lines = {line.charge_id: line for line in db.note_lines(note.note_id)}
+        sms = Decimal(old["sms"].quantity)
+        # e.g. 1,234 SMS: 1,234 x 0.0070 = 8.638 -> 8.64, billed 1,234 x 0.0072 = 8.88
+        cent = Decimal("0.01")
+        expected = (sms * Decimal("0.0070")).quantize(cent, ROUND_HALF_UP) - (
+            sms * Decimal("0.0072")
+        ).quantize(cent, ROUND_HALF_UP)
+        assert lines["sms"].amount_minor == int(expected * 100)
+        assert note.total_minor == sum(line.amount_minor for line in lines.values())
+        assert set(lines) <= {"sms"} | {c for c in old if c.startswith("tax:")}
+    # Invoices are untouched; what October was billed moved by the notes exactly.
+    assert {i.invoice_id: i.total_minor for i in db.invoices("2026-10")} == {
+        k: i.total_minor for k, i in invoices.items()
+    }
+    after = db.billed_totals("2026-10")
+    assert sum(after.values()) - sum(billed.values()) == sum(n.total_minor for n in notes)
+    assert len([o for o in object_store(settings).list("notes/2026-10/")]) == 2 * len(notes)
+
+    # Again: nothing changed since, nothing to publish; the billing run sees no difference.
+    again = rerate_run(period="2026-10", settings=settings, approval_policy="auto")
+    assert again["notes"]["notes"] == 0 and again["published"] == []
+    assert again["decision"]["policy"] == "nothing-to-publish"
+    rerun = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    assert "published_invoice_differs" not in rerun["detected"]["by_rule"]
+
+
+def test_rerate_and_invoices_commands(
+    tmp_path: Path, small_month: DemoMonth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    monkeypatch.setenv("TALLYFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("TALLYFLOW_CATALOG_PATH", str(settings.catalog_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", "--period", "2026-10", "--auto-approve"]).exit_code == 0
+    # A subscription ended on October 21 but was billed the whole month: a correction.
+    db = ledger(settings)
+    invoiced = sorted({i.account_id for i in db.invoices("2026-10")})
+    subs = db.subscriptions().sort("subscription_id")
+    first = subs.filter(pl.col("account_id") == invoiced[0]).row(0, named=True)
+    db.upsert_subscriptions(
+        subs.filter(pl.col("subscription_id") == first["subscription_id"]).with_columns(
+            pl.lit(date(2026, 10, 22)).alias("end_date")
+        )
+    )
+
+    result = runner.invoke(app, ["rerate", "--period", "2026-10", "--auto-approve"])
+
+    assert result.exit_code == 0, result.output
+    assert "Re-rating run rerate-2026-10-" in result.output
+    assert "credit notes / debit notes" in result.output
+    (note,) = db.notes("2026-10")
+    assert note.account_id == first["account_id"] and note.kind == "credit"
+    listed = runner.invoke(app, ["invoices", "--period", "2026-10"])
+    assert f"{note.note_id} (credit note)" in listed.output
 
 
 def test_findings_are_emitted_as_prefect_events(tmp_path: Path, small_month: DemoMonth) -> None:

@@ -121,6 +121,18 @@ def test_migrate_twice_is_a_no_op(db: Ledger) -> None:
     assert list(db.accounts()) == ["ACC-1"]
 
 
+def test_the_migrations_build_exactly_the_models(db: Ledger) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from infra.db import Base
+
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
+
+
 # --------------------------------------------------------------------------------------
 # accounts and subscriptions
 
