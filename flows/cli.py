@@ -202,8 +202,15 @@ def _import(
     accounts_file: Path | None,
     subscriptions_file: Path | None,
     terms_file: Path | None = None,
+    histories_file: Path | None = None,
 ) -> None:
-    from infra.directory import DirectoryError, read_accounts, read_subscriptions, read_terms
+    from infra.directory import (
+        DirectoryError,
+        read_accounts,
+        read_histories,
+        read_subscriptions,
+        read_terms,
+    )
     from tasks.common import ledger
 
     db = ledger(settings)
@@ -219,6 +226,9 @@ def _import(
             for item in terms:
                 db.set_account_terms(item.account_id, item.model_dump_json())
             console.print(f"Imported terms for {len(terms)} accounts")
+        if histories_file:
+            count = db.upsert_subscriptions(read_histories(histories_file))
+            console.print(f"Imported {count} subscription histories")
     except (DirectoryError, KeyError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
@@ -233,10 +243,17 @@ def import_directory(
     terms_file: Annotated[
         Path | None, typer.Option(help="YAML account terms: overrides, discounts, credits.")
     ] = None,
+    histories_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML subscription histories (start, plan and seat changes, trials, pauses, "
+            "cancel): their fixed fees are prorated with credits for unused time."
+        ),
+    ] = None,
     settings_file: SettingsFile = None,
 ) -> None:
-    """Import accounts, subscriptions and account terms into the ledger."""
-    _import(_settings(settings_file), accounts_file, subscriptions_file, terms_file)
+    """Import accounts, subscriptions, account terms and subscription histories."""
+    _import(_settings(settings_file), accounts_file, subscriptions_file, terms_file, histories_file)
 
 
 def _decide(

@@ -69,6 +69,8 @@ class Subscription(Base):
     end_date: Mapped[date | None] = mapped_column(Date)
     quantity: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     add_ons: Mapped[str | None] = mapped_column(String(500))
+    # pricing_rules.lifecycle.History as JSON: start, plan and seat changes, pauses, cancel
+    history: Mapped[str | None] = mapped_column(Text)
 
 
 class BillingRun(Base):
@@ -292,6 +294,7 @@ class Ledger:
                         "end_date": s.end_date,
                         "quantity": s.quantity,
                         "add_ons": s.add_ons,
+                        "history": s.history,
                     }
                     for s in rows
                 ],

@@ -4,12 +4,14 @@ reach the ledger. Every problem is reported with the file and row."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 import yaml
 from pydantic import ValidationError
 
+from pricing_rules.lifecycle import History
 from pricing_rules.terms import AccountTerms
 
 ACCOUNT_SCHEMA: dict[str, type[pl.DataType]] = {
@@ -158,3 +160,60 @@ def read_terms(path: Path) -> list[AccountTerms]:
     if problems:
         raise DirectoryError(f"{path}:\n  " + "\n  ".join(problems))
     return terms
+
+
+def read_histories(path: Path) -> pl.DataFrame:
+    """A YAML list of subscription histories, as subscription rows that keep the history.
+
+    Each entry has `subscription_id`, `account_id` and `changes` (see
+    `pricing_rules.lifecycle.History`). The row's start is the history's start, its plan
+    and seats the first ones (rating uses those in force each period), and its end the
+    cancellation: the cancel day, or with `timing: period_end` (the default) the end of
+    that calendar month.
+    """
+    if not path.is_file():
+        raise DirectoryError(f"{path} does not exist")
+    entries = _yaml_text(path)
+    if not isinstance(entries, list):
+        raise DirectoryError(f"{path}: expected a list of subscription histories")
+    rows, problems = [], []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry.get("account_id"):
+            problems.append(f"[{index}]: needs account_id, subscription_id and changes")
+            continue
+        account_id = entry["account_id"]
+        try:
+            history = History.model_validate({k: v for k, v in entry.items() if k != "account_id"})
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = "".join(f".{p}" for p in error["loc"])
+                problems.append(f"[{index}]{where}: {error['msg']}")
+            continue
+        first = history.changes[0]
+        last = history.changes[-1]
+        end = None
+        if last.action == "cancel":
+            end = last.day if last.timing == "immediate" else _next_month(last.day)
+        rows.append(
+            {
+                "subscription_id": history.subscription_id,
+                "account_id": account_id,
+                "plan_id": first.plan,
+                "start_date": first.day,
+                "end_date": end,
+                "quantity": first.seats or 1,
+                "history": history.model_dump_json(),
+            }
+        )
+    if problems:
+        raise DirectoryError(f"{path}:\n  " + "\n  ".join(problems))
+    frame = pl.DataFrame(rows, schema={**SUBSCRIPTION_SCHEMA, "history": pl.String}).drop("add_ons")
+    if frame["subscription_id"].is_duplicated().any():
+        raise DirectoryError(
+            f"{path}: duplicate subscription_id {_duplicates(frame, 'subscription_id')}"
+        )
+    return frame
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)

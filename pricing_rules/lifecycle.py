@@ -76,6 +76,10 @@ class History(BaseModel):
 
     subscription_id: str = Field(min_length=1)
     changes: list[Change] = Field(min_length=1)
+    # The first day of the first period invoiced from this history, for a subscription
+    # billed some other way before: the period starting on or before it was not billed in
+    # advance, so its invoice charges it whole. None: invoiced this way from the start.
+    billing_from: date | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> History:
@@ -351,6 +355,8 @@ def fixed_fee_lines(
             )
 
     billed = timeline(history, catalog, cycle, known_on=period.first_day)
+    if history.billing_from is not None and period.first_day <= history.billing_from:
+        billed = []  # the invoice before was not produced from this history
     cuts = sorted(
         {period.first_day, period.end_day}
         | {d for s in [*billed, *actual] for d in (s.start, s.end) if d is not None}

@@ -101,6 +101,7 @@ SUBSCRIPTION_SCHEMA = pl.Schema(
         "end_date": pl.Date(),
         "quantity": pl.Int64(),
         "add_ons": pl.String(),
+        "history": pl.String(),  # a `pricing_rules.lifecycle.History` as JSON, or null
     }
 )
 
@@ -131,12 +132,14 @@ class RatingResult:
 
 
 def conform_subscriptions(subscriptions: pl.DataFrame) -> pl.DataFrame:
-    """Subscriptions with the optional `quantity` (seats, default 1) and `add_ons` columns."""
+    """Subscriptions with the optional `quantity` (seats, default 1), `add_ons` and
+    `history` columns."""
     frame = subscriptions
     if "quantity" not in frame.columns:
         frame = frame.with_columns(pl.lit(1, pl.Int64).alias("quantity"))
-    if "add_ons" not in frame.columns:
-        frame = frame.with_columns(pl.lit(None, pl.String).alias("add_ons"))
+    for optional in ("add_ons", "history"):
+        if optional not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(optional))
     return (
         frame.select(list(SUBSCRIPTION_SCHEMA))
         .cast(SUBSCRIPTION_SCHEMA)
@@ -996,8 +999,8 @@ def rate(
     fees from that history: prorated segments, credits for unused time and the next
     period in advance (`pricing_rules.lifecycle`), by day or by second.
     """
-    histories = histories or {}
-    subs = active_subscriptions(subscriptions, period)
+    histories = {**_stored_histories(subscriptions), **(histories or {})}
+    subs = _in_force(active_subscriptions(subscriptions, period), histories, catalog, period)
     present = set(usage.collect_schema().names())
     usage = usage.with_columns(
         pl.lit(None, pl.String).alias(d) for d in used_dimensions(catalog) if d not in present
@@ -1152,6 +1155,49 @@ def rate(
     rater.notices.extend(_unmatched_overrides(subs, catalog, terms or {}))
     notices = pl.DataFrame(rater.notices, schema=NOTICE_SCHEMA)
     return RatingResult(lines_frame, unrated_frame, rated_events, unrated_events, notices)
+
+
+def _stored_histories(subscriptions: pl.DataFrame) -> dict[str, History]:
+    """Histories kept on subscription rows (`history` JSON); a bad one stops the rating."""
+    from pydantic import ValidationError
+
+    from pricing_rules.lifecycle import History
+
+    if "history" not in subscriptions.columns:
+        return {}
+    found: dict[str, History] = {}
+    stored = subscriptions.filter(pl.col("history").is_not_null())
+    for sub_id, text in stored.select("subscription_id", "history").iter_rows():
+        try:
+            found[sub_id] = History.model_validate_json(text)
+        except ValidationError as exc:
+            raise RatingError(f"subscription {sub_id} has an invalid history: {exc}") from exc
+    return found
+
+
+def _in_force(
+    subs: pl.DataFrame, histories: Mapping[str, History], catalog: Catalog, period: BillingPeriod
+) -> pl.DataFrame:
+    """Usage of a subscription with a history is priced on the plan and seats in force at
+    the end of the period (its last segment starting before the period ends)."""
+    from pricing_rules.cycles import BillingCycle
+    from pricing_rules.lifecycle import LifecycleError, timeline
+
+    if not histories:
+        return subs
+    rows = []
+    for sub in subs.iter_rows(named=True):
+        history = histories.get(sub["subscription_id"])
+        if history is not None:
+            try:
+                segments = timeline(history, catalog, BillingCycle())
+            except LifecycleError as exc:
+                raise RatingError(str(exc)) from exc
+            current = [s for s in segments if s.start < period.end] or segments[:1]
+            if current:
+                sub = sub | {"plan_id": current[-1].state.plan, "quantity": current[-1].state.seats}
+        rows.append(sub)
+    return pl.DataFrame(rows, schema=subs.schema)
 
 
 def _event_charges(

@@ -176,7 +176,8 @@ def _missing_recurring(
     )
     findings = []
     for sub in active_subscriptions(subscriptions, period).iter_rows(named=True):
-        if sub["subscription_id"] in billed:
+        # A history's fixed fees follow its lifecycle: a trial or paused month bills none.
+        if sub["subscription_id"] in billed or sub.get("history"):
             continue
         plan = catalog.plans.get(sub["plan_id"])
         reference = plan or (

@@ -545,6 +545,54 @@ def test_rerate_and_invoices_commands(
     assert f"{note.note_id} (credit note)" in listed.output
 
 
+def test_imported_histories_bill_prorated_fees_and_credits_in_a_run(
+    tmp_path: Path, small_month: DemoMonth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    sub = small_month.subscriptions.filter(
+        (pl.col("plan_id") == "ucaas-business-usd") & pl.col("end_date").is_null()
+    ).row(0, named=True)
+    histories = tmp_path / "histories.yaml"
+    histories.write_text(
+        f"- subscription_id: {sub['subscription_id']}\n"
+        f"  account_id: {sub['account_id']}\n"
+        "  billing_from: 2026-10-01\n"
+        "  changes:\n"
+        f"    - {{action: start, day: {sub['start_date']}, plan: ucaas-business-usd}}\n"
+        "    - {action: pause, day: 2026-10-11}\n"
+        "    - {action: resume, day: 2026-10-21}\n"
+    )
+    monkeypatch.setenv("TALLYFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("TALLYFLOW_CATALOG_PATH", str(settings.catalog_path))
+    imported = CliRunner().invoke(app, ["import", "--histories-file", str(histories)])
+    assert imported.exit_code == 0, imported.output
+    assert "Imported 1 subscription histories" in imported.output
+
+    summary = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    db = ledger(settings)
+    (invoice,) = [i for i in db.invoices("2026-10") if i.account_id == sub["account_id"]]
+    fees = [
+        (line.description.split(",")[0], line.amount_minor)
+        for line in db.invoice_lines(invoice.invoice_id)
+        if line.charge_id == "platform"
+    ]
+    # 199.00 a month in advance; October is the first invoice from the history and was
+    # not billed before: October 1-10, 10/31 x 199 = 64.19; paused 11-20; 21-31,
+    # 11/31 x 199 = 70.61; then November in advance, 199.00.
+    assert fees == [
+        ("Remaining time on UCaaS Business: Platform fee", 6419),
+        ("Remaining time on UCaaS Business: Platform fee", 7061),
+        ("Platform fee (UCaaS Business", 19900),
+    ]
+    assert summary["counts"]["read"] == small_month.events_written
+
+
 def test_findings_are_emitted_as_prefect_events(tmp_path: Path, small_month: DemoMonth) -> None:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter

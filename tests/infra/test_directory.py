@@ -15,6 +15,7 @@ from infra.directory import (
     SUBSCRIPTION_SCHEMA,
     DirectoryError,
     read_accounts,
+    read_histories,
     read_subscriptions,
     read_terms,
 )
@@ -367,3 +368,73 @@ def test_terms_must_be_a_list(tmp_path: Path) -> None:
         read_terms(write(tmp_path, "terms.yaml", "account_id: ACC-1\n"))
     with pytest.raises(DirectoryError, match="does not exist"):
         read_terms(tmp_path / "missing.yaml")
+
+
+def test_histories_become_subscription_rows_that_keep_them(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "histories.yaml",
+        """
+- subscription_id: S-1
+  account_id: ACC-1
+  billing_from: 2026-10-01
+  changes:
+    - {action: start, day: 2026-01-15, plan: pro, seats: 5}
+    - {action: change_plan, day: 2026-10-16, plan: max}
+    - {action: cancel, day: 2026-12-05}
+- subscription_id: S-2
+  account_id: ACC-2
+  changes:
+    - {action: start, day: 2026-03-01, plan: pro}
+    - {action: cancel, day: 2026-03-09, timing: immediate}
+""",
+    )
+    rows = read_histories(path).drop("history").to_dicts()
+    # Cancelled at the period end by default (December 5 -> January 1); immediately on
+    # March 9 for S-2. Plan and seats are the first ones; rating uses those in force.
+    assert rows == [
+        {
+            "subscription_id": "S-1",
+            "account_id": "ACC-1",
+            "plan_id": "pro",
+            "start_date": date(2026, 1, 15),
+            "end_date": date(2027, 1, 1),
+            "quantity": 5,
+        },
+        {
+            "subscription_id": "S-2",
+            "account_id": "ACC-2",
+            "plan_id": "pro",
+            "start_date": date(2026, 3, 1),
+            "end_date": date(2026, 3, 9),
+            "quantity": 1,
+        },
+    ]
+    stored = read_histories(path)["history"][0]
+    assert '"billing_from":"2026-10-01"' in stored and '"plan":"max"' in stored
+
+
+def test_bad_histories_are_reported_with_their_place(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "histories.yaml",
+        """
+- subscription_id: S-1
+  account_id: ACC-1
+  changes: [{action: resume, day: 2026-01-15}]
+- subscription_id: S-2
+  changes: [{action: start, day: 2026-01-15, plan: pro}]
+- subscription_id: S-3
+  account_id: ACC-3
+  changes: [{action: start, day: 2026-13-01, plan: pro}]
+""",
+    )
+    with pytest.raises(DirectoryError) as raised:
+        read_histories(path)
+    message = str(raised.value)
+    assert (
+        "[0]: Value error, changes[0] (resume on 2026-01-15): a history has exactly one start"
+        in message
+    )
+    assert "[1]: needs account_id, subscription_id and changes" in message
+    assert "[2].changes.0.day" in message

@@ -246,6 +246,34 @@ def test_pause_credits_the_paused_days_and_resume_charges_again() -> None:
     ]
 
 
+def test_a_subscription_moved_onto_a_history_is_charged_its_first_period_whole() -> None:
+    # Billed another way until September; October is the first invoice from the history.
+    # Nothing was billed in advance for October, so it is charged here: paused October
+    # 11-20, the 21 active days are 1-10 (10/31 x 10.00 = 3.23) and 21-31 (11/31 x 10.00
+    # = 3.55); then November in advance, 10.00.
+    changes = [
+        start("2026-01-01"),
+        {"action": "pause", "day": "2026-10-11"},
+        {"action": "resume", "day": "2026-10-21"},
+    ]
+    moved = History.model_validate(
+        {"subscription_id": "S1", "changes": changes, "billing_from": "2026-10-01"}
+    )
+    assert cents(lines_of(moved, month(2026, 10))) == [
+        ("remaining", "basic", Decimal("3.23")),
+        ("remaining", "basic", Decimal("3.55")),
+        ("advance", "basic", Decimal("10.00")),
+    ]
+    # From the start: October was billed in advance by September's invoice; only the
+    # paused days come back, 10/31 x 10.00 = 3.23.
+    assert cents(lines_of(history(*changes), month(2026, 10))) == [
+        ("unused", "basic", Decimal("-3.23")),
+        ("advance", "basic", Decimal("10.00")),
+    ]
+    # November's invoice is the second from the history: nothing is charged twice.
+    assert cents(lines_of(moved, month(2026, 11))) == [("advance", "basic", Decimal("10.00"))]
+
+
 def test_per_second_proration_counts_the_short_dst_day() -> None:
     # New York, March 2026: 31 days, but March 8 has 23 hours (743 hours in all).
     # From March 8 on, by day: 24/31; by second: (743 - 7 x 24) / 743 = 575/743
@@ -499,3 +527,60 @@ def test_rate_bills_fixed_fees_from_histories_and_keeps_plain_subscriptions_as_b
     assert sum(Decimal(d["amount"]) for d in details) == Decimal(credit["precise_amount"])
     assert details[0]["service"] == "2026-11-16 to 2026-11-30"
     assert credit["description"].startswith("Unused time on Basic: Subscription")
+
+
+def test_histories_stored_on_subscription_rows_drive_rating_and_leakage() -> None:
+    from validation.leakage import detect_leakage
+
+    trial = History.model_validate(
+        {"subscription_id": "S-T", "changes": [start("2026-11-01", "team", trial_days=61)]}
+    )
+    changed = History.model_validate(
+        {
+            "subscription_id": "S-C",
+            "changes": [
+                start("2026-10-01", "basic"),
+                {"action": "change_plan", "day": "2026-11-20", "plan": "team", "seats": 2},
+            ],
+        }
+    )
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "S-T",
+                "account_id": "T",
+                "plan_id": "team",
+                "start_date": date(2026, 11, 1),
+                "end_date": None,
+                "history": trial.model_dump_json(),
+            },
+            {
+                "subscription_id": "S-C",
+                "account_id": "C",
+                "plan_id": "basic",
+                "start_date": date(2026, 10, 1),
+                "end_date": None,
+                "history": changed.model_dump_json(),
+            },
+        ]
+    )
+    november = BillingPeriod.parse("2026-11")
+    result = rate(usage_frame([]), subs, CATALOG, november)
+    roles = {
+        (row["subscription_id"], row["line_id"].split(":")[2], row["plan_id"])
+        for row in result.lines.iter_rows(named=True)
+    }
+    # S-T is in its trial all of November and December: no fixed fee, and no finding.
+    # S-C moved to Team (2 seats) on November 20: Basic's unused days are credited and
+    # Team's charged, then December in advance on Team.
+    assert roles == {
+        ("S-C", "unused", "basic"),
+        ("S-C", "remaining", "team"),
+        ("S-C", "advance", "team"),
+    }
+    findings = detect_leakage(result, subs, CATALOG, november)
+    assert "missing_recurring_charge" not in findings["rule"].to_list()
+    # Without its history the same trial subscription would have been billed: the plain
+    # rating prorates it from November 1.
+    plain = rate(usage_frame([]), subs.with_columns(history=None), CATALOG, november)
+    assert "S-T" in plain.lines["subscription_id"].to_list()
