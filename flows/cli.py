@@ -256,6 +256,70 @@ def import_directory(
     _import(_settings(settings_file), accounts_file, subscriptions_file, terms_file, histories_file)
 
 
+@app.command("migrate-plan")
+def migrate_plan(
+    from_plan: Annotated[str, typer.Option(help="The plan (version) subscriptions are on.")],
+    to_plan: Annotated[str, typer.Option(help="The plan (version) to move them to.")],
+    on: Annotated[str, typer.Option(help="The day the move takes effect, YYYY-MM-DD.")],
+    timing: Annotated[
+        str, typer.Option(help="immediate (split the period at --on) or period_end.")
+    ] = "immediate",
+    settings_file: SettingsFile = None,
+) -> None:
+    """Move every subscription on a plan to another (e.g. a new price-list version) from a
+    day: the period is split there, with a line for each side."""
+    from datetime import date
+
+    from pricing_rules.catalog import CatalogError, load_catalog
+    from pricing_rules.cycles import BillingCycle
+    from pricing_rules.lifecycle import History, LifecycleError, migrate_history, timeline
+    from tasks.common import ledger
+
+    settings = _settings(settings_file)
+    try:
+        day = date.fromisoformat(on)
+        if timing not in ("immediate", "period_end"):
+            raise ValueError(f"--timing must be immediate or period_end, got {timing!r}")
+        catalog = load_catalog(settings.catalog_path)
+        for plan_id in (from_plan, to_plan):
+            if plan_id not in catalog.plans:
+                raise ValueError(f"plan {plan_id!r} is not in the catalog")
+        db = ledger(settings)
+        moved = []
+        for sub in db.subscriptions().iter_rows(named=True):
+            if sub["start_date"] >= day or (sub["end_date"] and sub["end_date"] <= day):
+                continue
+            history = History.model_validate_json(sub["history"]) if sub["history"] else None
+            current = sub["plan_id"]
+            if history is not None:
+                segments = timeline(history, catalog, BillingCycle())
+                current = next(
+                    (s.state.plan for s in reversed(segments) if s.start <= day), current
+                )
+            if current != from_plan:
+                continue
+            updated = migrate_history(
+                history,
+                sub["subscription_id"],
+                sub["start_date"],
+                sub["plan_id"],
+                sub["quantity"],
+                to_plan,
+                day,
+                timing,  # type: ignore[arg-type]
+            )
+            timeline(updated, catalog, BillingCycle())  # same currency, known plans
+            moved.append(sub | {"history": updated.model_dump_json()})
+    except (CatalogError, LifecycleError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    if moved:
+        import polars as pl
+
+        db.upsert_subscriptions(pl.DataFrame(moved, schema=db.subscriptions().schema))
+    console.print(f"Moved {len(moved)} subscription(s) from {from_plan} to {to_plan} on {day}.")
+
+
 def _decide(
     run_id: str, approved: bool, approver: str, comment: str, settings_file: Path | None
 ) -> None:

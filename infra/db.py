@@ -600,6 +600,35 @@ class Ledger:
             found["amount_minor"] += line.amount_minor
         return list(billed.values())
 
+    def charges_billed(self, periods: list[str]) -> dict[tuple[str, str], int]:
+        """Minor units of charges (not tax, credits or discounts) billed per (account,
+        currency) for the given periods: their invoices' own lines and adjustments for
+        them. Contracts' yearly commitments are measured with it."""
+        if not periods:
+            return {}
+        not_charges = or_(
+            InvoiceLine.charge_id.startswith("tax:"),
+            InvoiceLine.charge_id.startswith("credit:"),
+            InvoiceLine.charge_id.startswith("discount:"),
+        )
+        with self.session() as session:
+            rows = session.execute(
+                select(Invoice.account_id, Invoice.currency, InvoiceLine.amount_minor)
+                .join(Invoice, Invoice.invoice_id == InvoiceLine.invoice_id)
+                .where(
+                    or_(
+                        and_(Invoice.period.in_(periods), InvoiceLine.service_period.is_(None)),
+                        InvoiceLine.service_period.in_(periods),
+                    ),
+                    ~not_charges,
+                )
+            )
+            totals: dict[tuple[str, str], int] = {}
+            for account_id, currency, amount_minor in rows:
+                key = (account_id, currency)
+                totals[key] = totals.get(key, 0) + amount_minor
+            return totals
+
     def consumed_keys(self, period: str, prefix: str) -> dict[str, set[str]]:
         """Per account invoiced for `period`: the usage keys under `prefix` read by the runs
         that published what it was billed for the period (its own invoice, and invoices

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +127,22 @@ class Plan(BaseModel):
     add_ons: list[str] = Field(default_factory=list)
     minimum_commitment: Decimal | None = None
     discounts: list[Discount] = Field(default_factory=list)
+    # Effective-dated versions: plans of one `family` offered one after another, each
+    # `[effective_from, effective_to)`. Subscriptions keep the version they signed.
+    family: str | None = None
+    effective_from: date | None = None
+    effective_to: date | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> Plan:
+        if self.effective_from and self.effective_to and self.effective_to <= self.effective_from:
+            raise ValueError("effective_to must be after effective_from")
+        return self
+
+    def offered_on(self, day: date) -> bool:
+        return (self.effective_from is None or self.effective_from <= day) and (
+            self.effective_to is None or day < self.effective_to
+        )
 
     @field_validator("minimum_commitment")
     @classmethod
@@ -182,6 +200,13 @@ class Catalog(BaseModel):
         for add_on in [*plan.add_ons, *(a for a in extra_add_ons if a not in plan.add_ons)]:
             charges.extend((f"{add_on}.{c.id}", c) for c in self.add_ons[add_on].charge_list)
         return charges
+
+    def plan_version(self, family: str, day: date) -> str | None:
+        """The plan of `family` offered on `day` (versions never overlap)."""
+        for plan_id, plan in self.plans.items():
+            if (plan.family or plan_id) == family and plan.offered_on(day):
+                return plan_id
+        return None
 
     def metric_units(self) -> dict[str, str]:
         return {name: metric.unit for name, metric in self.metrics.items()}
@@ -394,8 +419,36 @@ def _add_on_currencies(catalog: Catalog) -> list[CatalogIssue]:
     return issues
 
 
+def _plan_versions(catalog: Catalog) -> list[CatalogIssue]:
+    """Two versions of a family offered on the same day would make "the current price"
+    ambiguous."""
+    issues = []
+    versions = sorted(
+        (plan.family, plan.effective_from or date.min, plan_id)
+        for plan_id, plan in catalog.plans.items()
+        if plan.family
+    )
+    for (family, _, first_id), (other_family, _, second_id) in pairwise(versions):
+        first, second = catalog.plans[first_id], catalog.plans[second_id]
+        open_ended = first.effective_to is None or second.effective_from is None
+        if family == other_family and (
+            open_ended or second.effective_from < first.effective_to  # type: ignore[operator]
+        ):
+            issues.append(
+                CatalogIssue(
+                    f"plans.{second_id}.effective_from",
+                    f"version {second_id!r} of family {family!r} overlaps {first_id!r} "
+                    f"(offered until {first.effective_to or 'open-ended'}); versions of a "
+                    "family must follow one another",
+                )
+            )
+    return issues
+
+
 def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
-    issues: list[CatalogIssue] = _double_billing(catalog) + _add_on_currencies(catalog)
+    issues: list[CatalogIssue] = (
+        _double_billing(catalog) + _add_on_currencies(catalog) + _plan_versions(catalog)
+    )
     if catalog.decks:
         issues.extend(_parse_decks(catalog, deck_texts))
     for plan_id, plan in catalog.plans.items():

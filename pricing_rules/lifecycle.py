@@ -118,6 +118,36 @@ class History(BaseModel):
         return self.changes[0].day
 
 
+def migrate_history(
+    history: History | None,
+    subscription_id: str,
+    start: date,
+    plan: str,
+    seats: int,
+    to_plan: str,
+    day: date,
+    timing: Timing = "immediate",
+) -> History:
+    """The history with a move to `to_plan` on `day` appended (e.g. a new plan version).
+
+    A subscription without a history gets one from its start; the month `day` falls in
+    becomes its first invoice from the history (`billing_from`), so that month is split
+    at `day` and charged whole on its own invoice. Raises ValueError if `day` is before
+    the history's last change.
+    """
+    move = Change(action="change_plan", day=day, plan=to_plan, timing=timing)
+    if history is None:
+        first = Change(action="start", day=start, plan=plan, seats=seats)
+        return History(
+            subscription_id=subscription_id,
+            changes=[first, move],
+            billing_from=day.replace(day=1),
+        )
+    return History.model_validate(
+        history.model_dump() | {"changes": [*history.model_dump()["changes"], move.model_dump()]}
+    )
+
+
 def load_history(text: str, source: str = "history") -> History:
     """A history from YAML (`subscription_id` and `changes`; the id may be left out).
 

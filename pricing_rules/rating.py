@@ -454,7 +454,7 @@ def _override(
     """
     if terms is None:
         return charge, False
-    for override in terms.overrides:
+    for override in terms.effective_overrides():
         if override.plan_id != plan_id or override.charge_id != key:
             continue
         covered = override.covered_days(period.start, period.end)
@@ -493,8 +493,11 @@ class _Rater:
         accounts: Mapping[str, Mapping[str, Any]],
         terms: Mapping[str, AccountTerms],
         credits_used: Mapping[tuple[str, str], Decimal],
+        contract_spend: Mapping[tuple[str, str], Decimal] | None = None,
     ) -> None:
         self.catalog = catalog
+        # (account, contract id) -> spend on earlier invoices of the current contract year
+        self.contract_spend = contract_spend or {}
         self.period = period
         self.accounts = accounts
         self.terms = terms
@@ -677,9 +680,89 @@ class _Rater:
             ],
         )
 
+    def contracts(self, invoice: _Invoice) -> None:
+        """Contract commitments (true-up) and early-termination fees, before discounts."""
+        terms = self.terms.get(invoice.account_id)
+        for contract in terms.contracts if terms else []:
+            if contract.currency != invoice.currency:
+                continue
+            first, end = self.period.start, self.period.end
+            due = contract.committed(first, end)
+            if due is not None:
+                committed, covers = due
+                spent = invoice.subtotal(("recurring", "usage", "commitment"))
+                earlier = Decimal(0)
+                if contract.commitment_per == "year":
+                    earlier = self.contract_spend.get((invoice.account_id, contract.id), Decimal(0))
+                billed = earlier + spent
+                if billed < committed:
+                    shortfall = MONEY_CONTEXT.subtract(committed, billed)
+                    _line(
+                        invoice,
+                        line_id=f"{invoice.account_id}:{invoice.currency}:contract:"
+                        f"{contract.id}:commitment",
+                        subscription_id=None,
+                        plan_id=None,
+                        charge_id=f"contract:{contract.id}:commitment",
+                        charge_name=f"Contract {contract.id} commitment true-up",
+                        charge_model="commitment",
+                        kind="commitment",
+                        metric=None,
+                        quantity=Decimal(1),
+                        unit="period",
+                        unit_price=None,
+                        proration_factor=None,
+                        events=0,
+                        precise=shortfall,
+                        description=f"Contract {contract.id}: committed {_plain(committed)} "
+                        f"for {covers}, billed {_plain(billed)}: true-up {_plain(shortfall)}",
+                        details=[
+                            ChargeDetail(
+                                f"committed for {covers}", Decimal(1), committed
+                            ).as_json(),
+                            ChargeDetail(
+                                "billed earlier in the year", Decimal(1), -earlier
+                            ).as_json(),
+                            ChargeDetail("billed this period", Decimal(1), -spent).as_json(),
+                        ],
+                    )
+            fee = contract.termination_fee_due(first, end)
+            if fee:
+                _line(
+                    invoice,
+                    line_id=f"{invoice.account_id}:{invoice.currency}:contract:"
+                    f"{contract.id}:termination",
+                    subscription_id=None,
+                    plan_id=None,
+                    charge_id=f"contract:{contract.id}:termination",
+                    charge_name=f"Contract {contract.id} early termination",
+                    charge_model="termination_fee",
+                    kind="commitment",
+                    metric=None,
+                    quantity=Decimal(1),
+                    unit="period",
+                    unit_price=None,
+                    proration_factor=None,
+                    events=0,
+                    precise=fee,
+                    description=f"Contract {contract.id} ended on {contract.terminated_on}, "
+                    f"before its term ends on {contract.term_end}: early-termination fee "
+                    f"{_plain(fee)}",
+                    details=[
+                        ChargeDetail(
+                            f"fixed fee {_plain(contract.termination_fee)} + "
+                            f"{_plain(contract.termination_fee_percent)}% of the commitment left",
+                            Decimal(1),
+                            fee,
+                        ).as_json()
+                    ],
+                )
+
     def discounts(self, invoice: _Invoice, plan_discounts: list[tuple[str, Discount]]) -> None:
         terms = self.terms.get(invoice.account_id)
-        found = plan_discounts + [("account", d) for d in (terms.discounts if terms else [])]
+        found = plan_discounts + [
+            ("account", d) for d in (terms.effective_discounts() if terms else [])
+        ]
         for source, discount in found:
             covered = discount.covered_days(self.period.start, self.period.end)
             if covered == 0:
@@ -848,7 +931,7 @@ def _unmatched_overrides(
             if sub["plan_id"] in catalog.plans
             for key, _ in catalog.plan_charges(sub["plan_id"], _add_ons(sub))
         }
-        for override in account_terms.overrides:
+        for override in account_terms.effective_overrides():
             if (override.plan_id, override.charge_id) not in keys:
                 notices.append(
                     {
@@ -986,6 +1069,7 @@ def rate(
     credits_used: Mapping[tuple[str, str], Decimal] | None = None,
     histories: Mapping[str, History] | None = None,
     proration: Proration = "day",
+    contract_spend: Mapping[tuple[str, str], Decimal] | None = None,
 ) -> RatingResult:
     """Price a period: recurring fees for every active subscription, usage by charge,
     commitments, discounts, tax and prepaid credits.
@@ -998,6 +1082,10 @@ def rate(
     A subscription with a history in `histories` (keyed by subscription id) has its fixed
     fees from that history: prorated segments, credits for unused time and the next
     period in advance (`pricing_rules.lifecycle`), by day or by second.
+
+    Account terms may hold contracts (`pricing_rules.contracts`): ramp discounts and
+    prices, a commitment true-up (per year against `contract_spend`, the spend on earlier
+    invoices of the contract year per (account, contract id)) and early-termination fees.
     """
     histories = {**_stored_histories(subscriptions), **(histories or {})}
     subs = _in_force(active_subscriptions(subscriptions, period), histories, catalog, period)
@@ -1010,8 +1098,9 @@ def rate(
         if accounts is not None
         else {}
     )
-    rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {})
+    rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {}, contract_spend)
     subs = _known_add_ons(subs, catalog, rater.notices)
+    rater.notices.extend(_versions_not_offered(subs, histories, catalog))
     partials = partial_usage(usage, catalog, _whole_period_accounts(subs, period)).collect(
         engine="streaming"
     )
@@ -1134,6 +1223,7 @@ def rate(
                 (sub["plan_id"], d) for d in sub_plan.discounts if (sub["plan_id"], d) not in listed
             )
     for invoice_key, invoice in sorted(rater.invoices.items()):
+        rater.contracts(invoice)
         rater.discounts(invoice, plan_discounts.get(invoice_key, []))
         rater.tax(invoice)
         rater.credits(invoice)
@@ -1198,6 +1288,37 @@ def _in_force(
                 sub = sub | {"plan_id": current[-1].state.plan, "quantity": current[-1].state.seats}
         rows.append(sub)
     return pl.DataFrame(rows, schema=subs.schema)
+
+
+def _versions_not_offered(
+    subs: pl.DataFrame, histories: Mapping[str, History], catalog: Catalog
+) -> list[dict[str, str]]:
+    """A subscription that signed (or moved to) a plan version outside the days it is
+    offered is billed as signed, with a notice naming the version offered then."""
+    notices = []
+    for sub in subs.iter_rows(named=True):
+        history = histories.get(sub["subscription_id"])
+        signed = (
+            [(c.plan, c.day) for c in history.changes if c.plan]
+            if history is not None
+            else [(sub["plan_id"], sub["start_date"])]
+        )
+        for plan_id, day in signed:
+            plan = catalog.plans.get(plan_id)
+            if plan is None or plan.offered_on(day):
+                continue
+            offered = catalog.plan_version(plan.family or plan_id, day)
+            notices.append(
+                {
+                    "account_id": sub["account_id"],
+                    "kind": "plan_version_not_effective",
+                    "message": f"subscription {sub['subscription_id']} is on plan {plan_id!r} "
+                    f"from {day}, when it was not offered (offered {plan.effective_from or '…'} "
+                    f"to {plan.effective_to or '…'}); the version offered then is "
+                    f"{offered!r}. It is billed as signed",
+                }
+            )
+    return notices
 
 
 def _event_charges(

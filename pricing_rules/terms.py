@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pricing_rules.charges.base import Tier, check_tiers
 from pricing_rules.money import is_currency
+
+if TYPE_CHECKING:
+    from pricing_rules.contracts import Contract
 
 
 def _not_negative(value: Decimal | None) -> Decimal | None:
@@ -132,6 +135,22 @@ class AccountTerms(BaseModel):
     overrides: list[PriceOverride] = Field(default_factory=list)
     discounts: list[Discount] = Field(default_factory=list)
     credits: list[PrepaidCredit] = Field(default_factory=list)
+    contracts: list[Contract] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_contracts(self) -> AccountTerms:
+        ids = [c.id for c in self.contracts]
+        if len(ids) != len(set(ids)):
+            raise ValueError("contract ids must be unique")
+        return self
+
+    def effective_discounts(self) -> list[Discount]:
+        """The account's discounts and its contracts' ramp discounts."""
+        return [*self.discounts, *(d for c in self.contracts for d in c.discounts())]
+
+    def effective_overrides(self) -> list[PriceOverride]:
+        """The account's price overrides and its contracts' phase prices."""
+        return [*self.overrides, *(o for c in self.contracts for o in c.overrides())]
 
 
 class TaxRate(BaseModel):
@@ -148,3 +167,9 @@ class TaxRate(BaseModel):
         if not Decimal(0) <= value < Decimal(1):
             raise ValueError("a tax rate is a fraction between 0 and 1, e.g. 0.20")
         return value
+
+
+# Contracts build on the discounts and overrides above, so they are defined after them.
+from pricing_rules.contracts import Contract  # noqa: E402
+
+AccountTerms.model_rebuild()

@@ -9,6 +9,7 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from infra.db import Ledger
 from infra.settings import Settings
 from pricing_rules.catalog import Catalog, load_catalog
 from pricing_rules.money import from_minor_units
@@ -33,6 +34,7 @@ class RatingInputs:
     accounts: pl.DataFrame
     terms: dict[str, AccountTerms]
     credits_used: dict[tuple[str, str], Decimal]
+    contract_spend: dict[tuple[str, str], Decimal]
 
 
 def account_inputs(settings: Settings, period: str, only: list[str] | None = None) -> RatingInputs:
@@ -49,8 +51,32 @@ def account_inputs(settings: Settings, period: str, only: list[str] | None = Non
         subscriptions = subscriptions.filter(pl.col("account_id").is_in(only))
         accounts = accounts.filter(pl.col("account_id").is_in(only))
     return RatingInputs(
-        subscriptions, accounts, terms, credits_used(db.credits_used(period), terms)
+        subscriptions,
+        accounts,
+        terms,
+        credits_used(db.credits_used(period), terms),
+        contract_spend(db, terms, BillingPeriod.parse(period)),
     )
+
+
+def contract_spend(
+    db: Ledger, terms: dict[str, AccountTerms], period: BillingPeriod
+) -> dict[tuple[str, str], Decimal]:
+    """Per (account, contract id) with a yearly commitment: the charges billed in the
+    contract year's months before `period`."""
+    spend: dict[tuple[str, str], Decimal] = {}
+    for account_id, account_terms in terms.items():
+        for contract in account_terms.contracts:
+            if contract.commitment is None or contract.commitment_per != "year":
+                continue
+            year_start, _ = contract.year_of(period.start)
+            months, current = [], period
+            while current.start > year_start:
+                current = current.previous()
+                months.append(current.label)
+            billed = db.charges_billed(months).get((account_id, contract.currency), 0)
+            spend[(account_id, contract.id)] = from_minor_units(billed, contract.currency)
+    return spend
 
 
 def rate_with(
@@ -64,6 +90,7 @@ def rate_with(
         accounts=inputs.accounts,
         terms=inputs.terms,
         credits_used=inputs.credits_used,
+        contract_spend=inputs.contract_spend,
     )
 
 

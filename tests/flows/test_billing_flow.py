@@ -593,6 +593,47 @@ def test_imported_histories_bill_prorated_fees_and_credits_in_a_run(
     assert summary["counts"]["read"] == small_month.events_written
 
 
+def test_a_contract_year_ending_is_trued_up_against_every_invoice_of_the_year(
+    tmp_path: Path, small_month: DemoMonth
+) -> None:
+    from pricing_rules.terms import AccountTerms
+
+    settings = make_settings(tmp_path)
+    land_month(settings, small_month)
+    account = small_month.subscriptions.filter(pl.col("plan_id") == "ucaas-business-eur")[
+        "account_id"
+    ][0]
+    db = ledger(settings)
+    terms = AccountTerms.model_validate(
+        {
+            "account_id": account,
+            "tax_exempt": True,
+            "contracts": [
+                {
+                    "id": "MSA-7",
+                    "currency": "EUR",
+                    "start": "2025-11-01",  # contract year 1 ends with October 2026
+                    "term_months": 24,
+                    "commitment": "5000",
+                }
+            ],
+        }
+    )
+    db.set_account_terms(account, terms.model_dump_json())
+    billing_run(period="2026-09", settings=settings, approval_policy="auto")
+    september = db.charges_billed(["2026-09"]).get((account, "EUR"), 0)
+
+    billing_run(period="2026-10", settings=settings, approval_policy="auto")
+
+    (invoice,) = [i for i in db.invoices("2026-10") if i.account_id == account]
+    lines = {line.charge_id: line.amount_minor for line in db.invoice_lines(invoice.invoice_id)}
+    october = sum(v for k, v in lines.items() if not k.startswith("contract:"))
+    # 5,000.00 committed for the year; September and October are its only invoices
+    assert september > 0
+    assert lines["contract:MSA-7:commitment"] == 500_000 - september - october
+    assert db.charges_billed(["2026-09", "2026-10"])[(account, "EUR")] == 500_000
+
+
 def test_findings_are_emitted_as_prefect_events(tmp_path: Path, small_month: DemoMonth) -> None:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter

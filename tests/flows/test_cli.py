@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -184,3 +185,51 @@ def test_approve_needs_a_known_run(env: Path) -> None:
     result = runner.invoke(app, ["approve", "2026-10-nope", "--approver", "fin@example.com"])
     assert result.exit_code == 2
     assert "no billing run '2026-10-nope'" in result.output
+
+
+def test_migrate_plan_moves_subscriptions_onto_a_new_version(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra.settings import load_settings
+    from pricing_rules.lifecycle import History
+    from tasks.common import ledger
+    from tests.pricing_rules.test_plan_versions import VERSIONS
+
+    catalog = env / "catalog.yaml"
+    catalog.write_text(VERSIONS)
+    monkeypatch.setenv("TALLYFLOW_CATALOG_PATH", str(catalog))
+    accounts = env / "accounts.csv"
+    accounts.write_text("account_id,name,currency\nA,Acme,USD\nB,Bolt,USD\n")
+    subscriptions = env / "subscriptions.csv"
+    subscriptions.write_text(
+        "subscription_id,account_id,plan_id,start_date,end_date\n"
+        "S-1,A,voice-2026,2026-03-01,\n"
+        "S-2,B,voice-2026,2026-03-01,2027-01-01\n"  # ended before the move
+    )
+    imported = runner.invoke(
+        app,
+        ["import", "--accounts-file", str(accounts), "--subscriptions-file", str(subscriptions)],
+    )
+    assert imported.exit_code == 0, imported.output
+
+    args = ["migrate-plan", "--from-plan", "voice-2026", "--to-plan", "voice-2027"]
+    moved = runner.invoke(app, [*args, "--on", "2027-02-15"])
+
+    assert moved.exit_code == 0, moved.output
+    assert "Moved 1 subscription(s)" in moved.output
+    stored = ledger(load_settings()).subscriptions()
+    history = History.model_validate_json(
+        stored.filter(pl.col("subscription_id") == "S-1")["history"][0]
+    )
+    assert [(c.action, c.plan, str(c.day)) for c in history.changes] == [
+        ("start", "voice-2026", "2026-03-01"),
+        ("change_plan", "voice-2027", "2027-02-15"),
+    ]
+    assert stored.filter(pl.col("subscription_id") == "S-2")["history"][0] is None
+    # Running it again moves nothing: S-1 is on voice-2027 from that day.
+    again = runner.invoke(app, [*args, "--on", "2027-02-15"])
+    assert "Moved 0 subscription(s)" in again.output
+    bad = runner.invoke(
+        app, ["migrate-plan", "--from-plan", "voice-2026", "--to-plan", "x", "--on", "2027-02-15"]
+    )
+    assert bad.exit_code == 2 and "plan 'x' is not in the catalog" in bad.output

@@ -335,6 +335,29 @@ def test_billed_totals_and_consumed_keys_follow_adjustments(db: Ledger) -> None:
     assert db.consumed_keys("2026-09", "usage/dt=2026-09-") == {}
 
 
+def test_charges_billed_leave_out_tax_credits_and_discounts(db: Ledger) -> None:
+    lines = [
+        line(1, "platform", 18_500),
+        line(2, "discount:promo", -1_850),
+        line(3, "tax:DE", 3_164),
+        line(4, "credit:prepay", -5_000),
+        line(5, "contract:C1:commitment", 1_000),
+    ]
+    db.publish_invoice(new_invoice("ACC-A", "2026-10", lines=lines))
+    db.publish_invoice(new_invoice("ACC-A", "2026-11", lines=[line(1, "platform", 18_500)]))
+    late = line(2, "sms", 300) | {"line_id": "adjust:2026-10:S:sms", "service_period": "2026-10"}
+    db.publish_invoice(
+        new_invoice(
+            "ACC-A", "2026-12", lines=[line(1, "platform", 18_500) | {"service_period": None}, late]
+        )
+    )
+
+    # October: 18,500 + 1,000 (+ 300 late, billed in December); November: 18,500.
+    assert db.charges_billed(["2026-10"]) == {("ACC-A", "USD"): 19_800}
+    assert db.charges_billed(["2026-10", "2026-11"]) == {("ACC-A", "USD"): 38_300}
+    assert db.charges_billed([]) == {}
+
+
 def test_credits_used_keeps_accounts_apart(db: Ledger) -> None:
     db.publish_invoice(new_invoice("ACC-A", "2026-09", lines=[line(1, "credit:prepay-1", -10_000)]))
     db.publish_invoice(new_invoice("ACC-B", "2026-09", lines=[line(1, "credit:prepay-1", -3_000)]))

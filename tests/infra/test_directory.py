@@ -438,3 +438,21 @@ def test_bad_histories_are_reported_with_their_place(tmp_path: Path) -> None:
     )
     assert "[1]: needs account_id, subscription_id and changes" in message
     assert "[2].changes.0.day" in message
+
+
+def test_the_readme_terms_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("Account terms are a YAML list:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    (terms,) = read_terms(write(tmp_path, "terms.yaml", block))
+    (contract,) = terms.contracts
+    # Phases: 20% off 2026, 10% off 2027, then the 179.00 platform price from 2028 on.
+    assert [(d.value, d.valid_from, d.valid_to) for d in terms.effective_discounts()][1:] == [
+        (20, date(2026, 1, 1), date(2027, 1, 1)),
+        (10, date(2027, 1, 1), date(2028, 1, 1)),
+    ]
+    (override,) = contract.overrides()
+    assert (override.amount, override.valid_from, override.valid_to) == (
+        179,
+        date(2028, 1, 1),
+        None,
+    )
