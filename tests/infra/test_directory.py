@@ -4,6 +4,7 @@ named with its file and row."""
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -447,8 +448,8 @@ def test_the_readme_terms_example_is_valid(tmp_path: Path) -> None:
     (contract,) = terms.contracts
     # Phases: 20% off 2026, 10% off 2027, then the 179.00 platform price from 2028 on.
     assert [(d.value, d.valid_from, d.valid_to) for d in terms.effective_discounts()][1:] == [
-        (20, date(2026, 1, 1), date(2027, 1, 1)),
-        (10, date(2027, 1, 1), date(2028, 1, 1)),
+        (Decimal(20), date(2026, 1, 1), date(2027, 1, 1)),
+        (Decimal(10), date(2027, 1, 1), date(2028, 1, 1)),
     ]
     (override,) = contract.overrides()
     assert (override.amount, override.valid_from, override.valid_to) == (
