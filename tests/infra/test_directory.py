@@ -453,7 +453,7 @@ def test_the_readme_terms_example_is_valid(tmp_path: Path) -> None:
     ]
     (override,) = contract.overrides()
     assert (override.amount, override.valid_from, override.valid_to) == (
-        179,
+        Decimal(179),
         date(2028, 1, 1),
         None,
     )
