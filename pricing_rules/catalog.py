@@ -121,7 +121,8 @@ class Plan(BaseModel):
 
     name: str
     currency: str
-    interval: Literal["month"] = "month"
+    interval: Literal["month", "quarter", "year"] = "month"
+    alignment: Literal["calendar", "anniversary"] = "calendar"  # anniversary: of the start
     rounding: RoundingMode = RoundingMode.HALF_UP
     charges: list[Charge] = Field(min_length=1)
     add_ons: list[str] = Field(default_factory=list)
@@ -138,6 +139,11 @@ class Plan(BaseModel):
         if self.effective_from and self.effective_to and self.effective_to <= self.effective_from:
             raise ValueError("effective_to must be after effective_from")
         return self
+
+    @property
+    def own_cycle(self) -> bool:
+        """Fixed fees follow the plan's own cycle, not the calendar month of the run."""
+        return self.interval != "month" or self.alignment != "calendar"
 
     def offered_on(self, day: date) -> bool:
         return (self.effective_from is None or self.effective_from <= day) and (

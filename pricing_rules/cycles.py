@@ -125,6 +125,21 @@ class BillingCycle:
         first, end = self._boundary(index), self._boundary(index + 1)
         return Period(self.start_of(first), self.start_of(end), first, end, self.timezone)
 
+    def periods_overlapping(self, first_day: date, end_day: date) -> list[Period]:
+        """Every period sharing a local day with `[first_day, end_day)`, in order.
+
+        >>> quarters = BillingCycle(interval="quarter")
+        >>> [(p.first_day.month, p.end_day.month)
+        ...  for p in quarters.periods_overlapping(date(2026, 3, 1), date(2026, 8, 1))]
+        [(1, 4), (4, 7), (7, 10)]
+        """
+        found = []
+        period = self.period_of(self.start_of(first_day))
+        while period.first_day < end_day:
+            found.append(period)
+            period = self.period_of(self.start_of(period.end_day))
+        return found
+
     def periods(self, start: datetime, end: datetime) -> list[Period]:
         """Every period that overlaps `[start, end)`, in order; they tile time."""
         if end <= start:

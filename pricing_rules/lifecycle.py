@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from itertools import groupby, pairwise
 from typing import Literal
@@ -213,8 +213,22 @@ def check_history(history: History, catalog: Catalog) -> None:
     currencies = {catalog.plans[p].currency for p in plans if p in catalog.plans}
     if len(currencies) > 1:
         problems.append(f"plans are priced in {', '.join(sorted(currencies))}; use one currency")
+    cycles = {
+        (catalog.plans[p].interval, catalog.plans[p].alignment) for p in plans if p in catalog.plans
+    }
+    if len(cycles) > 1:
+        shown = ", ".join(f"{i} ({a})" for i, a in sorted(cycles))
+        problems.append(f"plans bill on different cycles ({shown}); use one")
     if problems:
         raise LifecycleError(f"history {history.subscription_id}: " + "; ".join(problems))
+
+
+def cycle_for(history: History, catalog: Catalog, timezone: str = "UTC") -> BillingCycle:
+    """The billing cycle of a history's plans, anchored on its start, in the account's zone."""
+    plan = catalog.plans[next(c.plan for c in history.changes if c.plan)]
+    return BillingCycle(
+        interval=plan.interval, alignment=plan.alignment, anchor=history.start, timezone=timezone
+    )
 
 
 def _fixed_price(catalog: Catalog, plan_id: str, seats: int) -> Decimal:
@@ -367,22 +381,30 @@ def fixed_fee_lines(
     ...     fixed_fee_lines(history, catalog, cycle, november)]
     [('unused', 'basic', '-5'), ('remaining', 'plus', '10'), ('advance', 'plus', '20')]
     """
-    actual = timeline(history, catalog, cycle)
+    following = cycle.period_of(period.end)
+    return settlement_lines(history, catalog, cycle, period, by=by) + advance_lines(
+        history, catalog, cycle, following, by=by
+    )
+
+
+def settlement_lines(
+    history: History,
+    catalog: Catalog,
+    cycle: BillingCycle,
+    period: Period,
+    *,
+    by: Proration = "day",
+    known_on: date | None = None,
+    arrears: bool = True,
+) -> list[ProratedLine]:
+    """What closes `period`: its arrears fees, and credits and charges wherever it turned
+    out differently from what was billed for it in advance (as known on `known_on`)."""
+    actual = timeline(history, catalog, cycle, known_on=known_on)
     lines: list[ProratedLine] = []
-    for segment in _clip(actual, period):
+    for segment in _clip(actual, period) if arrears else []:
         for key, item in _items(segment.state, catalog, "arrears").items():
-            lines.append(
-                _line(
-                    "arrears",
-                    key,
-                    item,
-                    segment.start,
-                    segment.end or period.end_day,
-                    period,
-                    cycle,
-                    by,
-                )
-            )
+            end = segment.end or period.end_day
+            lines.append(_line("arrears", key, item, segment.start, end, period, cycle, by))
 
     billed = timeline(history, catalog, cycle, known_on=period.first_day)
     if history.billing_from is not None and period.first_day <= history.billing_from:
@@ -408,23 +430,103 @@ def fixed_fee_lines(
         for key, item in after.items():
             if before.get(key) != item:
                 lines.append(_line("remaining", key, item, first, end, period, cycle, by))
+    return lines
 
-    following = cycle.period_of(period.end)
-    ahead = timeline(history, catalog, cycle, known_on=following.first_day)
-    for segment in _clip(ahead, following):
+
+def advance_lines(
+    history: History,
+    catalog: Catalog,
+    cycle: BillingCycle,
+    period: Period,
+    *,
+    by: Proration = "day",
+) -> list[ProratedLine]:
+    """The fees in advance for `period`, as the subscription stands on its first day."""
+    ahead = timeline(history, catalog, cycle, known_on=period.first_day)
+    lines = []
+    for segment in _clip(ahead, period):
         for key, item in _items(segment.state, catalog, "advance").items():
-            lines.append(
-                _line(
-                    "advance",
-                    key,
-                    item,
-                    segment.start,
-                    segment.end or following.end_day,
-                    following,
-                    cycle,
-                    by,
+            end = segment.end or period.end_day
+            lines.append(_line("advance", key, item, segment.start, end, period, cycle, by))
+    return lines
+
+
+def _arrears_only(
+    history: History,
+    catalog: Catalog,
+    cycle: BillingCycle,
+    period: Period,
+    by: Proration,
+    known_on: date,
+) -> list[ProratedLine]:
+    every = settlement_lines(history, catalog, cycle, period, by=by, known_on=known_on)
+    return [line for line in every if line.role == "arrears"]
+
+
+def _settled_since(
+    history: History,
+    catalog: Catalog,
+    cycle: BillingCycle,
+    period: Period,
+    by: Proration,
+    before: date,
+    now: date,
+) -> list[ProratedLine]:
+    """Credits and charges for `period` known by `now` and not by `before`: earlier runs
+    settled the rest. A span settled before that changed is reversed (a charge becomes a
+    credit for the same days and the other way round)."""
+    done = settlement_lines(history, catalog, cycle, period, by=by, known_on=before, arrears=False)
+    due = settlement_lines(history, catalog, cycle, period, by=by, known_on=now, arrears=False)
+    flipped: dict[str, Literal["unused", "remaining"]] = {
+        "remaining": "unused",
+        "unused": "remaining",
+    }
+    new = [line for line in due if line not in done]
+    reversed_ = [
+        ProratedLine(**{**line.__dict__, "role": flipped[line.role]})
+        for line in done
+        if line not in due
+    ]
+    return reversed_ + new
+
+
+def closing_lines(
+    history: History,
+    catalog: Catalog,
+    cycle: BillingCycle,
+    first_day: date,
+    end_day: date,
+    *,
+    by: Proration = "day",
+) -> list[ProratedLine]:
+    """The fixed-fee lines of the invoice that closes the days `[first_day, end_day)` (a
+    monthly run), whatever the subscription's own cycle: every cycle period starting in
+    `(first_day, end_day]` is billed in advance, and every period overlapping the days is
+    settled as far as the changes known by `end_day` go.
+
+    A period that began before this run is settled on every run for the changes that
+    became known during it, so a credit for a cancellation in the middle of an annual
+    period comes on that month's invoice, not at the year's end; its arrears fees wait for
+    the run it ends in. With calendar months this is `fixed_fee_lines` of the month.
+    """
+    lines: list[ProratedLine] = []
+    last_known, known_before = end_day - timedelta(days=1), first_day - timedelta(days=1)
+    for period in cycle.periods_overlapping(first_day, end_day):
+        ends_here = first_day < period.end_day <= end_day
+        if period.first_day >= first_day:  # began in this run's days: settle all known
+            lines.extend(
+                settlement_lines(
+                    history, catalog, cycle, period, by=by, known_on=last_known, arrears=ends_here
                 )
             )
+            continue
+        if ends_here:
+            lines.extend(_arrears_only(history, catalog, cycle, period, by, last_known))
+        # Began before this run: settle only what became known since the last one.
+        lines.extend(_settled_since(history, catalog, cycle, period, by, known_before, last_known))
+    for period in cycle.periods_overlapping(first_day, end_day + timedelta(days=1)):
+        if first_day < period.first_day <= end_day:
+            lines.extend(advance_lines(history, catalog, cycle, period, by=by))
     return lines
 
 

@@ -550,24 +550,27 @@ class _Rater:
             )
 
     def lifecycle(self, sub: Mapping[str, Any], history: History, by: Proration) -> None:
-        """Fixed fees from the subscription's history: prorated segments, credits for
-        unused time and the next period in advance (see `pricing_rules.lifecycle`)."""
-        from pricing_rules.cycles import BillingCycle
-        from pricing_rules.lifecycle import describe, fixed_fee_lines
+        """Fixed fees from the subscription's history on its plan's cycle, in the account's
+        time zone: prorated segments, credits for unused time and the periods starting
+        in this run's month billed in advance (see `pricing_rules.lifecycle`)."""
+        from pricing_rules.lifecycle import advance_lines, closing_lines, cycle_for, describe
 
-        cycle = BillingCycle()  # calendar months in UTC, like the run's period
-        period = cycle.period_of(self.period.start_at)
-        before = cycle.period_of(period.start - timedelta(microseconds=1))
-        self.billed_before[sub["subscription_id"]] = sum(
-            (
-                round_money(line.amount, plan.currency, plan.rounding)
-                for line in fixed_fee_lines(history, self.catalog, cycle, before, by=by)
-                if line.role == "advance"
-                for plan in [self.catalog.plans[line.plan_id]]
-            ),
-            Decimal(0),
-        )
-        for line in fixed_fee_lines(history, self.catalog, cycle, period, by=by):
+        zone = str(self.accounts.get(sub["account_id"], {}).get("timezone") or "UTC")
+        cycle = cycle_for(history, self.catalog, zone)
+        first, end = self.period.start, self.period.end
+        if cycle.interval == "month" and cycle.alignment == "calendar":
+            # This month's fees in advance were on the last invoice: they count toward
+            # this month's commitment.
+            month = cycle.period_of(cycle.start_of(first))
+            self.billed_before[sub["subscription_id"]] = sum(
+                (
+                    round_money(line.amount, plan.currency, plan.rounding)
+                    for line in advance_lines(history, self.catalog, cycle, month, by=by)
+                    for plan in [self.catalog.plans[line.plan_id]]
+                ),
+                Decimal(0),
+            )
+        for line in closing_lines(history, self.catalog, cycle, first, end, by=by):
             sign = -1 if line.role == "unused" else 1
             last = line.end_day - timedelta(days=1)
             details = [
@@ -1087,7 +1090,11 @@ def rate(
     prices, a commitment true-up (per year against `contract_spend`, the spend on earlier
     invoices of the contract year per (account, contract id)) and early-termination fees.
     """
-    histories = {**_stored_histories(subscriptions), **(histories or {})}
+    histories = {
+        **_own_cycle_histories(subscriptions, catalog),
+        **_stored_histories(subscriptions),
+        **(histories or {}),
+    }
     subs = _in_force(active_subscriptions(subscriptions, period), histories, catalog, period)
     present = set(usage.collect_schema().names())
     usage = usage.with_columns(
@@ -1262,6 +1269,29 @@ def _stored_histories(subscriptions: pl.DataFrame) -> dict[str, History]:
             found[sub_id] = History.model_validate_json(text)
         except ValidationError as exc:
             raise RatingError(f"subscription {sub_id} has an invalid history: {exc}") from exc
+    return found
+
+
+def _own_cycle_histories(subscriptions: pl.DataFrame, catalog: Catalog) -> dict[str, History]:
+    """A subscription without a history on a plan with its own cycle (quarterly, annual or
+    anniversary) is billed through the one its row describes: start, seats, end."""
+    from pricing_rules.lifecycle import Change, History
+
+    found = {}
+    for sub in conform_subscriptions(subscriptions).iter_rows(named=True):
+        plan = catalog.plans.get(sub["plan_id"])
+        if plan is None or not plan.own_cycle or sub["history"]:
+            continue
+        changes = [
+            Change(
+                action="start", day=sub["start_date"], plan=sub["plan_id"], seats=sub["quantity"]
+            )
+        ]
+        if sub["end_date"] is not None:
+            changes.append(Change(action="cancel", day=sub["end_date"], timing="immediate"))
+        found[sub["subscription_id"]] = History(
+            subscription_id=sub["subscription_id"], changes=changes
+        )
     return found
 
 

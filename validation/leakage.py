@@ -176,8 +176,10 @@ def _missing_recurring(
     )
     findings = []
     for sub in active_subscriptions(subscriptions, period).iter_rows(named=True):
-        # A history's fixed fees follow its lifecycle: a trial or paused month bills none.
-        if sub["subscription_id"] in billed or sub.get("history"):
+        # A history's fixed fees follow its lifecycle (a trial or paused month bills none),
+        # and a plan on its own cycle bills only in the months its periods start or end.
+        own_cycle = sub["plan_id"] in catalog.plans and catalog.plans[sub["plan_id"]].own_cycle
+        if sub["subscription_id"] in billed or sub.get("history") or own_cycle:
             continue
         plan = catalog.plans.get(sub["plan_id"])
         reference = plan or (

@@ -19,6 +19,8 @@ from pricing_rules.lifecycle import (
     History,
     LifecycleError,
     ProratedLine,
+    closing_lines,
+    cycle_for,
     describe,
     fixed_fee_lines,
     timeline,
@@ -63,6 +65,25 @@ plans:
     name: Plan A (renamed)
     currency: EUR
     charges: [{id: fee, name: Subscription, model: flat, amount: "100", timing: arrears}]
+  quarterly:
+    name: Quarterly
+    currency: USD
+    interval: quarter
+    charges: [{id: fee, name: Subscription, model: flat, amount: "90.00"}]
+  quarterly_plus:
+    name: Quarterly Plus
+    currency: USD
+    interval: quarter
+    charges:
+      - {id: fee, name: Subscription, model: flat, amount: "180.00"}
+      - {id: seats, name: Seats, model: per_seat, unit_price: "30.00"}
+      - {id: support, name: Support, model: flat, amount: "15.00", timing: arrears}
+  annual:
+    name: Annual
+    currency: USD
+    interval: year
+    alignment: anniversary
+    charges: [{id: fee, name: Subscription, model: flat, amount: "1200.00"}]
   euro:
     name: Euro
     currency: EUR
@@ -584,3 +605,161 @@ def test_histories_stored_on_subscription_rows_drive_rating_and_leakage() -> Non
     # rating prorates it from November 1.
     plain = rate(usage_frame([]), subs.with_columns(history=None), CATALOG, november)
     assert "S-T" in plain.lines["subscription_id"].to_list()
+
+
+# --------------------------------------------------------------------------------------
+# Plans on their own cycle (quarterly, annual, anniversary), billed by monthly runs
+# --------------------------------------------------------------------------------------
+
+
+def runs(
+    h: History, months: list[tuple[int, int]], zone: str = "UTC"
+) -> list[list[tuple[str, Decimal]]]:
+    cycle = cycle_for(h, CATALOG, zone)
+    billed: list[list[tuple[str, Decimal]]] = []
+    for year, number in months:
+        first = date(year, number, 1)
+        end = date(year + (number == 12), number % 12 + 1, 1)
+        lines = closing_lines(h, CATALOG, cycle, first, end)
+        billed.append(
+            [(line.role, round_money(line.amount, "USD", RoundingMode.HALF_UP)) for line in lines]
+        )
+    return billed
+
+
+def test_a_quarterly_plan_bills_its_first_part_quarter_then_whole_quarters_ahead() -> None:
+    # Q1 2026 has 90 days; from February 10 the rest is 50 days: 90.00 x 50/90 = 50.00 on
+    # February's invoice; Q2 (90.00) on March's, in advance; nothing in April or May.
+    h = history(start("2026-02-10", "quarterly"))
+    assert runs(h, [(2026, 1), (2026, 2), (2026, 3), (2026, 4), (2026, 5), (2026, 6)]) == [
+        [],
+        [("remaining", Decimal("50.00"))],
+        [("advance", Decimal("90.00"))],
+        [],
+        [],
+        [("advance", Decimal("90.00"))],
+    ]
+
+
+def test_an_annual_anniversary_plan_is_credited_in_the_month_it_is_cancelled() -> None:
+    # 1,200.00 a year from March 15, 2026, billed on March's invoice. Cancelled at once on
+    # September 15: 181 of the year's 365 days unused, 1,200.00 x 181/365 = 595.07, on
+    # September's invoice, not the year's end.
+    h = history(
+        start("2026-03-15", "annual"),
+        {"action": "cancel", "day": "2026-09-15", "timing": "immediate"},
+    )
+    billed = runs(h, [(2026, m) for m in range(3, 13)] + [(2027, m) for m in range(1, 4)])
+    assert billed[0] == [("advance", Decimal("1200.00"))]
+    assert billed[6] == [("unused", Decimal("-595.07"))]
+    assert all(lines == [] for n, lines in enumerate(billed) if n not in (0, 6))
+
+
+def test_plans_on_different_cycles_cannot_share_a_history() -> None:
+    h = history(
+        start("2026-01-01", "quarterly"),
+        {"action": "change_plan", "day": "2026-02-01", "plan": "annual"},
+    )
+    with pytest.raises(LifecycleError, match="different cycles"):
+        timeline(h, CATALOG, CYCLE)
+
+
+quarter_change = st.fixed_dictionaries(
+    {
+        "action": st.sampled_from(["change_plan", "change_seats", "pause", "resume", "cancel"]),
+        "offset": st.integers(min_value=0, max_value=300),
+        "plan": st.sampled_from(["quarterly", "quarterly_plus"]),
+        "seats": st.integers(1, 9),
+        "timing": st.sampled_from(["immediate", "period_end"]),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(first=st.integers(0, 200), raw=st.lists(quarter_change, max_size=5))
+def test_monthly_runs_bill_every_quarter_exactly_once(
+    first: int, raw: list[dict[str, Any]]
+) -> None:
+    # Over the monthly runs from December 2025 (which bills Q1 in advance) to January 2027,
+    # what all invoices bill for each quarter of 2026 adds up to what it actually cost,
+    # however its changes fell.
+    changes: list[dict[str, Any]] = [
+        start((date(2026, 1, 1) + timedelta(days=first)).isoformat(), "quarterly_plus", seats=2)
+    ]
+    paused, on = False, date(2026, 1, 1) + timedelta(days=first)
+    for item in sorted(raw, key=lambda c: c["offset"]):
+        on = max(on, date(2026, 1, 1) + timedelta(days=first + item["offset"] % 150))
+        action = item["action"]
+        if (action == "pause" and paused) or (action == "resume" and not paused):
+            continue
+        change: dict[str, Any] = {"action": action, "day": on.isoformat()}
+        if action == "change_plan":
+            change |= {"plan": item["plan"], "timing": item["timing"]}
+        elif action == "change_seats":
+            change["seats"] = item["seats"]
+        elif action == "cancel":
+            change["timing"] = item["timing"]
+        paused = action == "pause" or (paused and action != "resume")
+        changes.append(change)
+        if action == "cancel":
+            break
+    h = history(*changes)
+    cycle = cycle_for(h, CATALOG)
+    billed: dict[date, Decimal] = {}
+    for year, number in [(2025, 12), *((2026, m) for m in range(1, 13)), (2027, 1)]:
+        first_day = date(year, number, 1)
+        end = date(year + (number == 12), number % 12 + 1, 1)
+        for line in closing_lines(h, CATALOG, cycle, first_day, end):
+            starts = cycle.period_of(cycle.start_of(line.first_day)).first_day
+            billed[starts] = billed.get(starts, Decimal(0)) + line.amount
+    actual = timeline(h, CATALOG, cycle)
+    for quarter in cycle.periods_overlapping(date(2026, 1, 1), date(2027, 1, 1)):
+        cost = Decimal(0)
+        for segment in _clip_for_test(actual, quarter.first_day, quarter.end_day):
+            days = Decimal((segment[1] - segment[0]).days) / Decimal(quarter.days)
+            state = segment[2]
+            for _, charge in CATALOG.plan_charges(state.plan):
+                per_seat = charge.id == "seats"
+                price = charge.unit_price if per_seat else charge.amount  # type: ignore[attr-defined]
+                cost += price * (state.seats if per_seat else 1) * days
+        assert abs(billed.get(quarter.first_day, Decimal(0)) - cost) < Decimal("1e-20"), (
+            quarter,
+            h,
+        )
+
+
+def _clip_for_test(segments: list[Any], first: date, end: date) -> list[tuple[date, date, Any]]:
+    found = []
+    for segment in segments:
+        a = max(segment.start, first)
+        b = end if segment.end is None else min(segment.end, end)
+        if a < b and segment.state.status == "active":
+            found.append((a, b, segment.state))
+    return found
+
+
+def test_a_plain_subscription_on_a_quarterly_plan_is_billed_on_its_own_cycle() -> None:
+    from validation.leakage import detect_leakage
+
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "S-Q",
+                "account_id": "Q",
+                "plan_id": "quarterly",
+                "start_date": date(2026, 2, 10),
+                "end_date": None,
+            }
+        ]
+    )
+    # February: the rest of Q1, 50/90 x 90.00 = 50.00; April: nothing (Q2 was billed in
+    # advance in March), and no finding about a missing recurring charge either.
+    february = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse("2026-02"))
+    assert february.lines["amount"].to_list() == [Decimal("50.00")]
+    april_period = BillingPeriod.parse("2026-04")
+    april = rate(usage_frame([]), subs, CATALOG, april_period)
+    assert april.lines.is_empty()
+    assert (
+        "missing_recurring_charge"
+        not in detect_leakage(april, subs, CATALOG, april_period)["rule"].to_list()
+    )
