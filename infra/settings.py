@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         "that the policy approved; low_risk: approve by policy only when no finding is "
         "high or critical, otherwise pause for finance.",
     )
+    proration: Literal["day", "second"] = Field(
+        "day",
+        description="How fixed fees of subscriptions with a history, or on their own cycle, "
+        "are prorated: by whole days or by the second.",
+    )
     late_usage_grace_periods: int = Field(
         2,
         ge=0,

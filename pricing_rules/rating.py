@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -37,7 +38,7 @@ from pricing_rules.money import (
     show_quantity,
     to_minor_units,
 )
-from pricing_rules.periods import BillingPeriod
+from pricing_rules.periods import BillingPeriod, proration_ratio
 from pricing_rules.terms import AccountTerms, Discount
 
 if TYPE_CHECKING:
@@ -439,6 +440,61 @@ def _line(
     return line
 
 
+def _price_pieces(
+    charge: ChargeBase,
+    key: str,
+    plan_id: str,
+    terms: AccountTerms | None,
+    period: BillingPeriod,
+    notices: list[dict[str, str]],
+) -> list[tuple[ChargeBase, date, date, bool]]:
+    """A fixed fee's prices over the period: (charge, first day, end day, overridden).
+
+    Account price overrides are effective-dated: where one covers only part of the
+    period, the period is split at its window, the list price before and after, each
+    piece prorated on its own line. (Usage charges keep one price per period; see
+    `_override`.)
+    """
+    mine = [
+        o
+        for o in (terms.effective_overrides() if terms else [])
+        if o.plan_id == plan_id and o.charge_id == key and o.covered_days(period.start, period.end)
+    ]
+    partial = [o for o in mine if o.covered_days(period.start, period.end) < period.days]
+    if not partial:
+        charge, overridden = _override(charge, key, plan_id, terms, period, notices)
+        return [(charge, period.start, period.end, overridden)]
+    cuts = sorted(
+        {period.start, period.end}
+        | {
+            d
+            for o in mine
+            for d in (o.valid_from, o.valid_to)
+            if d and period.start < d < period.end
+        }
+    )
+    pieces: list[tuple[ChargeBase, date, date, bool]] = []
+    for first, end in pairwise(cuts):
+        found = next((o for o in mine if o.covered_days(first, end) == (end - first).days), None)
+        priced, overridden = charge, False
+        if found is not None:
+            try:
+                priced = type(charge).model_validate({**charge.model_dump(), **found.changes()})
+                overridden = True
+            except ValueError as exc:
+                notices.append(
+                    {
+                        "account_id": terms.account_id if terms else "",
+                        "kind": "override_invalid",
+                        "message": f"price override of {plan_id}/{key} does not fit a "
+                        f"{model_name(type(charge))} charge ({exc.__class__.__name__}); the "
+                        "list price was used",
+                    }
+                )
+        pieces.append((priced, first, end, overridden))
+    return pieces
+
+
 def _override(
     charge: ChargeBase,
     key: str,
@@ -449,8 +505,10 @@ def _override(
 ) -> tuple[ChargeBase, bool]:
     """The account's price for a charge when an override covers the whole period.
 
-    An override that starts or ends inside the period is not applied (the list price is
-    used) and a notice says so: splitting a period by price is not supported yet.
+    A usage charge keeps one price per period (its tiers and allowances are for the
+    whole period): an override that starts or ends inside the period is not applied, the
+    list price is used and a notice says so. Fixed fees are split instead
+    (`_price_pieces`).
     """
     if terms is None:
         return charge, False
@@ -514,40 +572,48 @@ class _Rater:
         return self.invoices[key]
 
     def recurring(self, sub: Mapping[str, Any], plan: Plan) -> None:
-        factor = self.period.proration_factor(sub["start_date"], sub["end_date"])
-        active = self.period.active_days(sub["start_date"], sub["end_date"])
         terms = self.terms.get(sub["account_id"])
         invoice = self.invoice(sub["account_id"], plan)
-        for key, charge in self.catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
-            if charge.kind != "recurring":
+        for key, listed in self.catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
+            if listed.kind != "recurring":
                 continue
-            charge, overridden = _override(
-                charge, key, sub["plan_id"], terms, self.period, self.notices
-            )
-            seats = int(sub["quantity"]) if model_name(type(charge)) == "per_seat" else 1
-            priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats), factor))
-            details = [d.as_json() | {"proration_factor": str(factor)} for d in priced.details]
-            who = f"{seats} seat(s), " if model_name(type(charge)) == "per_seat" else ""
-            _line(
-                invoice,
-                line_id=f"{sub['subscription_id']}:{key}",
-                subscription_id=sub["subscription_id"],
-                plan_id=sub["plan_id"],
-                charge_id=key,
-                charge_name=charge.name,
-                charge_model=model_name(type(charge)),
-                kind="recurring",
-                metric=None,
-                quantity=priced.quantity,
-                unit="period",
-                unit_price=priced.unit_price,
-                proration_factor=factor,
-                events=0,
-                precise=priced.amount,
-                description=f"{charge.name}: {who}{active} of {self.period.days} days at "
-                f"{priced.unit_price} per period" + (" (account price)" if overridden else ""),
-                details=details,
-            )
+            pieces = _price_pieces(listed, key, sub["plan_id"], terms, self.period, self.notices)
+            for charge, first, end, overridden in pieces:
+                start = max(sub["start_date"], first)
+                stop = end if sub["end_date"] is None else min(sub["end_date"], end)
+                active = max((stop - start).days, 0)
+                if active == 0 and len(pieces) > 1:
+                    continue
+                factor = proration_ratio(active, self.period.days)
+                seats = int(sub["quantity"]) if model_name(type(charge)) == "per_seat" else 1
+                priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats), factor))
+                details = [d.as_json() | {"proration_factor": str(factor)} for d in priced.details]
+                who = f"{seats} seat(s), " if model_name(type(charge)) == "per_seat" else ""
+                price = " (account price)" if overridden else ""
+                if len(pieces) > 1:
+                    last = stop - timedelta(days=1)
+                    price = f" ({'account' if overridden else 'list'} price, {start} to {last})"
+                _line(
+                    invoice,
+                    line_id=f"{sub['subscription_id']}:{key}"
+                    + (f":{first}" if len(pieces) > 1 else ""),
+                    subscription_id=sub["subscription_id"],
+                    plan_id=sub["plan_id"],
+                    charge_id=key,
+                    charge_name=charge.name,
+                    charge_model=model_name(type(charge)),
+                    kind="recurring",
+                    metric=None,
+                    quantity=priced.quantity,
+                    unit="period",
+                    unit_price=priced.unit_price,
+                    proration_factor=factor,
+                    events=0,
+                    precise=priced.amount,
+                    description=f"{charge.name}: {who}{active} of {self.period.days} days at "
+                    f"{priced.unit_price} per period{price}",
+                    details=details,
+                )
 
     def lifecycle(self, sub: Mapping[str, Any], history: History, by: Proration) -> None:
         """Fixed fees from the subscription's history on its plan's cycle, in the account's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 import polars as pl
 from prefect import get_run_logger, task
@@ -35,6 +36,7 @@ class RatingInputs:
     terms: dict[str, AccountTerms]
     credits_used: dict[tuple[str, str], Decimal]
     contract_spend: dict[tuple[str, str], Decimal]
+    proration: Literal["day", "second"] = "day"
 
 
 def account_inputs(settings: Settings, period: str, only: list[str] | None = None) -> RatingInputs:
@@ -56,6 +58,7 @@ def account_inputs(settings: Settings, period: str, only: list[str] | None = Non
         terms,
         credits_used(db.credits_used(period), terms),
         contract_spend(db, terms, BillingPeriod.parse(period)),
+        settings.proration,
     )
 
 
@@ -91,6 +94,7 @@ def rate_with(
         terms=inputs.terms,
         credits_used=inputs.credits_used,
         contract_spend=inputs.contract_spend,
+        proration=inputs.proration,
     )
 
 

@@ -162,3 +162,19 @@ def test_a_misspelt_setting_in_the_environment_is_an_error() -> None:
         load_settings(environ={"TALLYFLOW_DATABSE_URL": "postgresql://x/y"})
     # Test-only variables are not settings and are allowed.
     assert load_settings(environ={"TALLYFLOW_TEST_PG_ADMIN": "x"}).approval_policy == "manual"
+
+
+def test_billing_rules_settings_reach_the_rating_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.rate import account_inputs
+
+    monkeypatch.setenv("TALLYFLOW_PRORATION", "second")
+    monkeypatch.setenv("TALLYFLOW_LATE_USAGE_GRACE_PERIODS", "0")
+    settings = load_settings(home=tmp_path)
+
+    assert (settings.proration, settings.late_usage_grace_periods) == ("second", 0)
+    assert account_inputs(settings, "2026-10").proration == "second"
+    monkeypatch.setenv("TALLYFLOW_PRORATION", "hour")
+    with pytest.raises(ValidationError, match="proration"):
+        load_settings(home=tmp_path)

@@ -833,3 +833,51 @@ def test_a_plan_bundling_an_add_on_of_another_currency_is_a_catalog_error() -> N
     text = CATALOG.replace("  recording:\n", "  recording:\n    currencies: [EUR]\n")
     with pytest.raises(CatalogError, match=r"plans\.biz\.add_ons\[0\]"):
         parse_catalog(text)
+
+
+def test_an_override_starting_mid_period_splits_the_fixed_fee(catalog: Catalog) -> None:
+    # Platform fee 100.00 a month; the account's price 70.00 from October 11:
+    # list October 1-10: 100.00 x 10/31 = 32.258.. -> 32.26
+    # account October 11-31: 70.00 x 21/31 = 47.419.. -> 47.42
+    terms = AccountTerms.model_validate(
+        {
+            "account_id": "A",
+            "overrides": [
+                {
+                    "plan_id": "biz",
+                    "charge_id": "platform",
+                    "amount": "70",
+                    "valid_from": "2026-10-11",
+                },
+                {
+                    "plan_id": "biz",
+                    "charge_id": "sms",
+                    "unit_price": "0.005",
+                    "valid_from": "2026-10-11",
+                },
+            ],
+        }
+    )
+    result = run(catalog, [sub()], [("A", "sms", 1000, at(20))], terms=[terms])
+    fees = {
+        row["line_id"]: (row["amount"], row["description"])
+        for row in result.lines.iter_rows(named=True)
+        if row["charge_id"] == "platform"
+    }
+    assert fees == {
+        "S:platform:2026-10-01": (
+            Decimal("32.26"),
+            "Platform fee: 10 of 31 days at 100.00 per period "
+            "(list price, 2026-10-01 to 2026-10-10)",
+        ),
+        "S:platform:2026-10-11": (
+            Decimal("47.42"),
+            "Platform fee: 21 of 31 days at 70 per period "
+            "(account price, 2026-10-11 to 2026-10-31)",
+        ),
+    }
+    # Usage keeps one price for the period: 1,000 SMS at the list 0.01 = 10.00, and a
+    # notice that the override covers only part of it.
+    assert by_id(result, "S:sms")["amount"] == Decimal("10.00")
+    partly = result.notices.filter(pl.col("kind") == "override_partly_effective")
+    assert [m.split()[3] for m in partly["message"]] == ["biz/sms"]
