@@ -636,7 +636,16 @@ class _Rater:
                 ),
                 Decimal(0),
             )
+        taken: set[str] = set()
         for line in closing_lines(history, self.catalog, cycle, first, end, by=by):
+            # A reversal and a new charge can cover the same days: the id tells them apart.
+            line_id = (
+                f"{sub['subscription_id']}:{line.charge_key}:{line.role}:{line.plan_id}:"
+                f"{line.first_day}:{line.end_day}:{line.seats}"
+            )
+            while line_id in taken:
+                line_id += "+"
+            taken.add(line_id)
             sign = -1 if line.role == "unused" else 1
             last = line.end_day - timedelta(days=1)
             details = [
@@ -650,8 +659,7 @@ class _Rater:
             ]
             billed = _line(
                 self.invoice(sub["account_id"], self.catalog.plans[line.plan_id]),
-                line_id=f"{sub['subscription_id']}:{line.charge_key}:{line.role}:"
-                f"{line.plan_id}:{line.first_day}",
+                line_id=line_id,
                 subscription_id=sub["subscription_id"],
                 plan_id=line.plan_id,
                 charge_id=line.charge_key,
@@ -830,7 +838,7 @@ class _Rater:
     def discounts(self, invoice: _Invoice, plan_discounts: list[tuple[str, Discount]]) -> None:
         terms = self.terms.get(invoice.account_id)
         found = plan_discounts + [
-            ("account", d) for d in (terms.effective_discounts() if terms else [])
+            ("account", d) for d in (terms.effective_discounts(invoice.currency) if terms else [])
         ]
         for source, discount in found:
             covered = discount.covered_days(self.period.start, self.period.end)
@@ -1366,8 +1374,7 @@ def _in_force(
 ) -> pl.DataFrame:
     """Usage of a subscription with a history is priced on the plan and seats in force at
     the end of the period (its last segment starting before the period ends)."""
-    from pricing_rules.cycles import BillingCycle
-    from pricing_rules.lifecycle import LifecycleError, timeline
+    from pricing_rules.lifecycle import LifecycleError, cycle_for, timeline
 
     if not histories:
         return subs
@@ -1376,7 +1383,8 @@ def _in_force(
         history = histories.get(sub["subscription_id"])
         if history is not None:
             try:
-                segments = timeline(history, catalog, BillingCycle())
+                # the plan's own cycle decides when a deferred change takes effect
+                segments = timeline(history, catalog, cycle_for(history, catalog))
             except LifecycleError as exc:
                 raise RatingError(str(exc)) from exc
             current = [s for s in segments if s.start < period.end] or segments[:1]

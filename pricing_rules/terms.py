@@ -144,9 +144,11 @@ class AccountTerms(BaseModel):
             raise ValueError("contract ids must be unique")
         return self
 
-    def effective_discounts(self) -> list[Discount]:
-        """The account's discounts and its contracts' ramp discounts."""
-        return [*self.discounts, *(d for c in self.contracts for d in c.discounts())]
+    def effective_discounts(self, currency: str | None = None) -> list[Discount]:
+        """The account's discounts and its contracts' ramp discounts (only those of
+        contracts in `currency`, when given)."""
+        contracts = [c for c in self.contracts if currency is None or c.currency == currency]
+        return [*self.discounts, *(d for c in contracts for d in c.discounts())]
 
     def effective_overrides(self) -> list[PriceOverride]:
         """The account's price overrides and its contracts' phase prices."""

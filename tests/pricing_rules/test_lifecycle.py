@@ -78,6 +78,11 @@ plans:
       - {id: fee, name: Subscription, model: flat, amount: "180.00"}
       - {id: seats, name: Seats, model: per_seat, unit_price: "30.00"}
       - {id: support, name: Support, model: flat, amount: "15.00", timing: arrears}
+  anniversary_seats:
+    name: Anniversary seats
+    currency: USD
+    alignment: anniversary
+    charges: [{id: seats, name: Seats, model: per_seat, unit_price: "10.00"}]
   annual:
     name: Annual
     currency: USD
@@ -763,3 +768,36 @@ def test_a_plain_subscription_on_a_quarterly_plan_is_billed_on_its_own_cycle() -
         "missing_recurring_charge"
         not in detect_leakage(april, subs, CATALOG, april_period)["rule"].to_list()
     )
+
+
+def test_a_reversal_and_a_new_charge_for_the_same_days_are_separate_lines() -> None:
+    from validation.schemas import full_depth, rated_lines_schema
+
+    # Billing day 15: seats 5 -> 8 on October 20 was settled in October; 8 -> 10 on
+    # November 5 makes November reverse part of it and charge anew from October 20.
+    h = History.model_validate(
+        {
+            "subscription_id": "S-A",
+            "changes": [
+                start("2026-10-15", "anniversary_seats", seats=5),
+                {"action": "change_seats", "day": "2026-10-20", "seats": 8},
+                {"action": "change_seats", "day": "2026-11-05", "seats": 10},
+            ],
+        }
+    )
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "S-A",
+                "account_id": "A",
+                "plan_id": "anniversary_seats",
+                "start_date": date(2026, 10, 15),
+                "end_date": None,
+                "history": h.model_dump_json(),
+            }
+        ]
+    )
+    lines = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse("2026-11")).lines
+    assert lines["line_id"].n_unique() == lines.height > 1
+    with full_depth():
+        rated_lines_schema().validate(lines, lazy=True)
