@@ -339,8 +339,8 @@ class Ledger:
             account.terms = terms_json
 
     def credits_used(self, excluding_period: str) -> dict[tuple[str, str], int]:
-        """Minor units drawn per (account, prepaid credit id) on the published invoices of
-        every other period (a re-run of an earlier period must not draw a credit that a
+        """Minor units drawn per (account, prepaid credit id) on the published invoices and
+        notes of every other period (a re-run of an earlier period must not draw a credit that a
         later invoice already used). Credit ids are an account's own."""
         with self.session() as session:
             rows = session.execute(
@@ -355,8 +355,14 @@ class Ledger:
                     InvoiceLine.charge_id.like("credit:%"),
                 )
             )
+            # Notes correcting other periods can draw more credit (or give some back).
+            noted = session.execute(
+                select(Note.account_id, NoteLine.charge_id, NoteLine.amount_minor)
+                .join(Note, Note.note_id == NoteLine.note_id)
+                .where(Note.period != excluding_period, NoteLine.charge_id.like("credit:%"))
+            )
             used: dict[tuple[str, str], int] = {}
-            for account_id, charge_id, amount_minor in rows:
+            for account_id, charge_id, amount_minor in [*rows, *noted]:
                 key = (account_id, charge_id.removeprefix("credit:"))
                 used[key] = used.get(key, 0) - amount_minor
             return used
@@ -602,8 +608,8 @@ class Ledger:
 
     def charges_billed(self, periods: list[str]) -> dict[tuple[str, str], int]:
         """Minor units of charges (not tax, credits or discounts) billed per (account,
-        currency) for the given periods: their invoices' own lines and adjustments for
-        them. Contracts' yearly commitments are measured with it."""
+        currency) for the given periods: their invoices' own lines, adjustments for them and
+        notes correcting them. Contracts' yearly commitments are measured with it."""
         if not periods:
             return {}
         not_charges = or_(
@@ -623,8 +629,20 @@ class Ledger:
                     ~not_charges,
                 )
             )
+            noted = session.execute(
+                select(Note.account_id, Note.currency, NoteLine.amount_minor)
+                .join(Note, Note.note_id == NoteLine.note_id)
+                .where(
+                    Note.period.in_(periods),
+                    ~or_(
+                        NoteLine.charge_id.startswith("tax:"),
+                        NoteLine.charge_id.startswith("credit:"),
+                        NoteLine.charge_id.startswith("discount:"),
+                    ),
+                )
+            )
             totals: dict[tuple[str, str], int] = {}
-            for account_id, currency, amount_minor in rows:
+            for account_id, currency, amount_minor in [*rows, *noted]:
                 key = (account_id, currency)
                 totals[key] = totals.get(key, 0) + amount_minor
             return totals

@@ -358,6 +358,34 @@ def test_charges_billed_leave_out_tax_credits_and_discounts(db: Ledger) -> None:
     assert db.charges_billed([]) == {}
 
 
+def test_notes_count_in_credits_used_and_charges_billed(db: Ledger) -> None:
+    from infra.db import NewNote
+
+    db.publish_invoice(new_invoice("ACC-A", "2026-09", lines=[line(1, "platform", 10_000)]))
+    note_lines = [line(1, "platform", -2_000), line(2, "credit:prepay", -500)]
+    db.publish_note(
+        NewNote(
+            note_id="CN-2026-09-ACC-A-USD-x",
+            kind="credit",
+            account_id="ACC-A",
+            period="2026-09",
+            currency="USD",
+            run_id="rerate-1",
+            total_minor=-2_500,
+            catalog_hash="c" * 64,
+            content_sha256="a" * 64,
+            html_key="notes/x.html",
+            json_key="notes/x.json",
+            lines=note_lines,
+        )
+    )
+    # September's charges: 10,000 less the 2,000 the note took back; the note also drew
+    # 500 of the prepaid credit, which an October rating must see as used.
+    assert db.charges_billed(["2026-09"]) == {("ACC-A", "USD"): 8_000}
+    assert db.credits_used("2026-10") == {("ACC-A", "prepay"): 500}
+    assert db.credits_used("2026-09") == {}
+
+
 def test_credits_used_keeps_accounts_apart(db: Ledger) -> None:
     db.publish_invoice(new_invoice("ACC-A", "2026-09", lines=[line(1, "credit:prepay-1", -10_000)]))
     db.publish_invoice(new_invoice("ACC-B", "2026-09", lines=[line(1, "credit:prepay-1", -3_000)]))
