@@ -500,32 +500,31 @@ class Ledger:
 
     def publish_invoice(self, invoice: NewInvoice) -> bool:
         """Insert the invoice and its lines once; False when it already exists."""
+        fields = {k: v for k, v in vars(invoice).items() if k != "lines"}
+        return self._publish_once(Invoice, InvoiceLine, "invoice_id", fields, invoice.lines)
+
+    def _publish_once(
+        self,
+        document: type[Base],
+        lines: type[Base],
+        key: str,
+        fields: dict[str, Any],
+        rows: list[dict[str, Any]],
+    ) -> bool:
+        """One transaction: the document row with `ON CONFLICT DO NOTHING RETURNING`, and
+        its lines only if that insert took place."""
+        table = document.__table__
         with self.session() as session:
             inserted = session.execute(
-                self._insert(Invoice.__table__)
-                .values(
-                    invoice_id=invoice.invoice_id,
-                    account_id=invoice.account_id,
-                    period=invoice.period,
-                    currency=invoice.currency,
-                    run_id=invoice.run_id,
-                    total_minor=invoice.total_minor,
-                    line_count=len(invoice.lines),
-                    catalog_hash=invoice.catalog_hash,
-                    content_sha256=invoice.content_sha256,
-                    html_key=invoice.html_key,
-                    json_key=invoice.json_key,
-                    published_at=utcnow(),
-                )
+                self._insert(table)
+                .values(**fields, line_count=len(rows), published_at=utcnow())
                 .on_conflict_do_nothing()
-                .returning(Invoice.__table__.c.invoice_id)
+                .returning(table.c[key])
             ).first()
             if inserted is None:
                 return False
             session.execute(
-                self._insert(InvoiceLine.__table__).values(
-                    [{"invoice_id": invoice.invoice_id, **line} for line in invoice.lines]
-                )
+                self._insert(lines.__table__).values([{key: fields[key], **row} for row in rows])
             )
             return True
 
@@ -612,11 +611,6 @@ class Ledger:
         notes correcting them. Contracts' yearly commitments are measured with it."""
         if not periods:
             return {}
-        not_charges = or_(
-            InvoiceLine.charge_id.startswith("tax:"),
-            InvoiceLine.charge_id.startswith("credit:"),
-            InvoiceLine.charge_id.startswith("discount:"),
-        )
         with self.session() as session:
             rows = session.execute(
                 select(Invoice.account_id, Invoice.currency, InvoiceLine.amount_minor)
@@ -626,7 +620,7 @@ class Ledger:
                         and_(Invoice.period.in_(periods), InvoiceLine.service_period.is_(None)),
                         InvoiceLine.service_period.in_(periods),
                     ),
-                    ~not_charges,
+                    _is_charge(InvoiceLine.charge_id),
                 )
             )
             noted = session.execute(
@@ -634,11 +628,7 @@ class Ledger:
                 .join(Note, Note.note_id == NoteLine.note_id)
                 .where(
                     Note.period.in_(periods),
-                    ~or_(
-                        NoteLine.charge_id.startswith("tax:"),
-                        NoteLine.charge_id.startswith("credit:"),
-                        NoteLine.charge_id.startswith("discount:"),
-                    ),
+                    _is_charge(NoteLine.charge_id),
                 )
             )
             totals: dict[tuple[str, str], int] = {}
@@ -680,35 +670,8 @@ class Ledger:
     def publish_note(self, note: NewNote) -> bool:
         """Insert the note and its lines once; False when this run already published one
         for the account and currency."""
-        with self.session() as session:
-            inserted = session.execute(
-                self._insert(Note.__table__)
-                .values(
-                    note_id=note.note_id,
-                    kind=note.kind,
-                    account_id=note.account_id,
-                    period=note.period,
-                    currency=note.currency,
-                    run_id=note.run_id,
-                    total_minor=note.total_minor,
-                    line_count=len(note.lines),
-                    catalog_hash=note.catalog_hash,
-                    content_sha256=note.content_sha256,
-                    html_key=note.html_key,
-                    json_key=note.json_key,
-                    published_at=utcnow(),
-                )
-                .on_conflict_do_nothing()
-                .returning(Note.__table__.c.note_id)
-            ).first()
-            if inserted is None:
-                return False
-            session.execute(
-                self._insert(NoteLine.__table__).values(
-                    [{"note_id": note.note_id, **line} for line in note.lines]
-                )
-            )
-            return True
+        fields = {k: v for k, v in vars(note).items() if k != "lines"}
+        return self._publish_once(Note, NoteLine, "note_id", fields, note.lines)
 
     def notes(self, period: str | None = None) -> list[Note]:
         with self.session() as session:
@@ -744,6 +707,11 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _is_charge(charge_id: Any) -> Any:
+    """A line that is a charge: not tax, a prepaid-credit draw or a discount."""
+    return ~or_(*(charge_id.startswith(p) for p in ("tax:", "credit:", "discount:")))
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -9,7 +9,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from infra.db import NewInvoice
-from infra.render import render_invoice
+from infra.object_store import ObjectStore
+from infra.render import RenderedInvoice, render_invoice
 from infra.settings import Settings
 from pricing_rules.invoicing import InvoiceDoc, assemble_invoices
 from pricing_rules.money import from_minor_units
@@ -69,9 +70,7 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
                 (published if found.run_id == run_id else existing).append(found.invoice_id)
                 continue
             rendered = render_invoice(doc)
-            html_key, json_key = rendered.keys()
-            store.put_if_absent(html_key, rendered.html, content_type="text/html; charset=utf-8")
-            store.put_if_absent(json_key, rendered.json, content_type="application/json")
+            html_key, json_key = store_document(store, rendered, "invoices")
             inserted = db.publish_invoice(
                 NewInvoice(
                     invoice_id=doc.invoice_id,
@@ -111,6 +110,14 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
         clock.seconds,
     )
     return {"published": published, "existing": existing}
+
+
+def store_document(store: ObjectStore, rendered: RenderedInvoice, prefix: str) -> tuple[str, str]:
+    """Write a document's HTML and JSON under content-addressed keys, never overwriting."""
+    html_key, json_key = rendered.keys(prefix)
+    store.put_if_absent(html_key, rendered.html, content_type="text/html; charset=utf-8")
+    store.put_if_absent(json_key, rendered.json, content_type="application/json")
+    return html_key, json_key
 
 
 def ledger_lines(doc: InvoiceDoc, with_service_period: bool = True) -> list[dict[str, object]]:

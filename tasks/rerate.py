@@ -25,7 +25,7 @@ from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import LINE_SCHEMA
 from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
-from tasks.publish import ledger_lines
+from tasks.publish import ledger_lines, store_document
 from validation.schemas import full_depth, rated_lines_schema
 
 
@@ -128,9 +128,7 @@ def publish_notes(settings: Settings, run_id: str, period: str) -> dict[str, lis
         store = object_store(settings)
         for doc in note_documents(settings, run_id, period):
             rendered = render_invoice(doc)
-            html_key, json_key = rendered.keys("notes")
-            store.put_if_absent(html_key, rendered.html, content_type="text/html; charset=utf-8")
-            store.put_if_absent(json_key, rendered.json, content_type="application/json")
+            html_key, json_key = store_document(store, rendered, "notes")
             inserted = db.publish_note(
                 NewNote(
                     note_id=doc.invoice_id,
