@@ -495,6 +495,38 @@ def _price_pieces(
     return pieces
 
 
+def _contract_line(
+    invoice: _Invoice,
+    contract_id: str,
+    what: str,
+    name: str,
+    model: str,
+    precise: Decimal,
+    description: str,
+    details: list[ChargeDetail],
+) -> None:
+    """One contract line on the invoice (a true-up or a termination fee)."""
+    _line(
+        invoice,
+        line_id=f"{invoice.account_id}:{invoice.currency}:contract:{contract_id}:{what}",
+        subscription_id=None,
+        plan_id=None,
+        charge_id=f"contract:{contract_id}:{what}",
+        charge_name=name,
+        charge_model=model,
+        kind="commitment",
+        metric=None,
+        quantity=Decimal(1),
+        unit="period",
+        unit_price=None,
+        proration_factor=None,
+        events=0,
+        precise=precise,
+        description=description,
+        details=[d.as_json() for d in details],
+    )
+
+
 def _override(
     charge: ChargeBase,
     key: str,
@@ -774,64 +806,39 @@ class _Rater:
                 billed = earlier + spent
                 if billed < committed:
                     shortfall = MONEY_CONTEXT.subtract(committed, billed)
-                    _line(
+                    _contract_line(
                         invoice,
-                        line_id=f"{invoice.account_id}:{invoice.currency}:contract:"
-                        f"{contract.id}:commitment",
-                        subscription_id=None,
-                        plan_id=None,
-                        charge_id=f"contract:{contract.id}:commitment",
-                        charge_name=f"Contract {contract.id} commitment true-up",
-                        charge_model="commitment",
-                        kind="commitment",
-                        metric=None,
-                        quantity=Decimal(1),
-                        unit="period",
-                        unit_price=None,
-                        proration_factor=None,
-                        events=0,
-                        precise=shortfall,
-                        description=f"Contract {contract.id}: committed {_plain(committed)} "
+                        contract.id,
+                        "commitment",
+                        f"Contract {contract.id} commitment true-up",
+                        "commitment",
+                        shortfall,
+                        f"Contract {contract.id}: committed {_plain(committed)} "
                         f"for {covers}, billed {_plain(billed)}: true-up {_plain(shortfall)}",
-                        details=[
-                            ChargeDetail(
-                                f"committed for {covers}", Decimal(1), committed
-                            ).as_json(),
-                            ChargeDetail(
-                                "billed earlier in the year", Decimal(1), -earlier
-                            ).as_json(),
-                            ChargeDetail("billed this period", Decimal(1), -spent).as_json(),
+                        [
+                            ChargeDetail(f"committed for {covers}", Decimal(1), committed),
+                            ChargeDetail("billed earlier in the year", Decimal(1), -earlier),
+                            ChargeDetail("billed this period", Decimal(1), -spent),
                         ],
                     )
             fee = contract.termination_fee_due(first, end)
             if fee:
-                _line(
+                _contract_line(
                     invoice,
-                    line_id=f"{invoice.account_id}:{invoice.currency}:contract:"
-                    f"{contract.id}:termination",
-                    subscription_id=None,
-                    plan_id=None,
-                    charge_id=f"contract:{contract.id}:termination",
-                    charge_name=f"Contract {contract.id} early termination",
-                    charge_model="termination_fee",
-                    kind="commitment",
-                    metric=None,
-                    quantity=Decimal(1),
-                    unit="period",
-                    unit_price=None,
-                    proration_factor=None,
-                    events=0,
-                    precise=fee,
-                    description=f"Contract {contract.id} ended on {contract.terminated_on}, "
-                    f"before its term ends on {contract.term_end}: early-termination fee "
-                    f"{_plain(fee)}",
-                    details=[
+                    contract.id,
+                    "termination",
+                    f"Contract {contract.id} early termination",
+                    "termination_fee",
+                    fee,
+                    f"Contract {contract.id} ended on {contract.terminated_on}, before its term "
+                    f"ends on {contract.term_end}: early-termination fee {_plain(fee)}",
+                    [
                         ChargeDetail(
                             f"fixed fee {_plain(contract.termination_fee)} + "
                             f"{_plain(contract.termination_fee_percent)}% of the commitment left",
                             Decimal(1),
                             fee,
-                        ).as_json()
+                        )
                     ],
                 )
 
