@@ -30,6 +30,7 @@ STAGED = (
     "valid",
     "quarantine",
     "duplicates",
+    "deferred",
     "rated",
     "adjustments",
     "unrated",
@@ -90,8 +91,11 @@ def billing_run(
         manifest = discover(settings, run_id, period)
         read = load(settings, run_id, manifest)
         counts = validate(settings, run_id, period)
-        if counts["read"] != read:
-            raise ConservationError(f"loaded {read} rows but validation read {counts['read']}")
+        if counts["read"] + counts["edge_read"] != read:
+            raise ConservationError(
+                f"loaded {read} rows but validation read {counts['read']} "
+                f"+ {counts['edge_read']} on edge days"
+            )
         rated = rate(settings, run_id, period)
         late = settle_late(settings, run_id, period)
         detected = detect(settings, run_id, period)

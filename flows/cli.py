@@ -52,12 +52,19 @@ def _settings(settings_file: Path | None, **overrides: Any) -> Any:
 def print_summary(summary: dict[str, Any]) -> None:
     counts = summary["counts"]
     table = Table(title=f"Billing run {summary['run_id']} — {summary['period']}", show_header=False)
-    table.add_row("events read", f"{counts['read']:,}")
+    table.add_row("events read (this month's files)", f"{counts['read']:,}")
+    table.add_row("  + from neighbours' edge days", f"{counts['borrowed']:,}")
     table.add_row("  valid", f"{counts['valid']:,}")
     table.add_row("  quarantined", f"{counts['quarantined']:,}")
     table.add_row("  duplicates", f"{counts['duplicates']:,}")
-    balanced = counts["read"] == counts["valid"] + counts["quarantined"] + counts["duplicates"]
-    table.add_row("  read = valid + quarantined + duplicates", "yes" if balanced else "NO")
+    table.add_row("  owed to a neighbouring month", f"{counts['deferred']:,}")
+    balanced = counts["read"] + counts["borrowed"] == (
+        counts["valid"] + counts["quarantined"] + counts["duplicates"] + counts["deferred"]
+    )
+    table.add_row(
+        "  read + borrowed = valid + quarantined + duplicates + owed",
+        "yes" if balanced else "NO",
+    )
     rated = summary["rated"]
     table.add_row(
         "events rated / unbilled (findings)",

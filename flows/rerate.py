@@ -58,8 +58,11 @@ def rerate_run(
         manifest = discover(settings, run_id, period)
         read = load(settings, run_id, manifest)
         counts = validate(settings, run_id, period)
-        if counts["read"] != read:
-            raise ConservationError(f"loaded {read} rows but validation read {counts['read']}")
+        if counts["read"] + counts["edge_read"] != read:
+            raise ConservationError(
+                f"loaded {read} rows but validation read {counts['read']} "
+                f"+ {counts['edge_read']} on edge days"
+            )
         rated = rate(settings, run_id, period)
         compared = compare(settings, run_id, period)
         summary: dict[str, Any] = {

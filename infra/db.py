@@ -6,7 +6,7 @@ as a float). Timestamps are UTC.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -86,6 +86,8 @@ class BillingRun(Base):
     events_valid: Mapped[int | None] = mapped_column(BigInteger)
     events_quarantined: Mapped[int | None] = mapped_column(BigInteger)
     events_duplicate: Mapped[int | None] = mapped_column(BigInteger)
+    events_deferred: Mapped[int | None] = mapped_column(BigInteger)  # owed to a neighbour
+    events_borrowed: Mapped[int | None] = mapped_column(BigInteger)  # from its edge days
     summary: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -300,6 +302,12 @@ class Ledger:
                 ],
                 schema=SUBSCRIPTION_SCHEMA,
             )
+
+    def account_zones(self) -> dict[str, str]:
+        """account_id -> IANA time zone: where each account's billing month starts."""
+        with self.session() as session:
+            rows = session.execute(select(Account.account_id, Account.timezone))
+            return {account_id: zone for account_id, zone in rows}
 
     def account_frame(self) -> pl.DataFrame:
         """account_id, currency, country, timezone for rating (time bands, tax)."""
@@ -637,8 +645,8 @@ class Ledger:
                 totals[key] = totals.get(key, 0) + amount_minor
             return totals
 
-    def consumed_keys(self, period: str, prefix: str) -> dict[str, set[str]]:
-        """Per account invoiced for `period`: the usage keys under `prefix` read by the runs
+    def consumed_keys(self, period: str, prefixes: Sequence[str]) -> dict[str, set[str]]:
+        """Per account invoiced for `period`: the usage keys under `prefixes` read by the runs
         that published what it was billed for the period (its own invoice, and invoices
         carrying adjustments for the period). Usage in any other key is not billed yet."""
         with self.session() as session:
@@ -656,7 +664,8 @@ class Ledger:
                 .outerjoin(
                     ManifestEntry,
                     and_(
-                        ManifestEntry.run_id == runs.c.run_id, ManifestEntry.key.startswith(prefix)
+                        ManifestEntry.run_id == runs.c.run_id,
+                        or_(*(ManifestEntry.key.startswith(p) for p in prefixes)),
                     ),
                 )
             )

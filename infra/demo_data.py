@@ -32,7 +32,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import phonenumbers
 import polars as pl
@@ -248,7 +247,6 @@ class _Account:
     end_date: date | None
     active_from_hour: int  # hours since the period start, inclusive
     active_to_hour: int  # exclusive
-    utc_offset_minutes: int
     size: float
     voice_affinity: float
     sms_affinity: float
@@ -284,7 +282,6 @@ def _build_accounts(
     currencies = ["JPY"] * n_jpy + ["EUR"] * n_eur + ["USD"] * (count - n_jpy - n_eur)
     rng.shuffle(currencies)
     names = _company_names(rng, count + 1)
-    mid = period_start + timedelta(days=days // 2)
     first_day = period_start.date()
 
     usd_indexes = [i for i, c in enumerate(currencies) if c == "USD"]
@@ -301,8 +298,6 @@ def _build_accounts(
         orphan = i == count
         currency = "USD" if orphan else currencies[i]
         country, tz = _weighted_choice(rng, _LOCALES[currency])
-        offset = ZoneInfo(tz).utcoffset(mid.replace(tzinfo=None))
-        offset_minutes = int(offset.total_seconds() // 60) if offset is not None else 0
         if orphan:
             account_id = f"ACC-{max(9001, count + 1001):04d}"
             plan_id: str | None = None
@@ -338,7 +333,6 @@ def _build_accounts(
                 end_date=end,
                 active_from_hour=active_from,
                 active_to_hour=active_to,
-                utc_offset_minutes=offset_minutes,
                 size=size,
                 voice_affinity=rng.lognormvariate(0.0, 0.3),
                 sms_affinity=rng.lognormvariate(0.0, 0.6),
@@ -449,36 +443,32 @@ def _slot_table(
     weights: Sequence[float],
     start_weekday: int,
 ) -> pl.DataFrame:
-    """One row per (account, UTC hour) while the account is active, weighted for sampling.
-
-    The weight follows the account's weight, its local hour of day and local day of week.
+    """One row per (account, local hour of the month) while the account is active,
+    weighted for sampling by the account's weight, the hour of day and the day of week.
     """
     base = pl.DataFrame(
         {
             "acct": [a.index for a in accounts],
             "h0": [a.active_from_hour for a in accounts],
             "h1": [a.active_to_hour for a in accounts],
-            "offset": [a.utc_offset_minutes for a in accounts],
             "w": list(weights),
         },
         schema={
             "acct": pl.Int32,
             "h0": pl.Int64,
             "h1": pl.Int64,
-            "offset": pl.Int64,
             "w": pl.Float64,
         },
     )
     hour_weights = pl.Series("hw", _HOUR_WEIGHTS, dtype=pl.Float64)
-    # a week of minutes keeps the local minute non-negative without changing hour or weekday
-    local_minute = pl.col("hour") * 60 + pl.col("offset") + 7 * 1440
+    # hours count local wall-clock time from the start of the month (see _onto_local_months)
     slots = (
         base.with_columns(pl.int_ranges("h0", "h1").alias("hour"))
         .explode("hour")
         .drop_nulls("hour")
         .with_columns(
-            (local_minute // 60 % 24).alias("local_hour"),
-            ((local_minute // 1440 + start_weekday) % 7).alias("weekday"),
+            (pl.col("hour") % 24).alias("local_hour"),
+            ((pl.col("hour") // 24 + start_weekday) % 7).alias("weekday"),
         )
         .with_columns(
             (
@@ -495,7 +485,8 @@ def _slot_table(
 def _sample_times(
     rng: random.Random, slots: pl.DataFrame, n: int, period_start: datetime
 ) -> pl.DataFrame:
-    """``n`` events drawn from the slot weights: columns ``acct`` and ``ts`` (UTC)."""
+    """``n`` events drawn from the slot weights: columns ``acct`` and ``ts`` (wall-clock
+    time, moved onto each account's zone by ``_onto_local_months``)."""
     total = float(slots["weight"].sum())
     draws = (
         _uniforms(rng, n, ("p", "s"))
@@ -641,6 +632,34 @@ def _video_events(
         _empty_string().alias("destination"),
         _empty_string().alias("direction"),
     )
+
+
+def _onto_local_months(events: pl.DataFrame, accounts: Sequence[_Account]) -> pl.DataFrame:
+    """Read each account's generated UTC times as its local wall-clock times, so its usage
+    fills the local month it is billed for: an account in Tokyo starts October at 15:00
+    UTC on September 30, so its first events land in that day's partition. Malformed
+    rows stay where they are.
+    """
+    zones = {a.account_id: a.timezone for a in accounts}
+    frame = events.with_row_index("_row").with_columns(
+        pl.when(pl.col("kind") == "malformed")
+        .then(None)
+        .otherwise(pl.col("account_id").replace_strict(zones, default=None))
+        .alias("_zone")
+    )
+    parts = []
+    for (zone,), part in frame.partition_by("_zone", as_dict=True).items():
+        if zone is not None:
+            wall = pl.col("ts").dt.replace_time_zone(None)
+
+            def localize(w: pl.Expr, zone: str = str(zone)) -> pl.Expr:
+                return w.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+
+            # A wall time in a spring-forward gap moves an hour on.
+            local = localize(wall).fill_null(localize(wall + pl.duration(hours=1)))
+            part = part.with_columns(local.dt.convert_time_zone("UTC").alias("ts"))
+        parts.append(part)
+    return pl.concat(parts).sort("_row").drop("_row", "_zone")
 
 
 def _snapshots_per_day(target: int, account_metric_days: int) -> int:
@@ -908,7 +927,10 @@ def generate_demo_month(
         .then(pl.lit("malformed"))
         .otherwise(pl.col("kind"))
         .alias("kind")
-    ).sort(["ts", "account_id", "metric", "quantity", "unit"], maintain_order=True)
+    )
+    everything = _onto_local_months(everything, all_accounts).sort(
+        ["ts", "account_id", "metric", "quantity", "unit"], maintain_order=True
+    )
 
     total = everything.height
     avg_per_day = total / days
@@ -920,7 +942,7 @@ def generate_demo_month(
             + pl.int_range(pl.len(), dtype=pl.Int64).cast(pl.String).str.zfill(9)
         ).alias("event_id"),
         pl.col("ts").dt.strftime(_TS_FORMAT).alias("timestamp"),
-        (pl.col("ts").dt.day().cast(pl.Int64) - 1).alias("day"),
+        (pl.col("ts").dt.date() - pl.lit(period_start.date())).dt.total_days().alias("day"),
         pl.when(pl.col("kind") == "malformed")
         .then(pl.lit(0, dtype=pl.Int64))
         .otherwise((pl.col("part") * parts_per_day).floor().cast(pl.Int64))
@@ -954,7 +976,9 @@ def generate_demo_month(
     # duplicates: copies of ordinary voice and sms events, re-delivered in the next day's
     # files (the last day's go to the day before)
     candidates = everything.with_row_index("row").filter(
-        (pl.col("kind") == "ordinary") & pl.col("metric").is_in(["voice", "sms"])
+        (pl.col("kind") == "ordinary")
+        & pl.col("metric").is_in(["voice", "sms"])
+        & pl.col("day").is_between(0, days - 1)  # not on the neighbours' edge days
     )["row"]
     picked = sorted(rng.sample(range(candidates.len()), duplicate_copies))
     dup_rows = candidates.gather(picked)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pricing_rules.periods import proration_ratio
+from pricing_rules.periods import local_midnight, proration_ratio
 
 Interval = Literal["month", "quarter", "year"]
 MONTHS: dict[str, int] = {"month": 1, "quarter": 3, "year": 12}
@@ -107,14 +107,8 @@ class BillingCycle:
         return guess
 
     def start_of(self, day: date) -> datetime:
-        """The first instant of a local day, in UTC."""
-        # Local midnight; if midnight does not exist (a DST gap at 00:00), fold to the
-        # first instant of the day that does.
-        local = datetime.combine(day, time(0), tzinfo=self.zone)
-        instant = local.astimezone(UTC)
-        if instant.astimezone(self.zone).date() != day:
-            instant = datetime.combine(day, time(1), tzinfo=self.zone).astimezone(UTC)
-        return instant
+        """The first instant of a local day, in UTC (see `local_midnight`)."""
+        return local_midnight(day, self.timezone)
 
     def period_of(self, instant: datetime) -> Period:
         """The period an instant falls in (by its local date)."""
@@ -159,6 +153,7 @@ def proration_factor(
     it. By `second`: exact seconds. Either way the factors of a split period add up to 1.
 
     # Active from the 17th of a 31-day month: 15 / 31
+    >>> from datetime import UTC
     >>> cycle = BillingCycle()
     >>> october = cycle.period_of(datetime(2026, 10, 5, tzinfo=UTC))
     >>> proration_factor(october, datetime(2026, 10, 17, tzinfo=UTC), None)

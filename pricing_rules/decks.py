@@ -615,7 +615,7 @@ def match_prefixes(
 # ---------------------------------------------------------------------------------------
 
 
-def _local_wall_clock(batch: pl.Series) -> pl.Series:
+def local_wall_clock(batch: pl.Series) -> pl.Series:
     """UTC instants to naive local wall-clock times, one vectorized conversion per distinct
     time zone in the batch. A null, empty or unknown zone gives a null time."""
     zones = batch.struct.field("zone")
@@ -770,7 +770,7 @@ def rate_calls(
         local = pl.struct(
             pl.col("timestamp").dt.cast_time_unit("us").alias("instant"),
             zone.cast(pl.String).alias("zone"),
-        ).map_batches(_local_wall_clock, pl.Datetime("us"), is_elementwise=True)
+        ).map_batches(local_wall_clock, pl.Datetime("us"), is_elementwise=True)
         # A column, so that the conversion runs once and not once per use in `_time_band`.
         time_band = _time_band(pl.col(f"{_TMP}local"), deck.time_bands)
     else:

@@ -49,8 +49,8 @@ def _calls_for(
         usage.filter(charge_filter(charge))
         .join(scoped.lazy(), on="account_id")
         .filter(
-            (pl.col("timestamp").dt.date() >= pl.col("start_date"))
-            & (pl.col("end_date").is_null() | (pl.col("timestamp").dt.date() < pl.col("end_date")))
+            (pl.col("local_day") >= pl.col("start_date"))
+            & (pl.col("end_date").is_null() | (pl.col("local_day") < pl.col("end_date")))
         )
         .join(zones.lazy(), on="account_id", how="left")
         .select(
@@ -58,6 +58,7 @@ def _calls_for(
             "subscription_id",
             "plan_id",
             "timestamp",
+            "local_day",
             "quantity",
             "destination",
             pl.col("timezone").fill_null("UTC"),
@@ -100,8 +101,8 @@ def rate_event_charges(
                     .agg(
                         pl.col("quantity").sum(),
                         pl.len().cast(pl.Int64).alias("events"),
-                        pl.col("timestamp").min().dt.date().alias("first_day"),
-                        pl.col("timestamp").max().dt.date().alias("last_day"),
+                        pl.col("local_day").min().alias("first_day"),
+                        pl.col("local_day").max().alias("last_day"),
                     )
                     .with_columns(
                         pl.lit(charge.metric).alias("metric"),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from pricing_rules.money import MONEY_CONTEXT
 
@@ -15,7 +16,8 @@ FACTOR_QUANTUM = Decimal(1).scaleb(-30)
 
 @dataclass(frozen=True, order=True)
 class BillingPeriod:
-    """A calendar month, `[start, end)` in UTC dates."""
+    """A calendar month, `[start, end)` as local dates. `start_at`/`end_at` are its
+    bounds in UTC; `local_bounds` gives them in an account's time zone."""
 
     start: date
     end: date
@@ -43,9 +45,38 @@ class BillingPeriod:
         """
         return BillingPeriod.parse(f"{self.start - timedelta(days=1):%Y-%m}")
 
+    def next(self) -> BillingPeriod:
+        """The month after.
+
+        >>> BillingPeriod.parse("2026-12").next().label
+        '2027-01'
+        """
+        return BillingPeriod.parse(f"{self.end:%Y-%m}")
+
     @property
     def label(self) -> str:
         return f"{self.start:%Y-%m}"
+
+    @property
+    def edge_days(self) -> tuple[date, date]:
+        """The neighbours' days whose partitions may hold this month's usage: the last day
+        of the month before and the first day of the month after. A UTC offset is at most
+        14 hours, so a local month never reaches further.
+
+        >>> [f"{d}" for d in BillingPeriod.parse("2026-11").edge_days]
+        ['2026-10-31', '2026-12-01']
+        """
+        return self.start - timedelta(days=1), self.end
+
+    def local_bounds(self, zone: str) -> tuple[datetime, datetime]:
+        """`[start, end)` of the month in time zone `zone`, as UTC instants.
+
+        # Local midnight in Berlin (UTC+1 in November) is 23:00 UTC the day before.
+        >>> start, end = BillingPeriod.parse("2026-11").local_bounds("Europe/Berlin")
+        >>> f"{start:%m-%d %H:%M}", f"{end:%m-%d %H:%M}"
+        ('10-31 23:00', '11-30 23:00')
+        """
+        return local_midnight(self.start, zone), local_midnight(self.end, zone)
 
     @property
     def days(self) -> int:
@@ -76,6 +107,16 @@ class BillingPeriod:
         Decimal('0.483870967741935483870967741935')
         """
         return proration_ratio(self.active_days(start, end), self.days)
+
+
+def local_midnight(day: date, zone: str) -> datetime:
+    """The first instant of local `day` in `zone`, in UTC. Where midnight does not exist
+    (a daylight-saving gap at 00:00) the day starts at 01:00."""
+    tz = ZoneInfo(zone)
+    instant = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+    if instant.astimezone(tz).date() != day:
+        instant = datetime.combine(day, time(1), tzinfo=tz).astimezone(UTC)
+    return instant
 
 
 def proration_ratio(part: int, whole: int) -> Decimal:

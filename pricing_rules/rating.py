@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from itertools import pairwise
@@ -31,6 +31,7 @@ from pricing_rules.charges import (
     model_name,
     price_charge,
 )
+from pricing_rules.decks import local_wall_clock
 from pricing_rules.money import (
     MONEY_CONTEXT,
     RoundingMode,
@@ -38,7 +39,7 @@ from pricing_rules.money import (
     show_quantity,
     to_minor_units,
 )
-from pricing_rules.periods import BillingPeriod, proration_ratio
+from pricing_rules.periods import BillingPeriod, local_midnight, proration_ratio
 from pricing_rules.terms import AccountTerms, Discount
 
 if TYPE_CHECKING:
@@ -177,10 +178,31 @@ def _property_value(catalog: Catalog) -> pl.Expr:
     return expr
 
 
+def with_local_day(usage: pl.LazyFrame, zones: Mapping[str, str]) -> pl.LazyFrame:
+    """Add `local_day`: the date of each event in its account's time zone (UTC for an
+    account not in `zones`), the day subscriptions cover.
+
+    >>> from datetime import UTC, datetime
+    >>> usage = pl.LazyFrame({"account_id": ["A", "B"],
+    ...     "timestamp": [datetime(2026, 10, 31, 23, 30, tzinfo=UTC)] * 2})
+    >>> with_local_day(usage, {"A": "Europe/Berlin"}).collect()["local_day"].to_list()
+    [datetime.date(2026, 11, 1), datetime.date(2026, 10, 31)]
+    """
+    utc_day = pl.col("timestamp").dt.date()
+    local = {a: z for a, z in zones.items() if z and z != "UTC"}
+    if not local:
+        return usage.with_columns(utc_day.alias("local_day"))
+    zone = pl.col("account_id").replace_strict(local, default=None, return_dtype=pl.String)
+    wall = pl.struct(
+        pl.col("timestamp").dt.cast_time_unit("us").alias("instant"), zone.alias("zone")
+    ).map_batches(local_wall_clock, pl.Datetime("us"), is_elementwise=True)
+    return usage.with_columns(wall.dt.date().fill_null(utc_day).alias("local_day"))
+
+
 def partial_usage(
     usage: pl.LazyFrame, catalog: Catalog, whole_period_accounts: Sequence[str] = ()
 ) -> pl.LazyFrame:
-    """Partial aggregates per (account, metric, UTC day, filter dimensions).
+    """Partial aggregates per (account, metric, local day, filter dimensions).
 
     Sums, maxima, counts, the latest reading and the distinct property values combine
     exactly across days, files or workers; this is the unit of scale-out. Accounts whose
@@ -191,13 +213,13 @@ def partial_usage(
     frame = usage.with_columns(
         *(pl.lit(None, pl.String).alias(d) for d in dims if d not in present),
     ).with_columns(_property_value(catalog).alias("_property"))
-    day = pl.col("timestamp").dt.date()
+    day = pl.col("local_day")
     if whole_period_accounts:
         whole = pl.Series(list(whole_period_accounts), dtype=pl.String)
         day = pl.when(pl.col("account_id").is_in(whole)).then(None).otherwise(day)
     return frame.group_by("account_id", "metric", day.alias("day"), *dims).agg(
-        pl.col("timestamp").min().dt.date().alias("first_day"),
-        pl.col("timestamp").max().dt.date().alias("last_day"),
+        pl.col("local_day").min().alias("first_day"),
+        pl.col("local_day").max().alias("last_day"),
         pl.col("quantity").sum().alias("quantity_sum"),
         pl.col("quantity").max().alias("quantity_max"),
         pl.len().cast(pl.Int64).alias("events"),
@@ -1096,13 +1118,18 @@ def charge_filter(charge: ChargeBase) -> pl.Expr:
 
 
 def _time_weighted(
-    usage: pl.LazyFrame, subs: pl.DataFrame, charge: ChargeBase, period: BillingPeriod
+    usage: pl.LazyFrame,
+    subs: pl.DataFrame,
+    charge: ChargeBase,
+    period: BillingPeriod,
+    zones: Mapping[str, str],
 ) -> dict[str, Decimal]:
     """Σ value x time held / length of the period, per subscription (e.g. seat-months),
     over the readings the charge's filters select.
 
     A reading holds until the next one or the end of the subscription's window; before
-    the first reading in the window the value is zero.
+    the first reading in the window the value is zero. The period is the account's local
+    month, so a month with a daylight-saving change is an hour longer or shorter.
     """
     events = (
         usage.filter(charge_filter(charge))
@@ -1111,20 +1138,20 @@ def _time_weighted(
             on="account_id",
         )
         .filter(
-            (pl.col("timestamp").dt.date() >= pl.col("start_date"))
-            & (pl.col("end_date").is_null() | (pl.col("timestamp").dt.date() < pl.col("end_date")))
+            (pl.col("local_day") >= pl.col("start_date"))
+            & (pl.col("end_date").is_null() | (pl.col("local_day") < pl.col("end_date")))
         )
         .collect()
         .sort("subscription_id", "timestamp")
     )
     weighted: dict[str, Decimal] = {}
-    total_micros = Decimal(period.days * 86400 * 1_000_000)
     for (sub_id,), group in events.group_by(["subscription_id"], maintain_order=True):
+        zone = zones.get(group["account_id"][0]) or "UTC"
+        start_at, window_end = period.local_bounds(zone)
+        total_micros = Decimal((window_end - start_at) // timedelta(microseconds=1))
         end = group["end_date"][0]
-        window_end = period.end_at
         if end is not None:
-            end_at = datetime(end.year, end.month, end.day, tzinfo=period.end_at.tzinfo)
-            window_end = min(window_end, end_at)
+            window_end = min(window_end, local_midnight(end, zone))
         times = [*group["timestamp"].to_list(), window_end]
         values = group["quantity"].to_list()
         held = sum(
@@ -1186,6 +1213,8 @@ def rate(
         if accounts is not None
         else {}
     )
+    zones = {a: str(row.get("timezone") or "UTC") for a, row in account_info.items()}
+    usage = with_local_day(usage, zones)
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {}, contract_spend)
     subs = _known_add_ons(subs, catalog, rater.notices)
     rater.notices.extend(_versions_not_offered(subs, histories, catalog))
@@ -1238,6 +1267,7 @@ def rate(
                     subs.filter(pl.col("subscription_id").is_in(totals["subscription_id"])),
                     charge,
                     period,
+                    zones,
                 )
                 if metric.aggregation == "time_weighted_sum"
                 else {}

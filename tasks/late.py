@@ -23,6 +23,7 @@ from pricing_rules.catalog import Catalog, load_catalog
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import LINE_SCHEMA
 from tasks.common import ledger, object_store, stage, step_artifact, timed, usage_store
+from tasks.discover import list_period, period_prefixes
 from tasks.load import read_usage_objects, retry_io_only
 from tasks.rate import account_inputs, rate_with
 from validation.formats import is_usage_file
@@ -58,14 +59,19 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
         db = ledger(settings)
         source = usage_store(settings)
         catalog = load_catalog(settings.catalog_path)
+        zones = db.account_zones()
         found: list[pl.DataFrame] = [pl.DataFrame(schema=LINE_SCHEMA)]
         report: dict[str, object] = {}
         for closed in earlier_periods(period, settings.late_usage_grace_periods):
-            prefix = f"{settings.usage_prefix.rstrip('/')}/dt={closed}-"
-            billed_keys = db.consumed_keys(closed, prefix)
+            prefixes = period_prefixes(settings.usage_prefix, closed)
+            billed_keys = db.consumed_keys(closed, prefixes)
             if not billed_keys:
                 continue  # nothing invoiced for that period: its own run bills it
-            listed = [(o.key, o.size, o.etag) for o in source.list(prefix) if is_usage_file(o.key)]
+            listed = [
+                (o.key, o.size, o.etag)
+                for o in list_period(source, settings.usage_prefix, closed)
+                if is_usage_file(o.key)
+            ]
             keys = {key for key, _, _ in listed}
             late = {account: keys - known for account, known in billed_keys.items()}
             groups: dict[frozenset[str], list[str]] = defaultdict(list)
@@ -76,7 +82,7 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
                 continue
             db.record_manifest(run_id, listed)
             raw = read_usage_objects(source, listed)
-            lines = _settle(settings, catalog, raw, closed, groups)
+            lines = _settle(settings, catalog, raw, closed, groups, zones)
             found.append(lines)
             late_keys = sorted(set().union(*late.values()))
             report[closed] = {
@@ -109,15 +115,16 @@ def _settle(
     raw: pl.DataFrame,
     closed: str,
     groups: dict[frozenset[str], list[str]],
+    zones: dict[str, str],
 ) -> pl.DataFrame:
     """Adjustment lines for one closed period, per group of accounts sharing billed keys."""
     billing_period = BillingPeriod.parse(closed)
     units = catalog.metric_units()
-    everything = validate_usage(raw, units, billing_period).valid
+    everything = validate_usage(raw, units, billing_period, zones).valid
     found = [pl.DataFrame(schema=LINE_SCHEMA)]
     for known, accounts in sorted(groups.items(), key=lambda g: sorted(g[1])):
         billed_raw = raw.filter(pl.col("source_key").is_in(sorted(known)))
-        billed_usage = validate_usage(billed_raw, units, billing_period).valid
+        billed_usage = validate_usage(billed_raw, units, billing_period, zones).valid
         mine = pl.col("account_id").is_in(accounts)
         inputs = account_inputs(settings, closed, accounts)
         before = rate_with(billed_usage.filter(mine).lazy(), catalog, billing_period, inputs)

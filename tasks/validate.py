@@ -16,30 +16,41 @@ from validation.usage import validate_usage
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(settings: Settings, run_id: str, period: str) -> dict[str, int]:
-    """Stage valid, quarantine and duplicates; counts satisfy read = valid + q + d."""
+    """Stage valid, quarantine, duplicates and deferred; the counts satisfy
+    read + borrowed = valid + quarantined + duplicates + deferred."""
     with timed() as clock:
         store = object_store(settings)
         catalog = load_catalog(settings.catalog_path)
+        db = ledger(settings)
         result = validate_usage(
-            read_staged(store, run_id, "raw"), catalog.metric_units(), BillingPeriod.parse(period)
+            read_staged(store, run_id, "raw"),
+            catalog.metric_units(),
+            BillingPeriod.parse(period),
+            db.account_zones(),
         )
         stage(store, run_id, "valid", result.valid)
         stage(store, run_id, "quarantine", result.quarantine)
         stage(store, run_id, "duplicates", result.duplicates)
+        stage(store, run_id, "deferred", result.deferred)
         counts = asdict(result.counts)
-        ledger(settings).update_run(
+        db.update_run(
             run_id,
             events_read=counts["read"],
             events_valid=counts["valid"],
             events_quarantined=counts["quarantined"],
             events_duplicate=counts["duplicates"],
+            events_deferred=counts["deferred"],
+            events_borrowed=counts["borrowed"],
         )
     by_reason = result.quarantine.group_by("reason").len().sort("len", descending=True).rows()
     get_run_logger().info("validate: %s; quarantined by reason: %s", counts, dict(by_reason))
     step_artifact(
         "validate",
         run_id,
-        {**counts, "conservation": "read = valid + quarantined + duplicates"},
+        {
+            **counts,
+            "conservation": "read + borrowed = valid + quarantined + duplicates + deferred",
+        },
         clock.seconds,
         note="\n".join(f"- `{reason}`: {n}" for reason, n in by_reason),
     )

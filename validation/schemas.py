@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 
 import pandera.polars as pa
 import polars as pl
@@ -55,7 +54,7 @@ class RawUsage(pa.DataFrameModel):
         strict = False  # further text columns are event dimensions
 
 
-def usage_schema(metrics: list[str], start: datetime, end: datetime) -> pa.DataFrameSchema:
+def usage_schema(metrics: list[str]) -> pa.DataFrameSchema:
     """Row rules for parsed usage; `validation.usage` maps each failed check to a reason."""
     text = pa.Check.str_length(min_value=1)
     return pa.DataFrameSchema(
@@ -70,14 +69,9 @@ def usage_schema(metrics: list[str], start: datetime, end: datetime) -> pa.DataF
             ),
             "unit_factor": pa.Column(pl.Decimal(38, QUANTITY_SCALE), nullable=False),
             "precise_enough": pa.Column(pl.Boolean, pa.Check.eq(True), nullable=False),
-            "timestamp": pa.Column(
-                pl.Datetime(time_unit="us", time_zone="UTC"),
-                [
-                    pa.Check.ge(start),
-                    pa.Check.lt(end),
-                ],
-                nullable=False,
-            ),
+            "timestamp": pa.Column(pl.Datetime(time_unit="us", time_zone="UTC"), nullable=False),
+            # -1 before the period, 1 after it, 0 inside it or owed to a neighbour's run.
+            "period_position": pa.Column(pl.Int8, [pa.Check.ge(0), pa.Check.le(0)]),
         },
         strict=False,
         name="ParsedUsage",

@@ -1,11 +1,20 @@
-"""Usage validation: parse, check every row with Pandera, quarantine with reasons, dedupe.
+"""Usage validation: parse, check every row with Pandera, quarantine with reasons, dedupe,
+and place each event in its account's local billing month.
 
-Conservation is exact and checked here: `read = valid + quarantined + duplicates`.
+A run reads its own month's partitions (`dt=YYYY-MM-DD` in the month) and the two edge
+days of its neighbours (see `BillingPeriod.edge_days`). Conservation is exact and checked
+here: `read + borrowed = valid + quarantined + duplicates + deferred`, where `read` counts
+the own partitions' rows, `deferred` the events of those partitions that belong to a
+neighbouring month (its run reads them as edge rows), and `borrowed` the edge rows that
+belong to this month.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import pandera.polars as pa
 import polars as pl
@@ -54,15 +63,16 @@ _REASONS: dict[tuple[str, str], tuple[str, str]] = {
         "bad_timestamp",
         "timestamp {timestamp!r} is not ISO 8601 with a UTC offset",
     ),
-    ("timestamp", "greater_than_or_equal_to"): (
+    ("period_position", "greater_than_or_equal_to"): (
         "outside_period",
         "timestamp {timestamp} is before the billing period",
     ),
-    ("timestamp", "less_than"): (
+    ("period_position", "less_than_or_equal_to"): (
         "outside_period",
         "timestamp {timestamp} is after the billing period",
     ),
 }
+_PARTITION_DAY = re.compile(r"dt=(\d{4}-\d{2}-\d{2})")
 
 
 class ConservationError(RuntimeError):
@@ -75,12 +85,18 @@ class UsageCounts:
     valid: int
     quarantined: int
     duplicates: int
+    deferred: int = 0
+    borrowed: int = 0
+    edge_read: int = 0  # rows of the neighbours' edge days, looked at for `borrowed`
 
     def check(self) -> None:
-        if self.read != self.valid + self.quarantined + self.duplicates:
+        if self.read + self.borrowed != (
+            self.valid + self.quarantined + self.duplicates + self.deferred
+        ):
             raise ConservationError(
-                f"read {self.read} != valid {self.valid} + quarantined {self.quarantined} "
-                f"+ duplicates {self.duplicates}"
+                f"read {self.read} + borrowed {self.borrowed} != valid {self.valid} "
+                f"+ quarantined {self.quarantined} + duplicates {self.duplicates} "
+                f"+ deferred {self.deferred}"
             )
 
 
@@ -90,6 +106,109 @@ class UsageValidation:
     quarantine: pl.DataFrame
     duplicates: pl.DataFrame
     counts: UsageCounts
+    deferred: pl.DataFrame  # event_id, account_id, source_key, source_row, period
+
+
+def partition_day(key: str) -> date | None:
+    """The day of a `dt=YYYY-MM-DD` partition a usage key sits in, if it names one.
+
+    >>> partition_day("usage/dt=2026-10-31/part-0001.parquet")
+    datetime.date(2026, 10, 31)
+    """
+    match = _PARTITION_DAY.search(key)
+    return date.fromisoformat(match.group(1)) if match else None
+
+
+def _placement(
+    parsed: pl.DataFrame, period: BillingPeriod, zones: Mapping[str, str]
+) -> pl.DataFrame:
+    """Add `own` (the row's partition is in this month, or names no day), `local_offset`
+    (-1, 0 or 1: the account's local month before, equal to or after this one; null
+    further away) and `period_position` for the schema's period check.
+
+    An own row of a neighbouring month is owed to that month's run when its partition is
+    an edge day the neighbour reads; otherwise it is outside the period. Edge rows are
+    never judged here: their own month's run quarantines them.
+    """
+    before, after = period.previous(), period.next()
+    accounts = sorted(set(parsed["account_id"].drop_nulls().to_list()))
+    bounds = [
+        (
+            account,
+            before.local_bounds(zones.get(account) or "UTC")[0],
+            *period.local_bounds(zones.get(account) or "UTC"),
+            after.local_bounds(zones.get(account) or "UTC")[1],
+        )
+        for account in accounts
+    ]
+    instant = pl.Datetime("us", "UTC")
+    frame = pl.DataFrame(
+        bounds,
+        schema={
+            "account_id": pl.String,
+            "_from": instant,
+            "_start": instant,
+            "_end": instant,
+            "_to": instant,
+        },
+        orient="row",
+    )
+    utc_from, utc_start = before.start_at, period.start_at
+    utc_end, utc_to = period.end_at, after.end_at
+    days = {key: partition_day(key) for key in parsed["source_key"].unique().to_list()}
+    stray = sorted(
+        key
+        for key, day in days.items()
+        if day is not None and f"{day:%Y-%m}" != period.label and day not in period.edge_days
+    )
+    if stray:
+        raise ValueError(
+            f"usage object {stray[0]} is neither in {period.label} nor on its edge days "
+            f"({len(stray)} such object(s))"
+        )
+    part = pl.col("source_key").replace_strict(days, default=None, return_dtype=pl.Date)
+    ts = pl.col("timestamp")
+    offset = (
+        pl.when((ts >= pl.col("_start")) & (ts < pl.col("_end")))
+        .then(0)
+        .when((ts >= pl.col("_from")) & (ts < pl.col("_start")))
+        .then(-1)
+        .when((ts >= pl.col("_end")) & (ts < pl.col("_to")))
+        .then(1)
+        .cast(pl.Int8)
+    )
+    owed = ((pl.col("local_offset") == -1) & (pl.col("_part") == period.start)) | (
+        (pl.col("local_offset") == 1) & (pl.col("_part") == period.end - timedelta(days=1))
+    )
+    start = pl.col("_start")
+    position = (
+        pl.when(
+            ts.is_null() | ~pl.col("own") | (pl.col("local_offset") == 0) | owed.fill_null(False)
+        )
+        .then(0)
+        .when(ts < start)
+        .then(-1)
+        .otherwise(1)
+        .cast(pl.Int8)
+    )
+    return (
+        parsed.join(frame, on="account_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.col("_from").fill_null(utc_from),
+            pl.col("_start").fill_null(utc_start),
+            pl.col("_end").fill_null(utc_end),
+            pl.col("_to").fill_null(utc_to),
+            part.alias("_part"),
+        )
+        .with_columns(
+            offset.alias("local_offset"),
+            (
+                pl.col("_part").is_null() | (pl.col("_part").dt.strftime("%Y-%m") == period.label)
+            ).alias("own"),
+        )
+        .with_columns(position.alias("period_position"))
+        .drop("_from", "_start", "_end", "_to", "_part")
+    )
 
 
 def conform_raw(frame: pl.DataFrame) -> pl.DataFrame:
@@ -242,20 +361,26 @@ def _reason_rows(parsed: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
 
 
 def validate_usage(
-    raw: pl.DataFrame, metric_units: dict[str, str], period: BillingPeriod
+    raw: pl.DataFrame,
+    metric_units: dict[str, str],
+    period: BillingPeriod,
+    zones: Mapping[str, str] | None = None,
 ) -> UsageValidation:
-    """Split raw usage into valid rows, quarantined rows (with reasons) and duplicates.
+    """Split raw usage into valid rows, quarantined rows (with reasons), duplicates and
+    rows owed to a neighbouring month.
 
-    Rows are taken in the order given (file by file); the first copy of an event id is
-    kept and later copies are dropped as duplicates.
+    An event belongs to the month its timestamp falls in in its account's time zone
+    (`zones`, account id -> IANA name; UTC for any account not in it). Rows are taken in
+    the order given (file by file); the first copy of an event id is kept and later
+    copies are dropped as duplicates.
     """
     raw = conform_raw(raw)
-    read = raw.height
-    parsed = parse_usage(raw, metric_units)
-    schema = usage_schema(sorted(metric_units), period.start_at, period.end_at)
+    parsed = _placement(parse_usage(raw, metric_units), period, zones or {})
+    schema = usage_schema(sorted(metric_units))
     reasons = _reason_rows(parsed, _failures(parsed, schema))
     indexed = parsed.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
-    bad = indexed.join(reasons, on="row", how="inner")
+    own = pl.col("own")
+    bad = indexed.join(reasons, on="row", how="inner").filter(own)
     quarantine = bad.select(
         *RAW_USAGE_COLUMNS[:3],
         pl.col("raw_quantity").alias("quantity"),
@@ -273,16 +398,35 @@ def validate_usage(
         pl.col("metric").replace_strict(metric_units, return_dtype=pl.String).alias("unit"),
     )
     first_copy = pl.col("row") == pl.col("row").min().over("event_id")
+    here = pl.col("local_offset") == 0
     dimensions = [c for c in raw.columns if c not in (*RAW_USAGE_COLUMNS, *PROVENANCE_COLUMNS)]
-    valid = good.filter(first_copy).select(*ValidUsage.to_schema().columns, *dimensions)
-    duplicates = good.filter(~first_copy).select(
+    kept = good.filter(first_copy & here)
+    valid = kept.select(*ValidUsage.to_schema().columns, *dimensions)
+    duplicates = good.filter(~first_copy & own).select(
         "event_id", "account_id", "source_key", "source_row"
+    )
+    neighbours = {-1: period.previous().label, 1: period.next().label}
+    deferred = good.filter(first_copy & ~here & own).select(
+        "event_id",
+        "account_id",
+        "source_key",
+        "source_row",
+        pl.col("local_offset").replace_strict(neighbours, return_dtype=pl.String).alias("period"),
     )
     with full_depth():
         ValidUsage.validate(valid, lazy=True)
         Quarantine.validate(quarantine, lazy=True)
-    counts = UsageCounts(read, valid.height, quarantine.height, duplicates.height)
+    own_rows = int(parsed["own"].sum())
+    counts = UsageCounts(
+        read=own_rows,
+        valid=valid.height,
+        quarantined=quarantine.height,
+        duplicates=duplicates.height,
+        deferred=deferred.height,
+        borrowed=int((~kept["own"]).sum()),
+        edge_read=parsed.height - own_rows,
+    )
     counts.check()
     if valid["event_id"].n_unique() != valid.height:
         raise ConservationError("valid usage still holds duplicate event ids")
-    return UsageValidation(valid, quarantine, duplicates, counts)
+    return UsageValidation(valid, quarantine, duplicates, counts, deferred)

@@ -52,10 +52,16 @@ def test_billing_run_end_to_end(settings: Settings, small_month: DemoMonth) -> N
 
     planted = small_month.planted
     counts = summary["counts"]
-    assert counts["read"] == small_month.events_written
+    # October's files plus the edge days (Sep 30, Nov 1) that hold the local Octobers of
+    # accounts away from UTC; every event of the demo month belongs to its local October.
+    assert counts["read"] + counts["edge_read"] == small_month.events_written
+    assert counts["edge_read"] > 0 and counts["borrowed"] == counts["edge_read"]
+    assert counts["deferred"] == 0
     assert counts["quarantined"] == sum(planted.malformed_by_reason.values())
     assert counts["duplicates"] == planted.duplicate_copies
-    assert counts["read"] == counts["valid"] + counts["quarantined"] + counts["duplicates"]
+    assert counts["read"] + counts["borrowed"] == (
+        counts["valid"] + counts["quarantined"] + counts["duplicates"]
+    )
     rated = summary["rated"]
     assert rated["rated_events"] + rated["unrated_events"] == counts["valid"]
 
@@ -69,6 +75,7 @@ def test_billing_run_end_to_end(settings: Settings, small_month: DemoMonth) -> N
     run = db.run(summary["run_id"])
     assert run is not None and run.status == "published"
     assert run.events_read == counts["read"]
+    assert (run.events_deferred, run.events_borrowed) == (0, counts["borrowed"])
 
     invoices = db.invoices("2026-10")
     billed_accounts = {i.account_id for i in invoices}
@@ -244,7 +251,7 @@ def test_s3_faults_are_retried_during_a_run(
 
     assert fault_proxy.pending_faults == 0
     assert fault_proxy.request_count > before + 5
-    assert summary["counts"]["read"] == small_month.events_written
+    assert summary["counts"]["read"] + summary["counts"]["edge_read"] == small_month.events_written
     assert summary["published"]
 
 
@@ -254,7 +261,8 @@ def test_low_risk_policy_approves_a_clean_run(tmp_path: Path) -> None:
         "usage/dt=2026-10-05/part-0000.csv",
         b"event_id,account_id,metric,quantity,unit,timestamp,direction\n"
         b"e1,ACC-1,sms,2350,message,2026-10-05T10:00:00Z,outbound\n"
-        b"e2,ACC-1,seats,12,seat,2026-10-01T00:00:00Z,\n",
+        # midnight in Berlin (CEST) on October 1, where the account's month starts
+        b"e2,ACC-1,seats,12,seat,2026-09-30T22:00:00Z,\n",
     )
     db = ledger(settings)
     db.upsert_accounts(
@@ -590,7 +598,7 @@ def test_imported_histories_bill_prorated_fees_and_credits_in_a_run(
         ("Remaining time on UCaaS Business: Platform fee", 7061),
         ("Platform fee (UCaaS Business", 19900),
     ]
-    assert summary["counts"]["read"] == small_month.events_written
+    assert summary["counts"]["read"] + summary["counts"]["edge_read"] == small_month.events_written
 
 
 def test_a_contract_year_ending_is_trued_up_against_every_invoice_of_the_year(

@@ -328,11 +328,11 @@ def test_billed_totals_and_consumed_keys_follow_adjustments(db: Ledger) -> None:
     assert db.billed_totals("2026-10") == {("ACC-A", "USD"): 6_434, ("ACC-B", "USD"): 6_134}
     assert db.billed_totals("2026-11") == {("ACC-A", "USD"): 4_900}
     # ACC-A's October was billed by both runs' reads; ACC-B's by October's alone.
-    assert db.consumed_keys("2026-10", "usage/dt=2026-10-") == {
+    assert db.consumed_keys("2026-10", ["usage/dt=2026-10-"]) == {
         "ACC-A": {"usage/dt=2026-10-01/a.csv", "usage/dt=2026-10-30/late.csv"},
         "ACC-B": {"usage/dt=2026-10-01/a.csv"},
     }
-    assert db.consumed_keys("2026-09", "usage/dt=2026-09-") == {}
+    assert db.consumed_keys("2026-09", ["usage/dt=2026-09-"]) == {}
 
 
 def test_charges_billed_leave_out_tax_credits_and_discounts(db: Ledger) -> None:

@@ -24,8 +24,11 @@ from infra.demo_data import (
     DemoMonth,
     generate_demo_month,
 )
+from pricing_rules.periods import BillingPeriod
+from pricing_rules.rating import with_local_day
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "catalog.yaml"
+OCTOBER = BillingPeriod.parse("2026-10")
 KEY_RE = re.compile(r"^usage/dt=(\d{4}-\d{2}-\d{2})/part-(\d{4})\.(parquet|csv|jsonl|jsonl\.gz)$")
 TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 KNOWN_UNITS = {"s", "min", "message", "GB", "MB", "Mbps", "kbps", "seat"}
@@ -120,10 +123,12 @@ def test_keys_are_day_partitions_in_the_period(month: DemoMonth) -> None:
         match = KEY_RE.match(key)
         assert match is not None, key
         day = date.fromisoformat(match.group(1))
-        assert day.strftime("%Y-%m") == month.period
+        # accounts away from UTC start or end their local October on a neighbour's day
+        assert day.strftime("%Y-%m") == month.period or day in OCTOBER.edge_days
         days.add(day)
         formats.add(match.group(3))
-    assert len(days) == 31, "every day of October has files"
+    assert len({d for d in days if d.month == 10}) == 31, "every day of October has files"
+    assert days >= set(OCTOBER.edge_days), "the demo has accounts on both sides of UTC"
     assert formats == {"parquet", "csv", "jsonl", "jsonl.gz"}
 
 
@@ -203,11 +208,13 @@ def test_event_ids(month: DemoMonth, rows: pl.DataFrame) -> None:
     assert rows["event_id"].n_unique() == rows.height - month.planted.duplicate_copies
 
 
-def test_timestamps_inside_the_period(rows: pl.DataFrame) -> None:
+def test_timestamps_inside_each_accounts_local_month(month: DemoMonth, rows: pl.DataFrame) -> None:
     ok = well_formed(rows)
     assert ok["timestamp"].str.ends_with("Z").all()
-    stamps = ok["ts"].dt.strftime("%Y-%m")
-    assert (stamps == "2026-10").all()
+    zones = dict(month.accounts.select("account_id", "timezone").iter_rows())
+    local = with_local_day(ok.lazy().with_columns(timestamp="ts"), zones).collect()
+    assert (local["local_day"].dt.strftime("%Y-%m") == "2026-10").all()
+    assert (ok["ts"].dt.strftime("%Y-%m") != "2026-10").any(), "some fall outside UTC October"
 
 
 def test_metric_mix_and_units(rows: pl.DataFrame) -> None:
@@ -311,8 +318,13 @@ def test_usage_only_while_subscribed_and_only_priced_metrics(
 ) -> None:
     priced = plan_metrics(catalog)
     priced[UNKNOWN_PLAN_ID] = priced["ucaas-business-usd"]
-    ok = well_formed(rows).join(month.subscriptions, on="account_id", how="inner")
-    day = pl.col("ts").dt.date()
+    zones = dict(month.accounts.select("account_id", "timezone").iter_rows())
+    ok = (
+        with_local_day(well_formed(rows).lazy().with_columns(timestamp="ts"), zones)
+        .collect()
+        .join(month.subscriptions, on="account_id", how="inner")
+    )
+    day = pl.col("local_day")
     outside = ok.filter(
         (day < pl.col("start_date"))
         | (pl.col("end_date").is_not_null() & (day >= pl.col("end_date")))
@@ -348,9 +360,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(month: DemoMonth) -> None:
 def test_february_has_28_days_of_files() -> None:
     short = generate_demo_month(period="2027-02", accounts=12, events=6_000, seed=1)
     days = {KEY_RE.match(f.key).group(1) for f in short.files}  # type: ignore[union-attr]
-    assert len(days) == 28
-    assert min(days) == "2027-02-01"
-    assert max(days) == "2027-02-28"
+    february = {d for d in days if d.startswith("2027-02")}
+    assert len(february) == 28
+    assert min(february) == "2027-02-01"
+    assert max(february) == "2027-02-28"
+    assert days - february <= {"2027-01-31", "2027-03-01"}
     total = sum(parse_file(f.key, f.body).height for f in short.files)
     assert total == short.events_written
 

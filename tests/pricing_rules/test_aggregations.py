@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import polars as pl
@@ -179,6 +179,27 @@ def test_time_weighted_sum_stops_at_the_subscription_end(catalog: Catalog) -> No
     )
     result = rated(catalog, events([("seats", 30, day(1, hour=0), {})]), subs)
     assert line(result, "seats")["quantity"] == D(15)
+
+
+def test_time_weighted_sum_runs_over_the_accounts_local_month(catalog: Catalog) -> None:
+    # Los Angeles, November 2026: DST ends on Nov 1, so the local month runs from
+    # Nov 1 07:00 UTC (PDT midnight) to Dec 1 08:00 UTC (PST midnight): 30 days + 1 hour.
+    # 10 seats from local midnight on Nov 1 hold for the whole month: 10 seat-months;
+    # 20 seats from local midnight on Nov 16 hold for 15 days of it:
+    # (10 x (15 days + 1 hour) + 20 x 15 days) / (30 days + 1 hour)
+    # = (10 x 361 h + 20 x 360 h) / 721 h = 10810 / 721 = 14.993065187239... x 4.00 = 59.97
+    november = BillingPeriod.parse("2026-11")
+    usage = events(
+        [
+            ("seats", 10, datetime(2026, 11, 1, 7, tzinfo=UTC), {}),
+            ("seats", 20, datetime(2026, 11, 16, 8, tzinfo=UTC), {}),
+        ]
+    )
+    accounts = pl.DataFrame({"account_id": ["A"], "timezone": ["America/Los_Angeles"]})
+    result = rate(usage, SUBS, catalog, november, accounts=accounts)
+    found = line(result, "seats")
+    assert found["quantity"] == D("14.993065187240")
+    assert found["amount_minor"] == 5997
 
 
 def test_time_weighted_sum_with_a_repeating_quotient(catalog: Catalog) -> None:

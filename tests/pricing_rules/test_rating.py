@@ -300,6 +300,28 @@ def test_a_plan_change_splits_usage_by_day(catalog: Catalog) -> None:
     ]
 
 
+def test_a_plan_change_splits_usage_on_the_accounts_local_day(catalog: Catalog) -> None:
+    # Tokyo is UTC+9: 2026-10-15 20:00 UTC is already the 16th in Tokyo, so that event
+    # belongs to S-2 (from the 16th); 2026-10-15 14:00 UTC is the 15th 23:00, still S-1.
+    subs = subscription_frame(
+        [
+            sub("S-1", "A", "usd", end=date(2026, 10, 16)),
+            sub("S-2", "A", "jpy", start=date(2026, 10, 16)),
+        ]
+    )
+    usage = usage_frame([("A", "sms", 100, at(15, hour=14)), ("A", "sms", 10, at(15, hour=20))])
+    accounts = pl.DataFrame({"account_id": ["A"], "timezone": ["Asia/Tokyo"]})
+    result = rate(usage, subs, catalog, OCT, accounts=accounts)
+    sms = result.lines.filter(pl.col("charge_id") == "sms").sort("subscription_id")
+    assert sms.select("subscription_id", "quantity").rows() == [
+        ("S-1", Decimal(100)),
+        ("S-2", Decimal(10)),
+    ]
+    # In UTC both events fall on the 15th and S-1 would bill all 110.
+    utc = rate(usage, subs, catalog, OCT).lines.filter(pl.col("charge_id") == "sms")
+    assert utc.select("subscription_id", "quantity").rows() == [("S-1", Decimal(110))]
+
+
 def test_unrated_usage_carries_a_reason_and_never_a_zero_line(catalog: Catalog) -> None:
     usage = usage_frame(
         [

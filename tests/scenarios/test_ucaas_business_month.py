@@ -18,6 +18,9 @@ CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "catalog" / "catalo
 OCT = BillingPeriod.parse("2026-10")
 WEDNESDAY_11AM_NEW_YORK = datetime(2026, 10, 7, 15, 0, tzinfo=UTC)
 SATURDAY_NEW_YORK = datetime(2026, 10, 10, 16, 0, tzinfo=UTC)
+# The account's month is New York's: it starts at local midnight, 04:00 UTC (EDT).
+OCT_1_NEW_YORK = datetime(2026, 10, 1, 4, 0, tzinfo=UTC)
+OCT_20_NEW_YORK = datetime(2026, 10, 20, 4, 0, tzinfo=UTC)
 
 
 def event(
@@ -39,8 +42,8 @@ def event(
 
 USAGE = pl.DataFrame(
     [
-        event("seats", "20", datetime(2026, 10, 1, tzinfo=UTC)),
-        event("seats", "25", datetime(2026, 10, 20, tzinfo=UTC)),
+        event("seats", "20", OCT_1_NEW_YORK),
+        event("seats", "25", OCT_20_NEW_YORK),
         event("voice", "125", WEDNESDAY_11AM_NEW_YORK, "+442071234567", "outbound"),
         event("voice", "61", SATURDAY_NEW_YORK, "+447700900123", "outbound"),
         event("voice", "3600", WEDNESDAY_11AM_NEW_YORK, "+12125550100", "outbound"),
@@ -86,7 +89,8 @@ def test_every_line_of_the_invoice() -> None:
     assert lines == {
         # 1 period x 199.00 = 199.00
         "Platform fee": 19900,
-        # seats are time-weighted: 20 seats for 19 days, then 25 for 12 days:
+        # seats are time-weighted over New York's October (Oct 1 04:00 UTC to Nov 1
+        # 04:00 UTC, 31 days): 20 seats for 19 days, then 25 for 12 days:
         # (20 x 19 + 25 x 12) / 31 = 21.935483870968 seat-months x 14.50 = 318.06
         "Seats": 31806,
         # per call, 60/6 increments, rounded to 4 places:

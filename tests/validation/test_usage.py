@@ -358,8 +358,11 @@ def test_optional_columns_may_be_absent() -> None:
 
 def test_counts_check() -> None:
     UsageCounts(read=5, valid=3, quarantined=1, duplicates=1).check()
+    # 5 own rows + 2 borrowed = 4 valid + 1 quarantined + 0 duplicates + 2 deferred
+    UsageCounts(read=5, valid=4, quarantined=1, duplicates=0, deferred=2, borrowed=2).check()
     with pytest.raises(
-        ConservationError, match=r"read 5 != valid 3 \+ quarantined 1 \+ duplicates 0"
+        ConservationError,
+        match=r"read 5 \+ borrowed 0 != valid 3 \+ quarantined 1 \+ duplicates 0 \+ deferred 0",
     ):
         UsageCounts(read=5, valid=3, quarantined=1, duplicates=0).check()
 
@@ -439,3 +442,163 @@ def test_conservation_over_random_mixes(mix: list[tuple[str, int]]) -> None:
         + result.duplicates["source_row"].to_list()
     )
     assert seen == list(range(len(rows)))
+
+
+# --- Local months: an event belongs to the month of its account's time zone ------------
+
+NOV = BillingPeriod.parse("2026-11")
+ZONES = {
+    "UTC": "UTC",
+    "BER": "Europe/Berlin",  # UTC+1 in November
+    "LAX": "America/Los_Angeles",  # UTC-7 on Oct 31, UTC-8 from Nov 1 (DST ends)
+    "KOL": "Asia/Kolkata",  # UTC+5:30
+    "KIR": "Pacific/Kiritimati",  # UTC+14
+    "PPG": "Pacific/Pago_Pago",  # UTC-11
+}
+
+
+def part(day: str) -> str:
+    return f"usage/dt={day}/part-0000.csv"
+
+
+def files(rows: dict[str, list[tuple[str, str, str]]]) -> pl.DataFrame:
+    """{partition day: [(event id, account, timestamp)]} as one raw frame, file by file."""
+    frames = [
+        raw([(e, a, "sms", "1", "message", t) for e, a, t in events], source_key=part(day))
+        for day, events in sorted(rows.items())
+    ]
+    return pl.concat(frames)
+
+
+def test_an_account_ahead_of_utc_starts_its_month_the_evening_before() -> None:
+    # Berlin is UTC+1 in November: local Nov 1 00:00 is Oct 31 23:00 UTC.
+    usage = {
+        "2026-10-31": [
+            ("early", "BER", "2026-10-31T22:59:59Z"),
+            ("late", "BER", "2026-10-31T23:00:00Z"),
+        ],
+        "2026-11-01": [("nov", "BER", "2026-11-01T10:00:00Z")],
+    }
+    october = validate_usage(files(usage), METRIC_UNITS, OCT, ZONES)
+    november = validate_usage(files(usage), METRIC_UNITS, NOV, ZONES)
+    assert october.valid["event_id"].to_list() == ["early"]
+    assert october.deferred.select("event_id", "period").rows() == [("late", "2026-11")]
+    assert october.counts == UsageCounts(
+        read=2, valid=1, quarantined=0, duplicates=0, deferred=1, borrowed=0, edge_read=1
+    )
+    assert sorted(november.valid["event_id"].to_list()) == ["late", "nov"]
+    assert november.counts == UsageCounts(
+        read=1, valid=2, quarantined=0, duplicates=0, deferred=0, borrowed=1, edge_read=2
+    )
+
+
+def test_an_account_behind_utc_keeps_its_month_into_the_next_utc_day() -> None:
+    # Los Angeles is UTC-7 on Oct 31 (PDT): local Nov 1 00:00 is Nov 1 07:00 UTC.
+    usage = {
+        "2026-11-01": [
+            ("oct", "LAX", "2026-11-01T06:59:59Z"),
+            ("nov", "LAX", "2026-11-01T07:00:00Z"),
+        ]
+    }
+    october = validate_usage(files(usage), METRIC_UNITS, OCT, ZONES)
+    november = validate_usage(files(usage), METRIC_UNITS, NOV, ZONES)
+    assert october.valid["event_id"].to_list() == ["oct"]
+    assert october.counts.borrowed == 1 and october.counts.read == 0
+    assert november.valid["event_id"].to_list() == ["nov"]
+    assert november.deferred.select("event_id", "period").rows() == [("oct", "2026-10")]
+
+
+def test_an_account_without_a_zone_is_billed_in_utc() -> None:
+    usage = {"2026-10-31": [("e", "nobody", "2026-10-31T23:30:00Z")]}
+    assert validate_usage(files(usage), METRIC_UNITS, OCT, ZONES).counts.valid == 1
+
+
+def test_a_neighbours_month_outside_an_edge_day_is_quarantined() -> None:
+    # Kiritimati (UTC+14): Oct 30 20:00 UTC is Oct 31 10:00 local, still October; but
+    # Oct 31 11:00 UTC is Nov 1 01:00 local, and Oct 30's partition is not read by the
+    # November run, so it cannot be owed to it.
+    usage = {
+        "2026-10-30": [
+            ("ok", "KIR", "2026-10-30T20:00:00Z"),
+            ("stray", "KIR", "2026-10-31T11:00:00Z"),
+        ]
+    }
+    result = validate_usage(files(usage), METRIC_UNITS, OCT, ZONES)
+    assert result.valid["event_id"].to_list() == ["ok"]
+    assert result.quarantine.select("event_id", "reason").rows() == [("stray", "outside_period")]
+    assert "after the billing period" in result.quarantine["reason_detail"][0]
+
+
+def test_a_bad_edge_row_is_left_to_its_own_months_run() -> None:
+    usage = {"2026-11-01": [("bad", "LAX", "not a time"), ("oct", "LAX", "2026-11-01T01:00:00Z")]}
+    october = validate_usage(files(usage), METRIC_UNITS, OCT, ZONES)
+    november = validate_usage(files(usage), METRIC_UNITS, NOV, ZONES)
+    assert october.quarantine.height == 0 and october.counts.edge_read == 2
+    assert november.quarantine["event_id"].to_list() == ["bad"]
+
+
+_DAYS = ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"]
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(ZONES)),
+            st.integers(0, 4 * 24 * 60 - 1),  # minute since Oct 30 00:00 UTC
+            st.integers(-1, 1),  # partition: the UTC day, or the one before or after
+            st.booleans(),  # a second copy in the next file
+        ),
+        max_size=40,
+    )
+)
+def test_neighbouring_runs_bill_each_event_once_in_its_local_month(
+    events: list[tuple[str, int, int, bool]],
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    origin = datetime(2026, 10, 30, tzinfo=UTC)
+    usage: dict[str, list[tuple[str, str, str]]] = {day: [] for day in _DAYS}
+    # Per event, what each of its rows should become, in file order: the run of the
+    # row's local month, or "quarantine". The first row that is not quarantined is billed.
+    fates: dict[str, list[str]] = {}
+    for number, (account, minute, shift, copied) in enumerate(events):
+        at = origin + timedelta(minutes=minute)
+        local = f"{at.astimezone(ZoneInfo(ZONES[account])):%Y-%m}"
+        first = min(max(minute // 1440 + shift, 0), len(_DAYS) - 1)
+        event_id = f"e{number}"
+        for index in [first, first + 1] if copied and first + 1 < len(_DAYS) else [first]:
+            day = _DAYS[index]
+            usage[day].append((event_id, account, f"{at:%Y-%m-%dT%H:%M:%SZ}"))
+            read_by_local_run = (local == "2026-11" and day == "2026-10-31") or (
+                local == "2026-10" and day == "2026-11-01"
+            )
+            fate = local if local == day[:7] or read_by_local_run else "quarantine"
+            fates.setdefault(event_id, []).append(fate)
+    runs = {}
+    for period in (OCT, NOV):  # each run reads its month's partitions and its edge days
+        days = {f"{d}" for d in period.edge_days} | {d for d in _DAYS if d[:7] == period.label}
+        read = {d: rows for d, rows in usage.items() if rows and d in days}
+        frame = files(read) if read else raw([])
+        runs[period.label] = validate_usage(frame, METRIC_UNITS, period, ZONES)
+    billed: dict[str, list[str]] = {}
+    for label, result in runs.items():
+        result.counts.check()
+        for event_id in result.valid["event_id"].to_list():
+            billed.setdefault(event_id, []).append(label)
+    quarantined = {e for r in runs.values() for e in r.quarantine["event_id"].to_list()}
+    for event_id, rows in fates.items():
+        if "quarantine" in rows:
+            assert event_id in quarantined
+        where = next((fate for fate in rows if fate != "quarantine"), None)
+        assert billed.get(event_id, []) == ([where] if where else []), (event_id, rows)
+    # every deferral is picked up by the run it names
+    for result in runs.values():
+        for event_id, target in result.deferred.select("event_id", "period").rows():
+            assert billed[event_id] == [target]
+
+
+def test_a_partition_a_run_does_not_read_is_an_error() -> None:
+    usage = {"2026-11-02": [("e", "UTC", "2026-11-02T10:00:00Z")]}
+    with pytest.raises(ValueError, match=r"dt=2026-11-02.* neither in 2026-10 nor on its edge"):
+        validate_usage(files(usage), METRIC_UNITS, OCT, ZONES)
