@@ -672,3 +672,103 @@ def test_findings_are_emitted_as_prefect_events(tmp_path: Path, small_month: Dem
     assert len(names) == summary["detected"]["findings"]
     rules = {name.removeprefix("tallyflow.finding.") for name in names}
     assert rules == set(summary["detected"]["by_rule"])
+
+
+def test_each_account_is_billed_its_local_month_across_two_runs(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    header = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
+    store = usage_store(settings)
+    # Berlin (UTC+1 after Oct 25) starts November at 23:00 UTC on October 31;
+    # Los Angeles (UTC-7 until Nov 1) ends October at 07:00 UTC on November 1.
+    store.put(
+        "usage/dt=2026-10-31/part-0000.csv",
+        (
+            header + "b-oct,BER,sms,100,message,2026-10-31T12:00:00Z,outbound\n"
+            "b-nov,BER,sms,1000,message,2026-10-31T23:30:00Z,outbound\n"
+        ).encode(),
+    )
+    store.put(
+        "usage/dt=2026-11-01/part-0000.csv",
+        (
+            header + "l-oct,LAX,sms,2000,message,2026-11-01T03:00:00Z,outbound\n"
+            "l-nov,LAX,sms,10,message,2026-11-01T12:00:00Z,outbound\n"
+        ).encode(),
+    )
+    db = ledger(settings)
+    db.upsert_accounts(
+        pl.DataFrame(
+            {
+                "account_id": ["BER", "LAX"],
+                "name": ["Berlin GmbH", "LA Inc"],
+                "currency": ["EUR", "USD"],
+                "country": ["DE", "US"],
+                "timezone": ["Europe/Berlin", "America/Los_Angeles"],
+                "billing_email": [None, None],
+            }
+        )
+    )
+    db.upsert_subscriptions(
+        subscription_frame(
+            [
+                {
+                    "subscription_id": f"S-{account}",
+                    "account_id": account,
+                    "plan_id": plan,
+                    "start_date": date(2026, 1, 1),
+                    "end_date": None,
+                }
+                for account, plan in [("BER", "ucaas-business-eur"), ("LAX", "ucaas-business-usd")]
+            ]
+        )
+    )
+
+    def sms(period: str) -> dict[str, list[tuple[str | None, str]]]:
+        found: dict[str, list[tuple[str | None, str]]] = {}
+        for invoice in db.invoices(period):
+            found[invoice.account_id] = [
+                (line.service_period, line.quantity)
+                for line in db.invoice_lines(invoice.invoice_id)
+                if line.charge_id == "sms"
+            ]
+        return found
+
+    october = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    counts = october["counts"]
+    # own day Oct 31: b-oct valid, b-nov deferred; edge day Nov 1: l-oct borrowed
+    assert (counts["read"], counts["edge_read"]) == (2, 2)
+    assert (counts["valid"], counts["deferred"], counts["borrowed"]) == (2, 1, 1)
+    assert sms("2026-10") == {
+        "BER": [(None, "100")],
+        "LAX": [(None, "2000")],
+    }
+
+    # A file for November 1 lands after October was invoiced; its event is October's in LA.
+    store.put(
+        "usage/dt=2026-11-01/part-0001.csv",
+        (header + "l-late,LAX,sms,500,message,2026-11-01T05:00:00Z,outbound\n").encode(),
+    )
+    november = billing_run(period="2026-11", settings=settings, approval_policy="auto")
+    counts = november["counts"]
+    # own day Nov 1: l-nov valid, l-oct and l-late deferred; edge day Oct 31: b-nov borrowed
+    assert (counts["read"], counts["valid"], counts["deferred"], counts["borrowed"]) == (3, 2, 2, 1)
+    bills = sms("2026-11")
+    assert bills["BER"] == [(None, "1000")]
+    # LAX's November holds its own 10 messages, and October's late 500 as an adjustment:
+    # October was 2,000 messages, ceil(2000 / 1000) = 2 blocks - 1 free = 1 x 7.50;
+    # with the late 500 it is 2,500, 3 blocks - 1 free = 2 x 7.50, so +7.50.
+    assert (None, "10") in bills["LAX"]
+    (adjustment,) = [
+        line
+        for invoice in db.invoices("2026-11")
+        if invoice.account_id == "LAX"
+        for line in db.invoice_lines(invoice.invoice_id)
+        if line.service_period == "2026-10" and line.charge_id == "sms"
+    ]
+    assert adjustment.amount_minor == 750
+
+    # Running both months again bills nothing more.
+    assert (
+        billing_run(period="2026-10", settings=settings, approval_policy="auto")["published"] == []
+    )
+    again = billing_run(period="2026-11", settings=settings, approval_policy="auto")
+    assert again["published"] == [] and again["late_usage"]["adjustment_lines"] == 0
