@@ -261,17 +261,20 @@ def timeline(
     """The subscription's states over time, oldest first.
 
     `known_on` keeps only the changes dated on or before that day: what an invoice
-    issued that day knew.
+    issued that day knew. A plan or seat change made while an earlier one of the same
+    kind is still waiting for its period end replaces it: an upgrade on the 20th drops
+    the downgrade asked for on the 10th, and a second downgrade replaces the first.
     """
     check_history(history, catalog)
     changes = [c for c in history.changes if known_on is None or c.day <= known_on]
-    events: list[tuple[date, int, Change | None]] = []
-    plan: str | None = None
-    seats = 1
+    kept: list[tuple[date, int, Change]] = []
     for seq, change in enumerate(changes):
-        events.append((_effective_day(change, plan, seats, catalog, cycle), seq, change))
-        plan = change.plan or plan
-        seats = change.seats or seats
+        if change.action in ("change_plan", "change_seats"):
+            kept = [k for k in kept if not (k[2].action == change.action and k[0] > change.day)]
+        plan = next((k[2].plan for k in reversed(kept) if k[2].plan), None)
+        seats = next((k[2].seats for k in reversed(kept) if k[2].seats), 1)
+        kept.append((_effective_day(change, plan, seats, catalog, cycle), seq, change))
+    events: list[tuple[date, int, Change | None]] = list(kept)
     trial_end: date | None = None
     if changes and changes[0].trial_days:
         trial_end = date.fromordinal(changes[0].day.toordinal() + changes[0].trial_days)

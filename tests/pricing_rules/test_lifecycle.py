@@ -801,3 +801,45 @@ def test_a_reversal_and_a_new_charge_for_the_same_days_are_separate_lines() -> N
     assert lines["line_id"].n_unique() == lines.height > 1
     with full_depth():
         rated_lines_schema().validate(lines, lazy=True)
+
+
+def test_an_upgrade_replaces_a_downgrade_still_waiting_for_the_period_end() -> None:
+    # Plus -> Basic (a downgrade) asked on Nov 10 waits for Dec 1. Plus -> Team on Nov 20
+    # is an upgrade (49.00 + 14.50 >= 20.00): immediate, and the pending Basic is dropped.
+    h = history(
+        start("2026-10-01", "plus"),
+        {"action": "change_plan", "day": "2026-11-10", "plan": "basic"},
+        {"action": "change_plan", "day": "2026-11-20", "plan": "team"},
+    )
+    plans = [(s.start, s.state.plan) for s in timeline(h, CATALOG, CYCLE)]
+    assert plans == [(date(2026, 10, 1), "plus"), (date(2026, 11, 20), "team")]
+    # What November's invoice knew on the 15th: the downgrade, still pending.
+    known = timeline(h, CATALOG, CYCLE, known_on=date(2026, 11, 15))
+    assert [(s.start, s.state.plan) for s in known] == [
+        (date(2026, 10, 1), "plus"),
+        (date(2026, 12, 1), "basic"),
+    ]
+
+
+def test_a_second_downgrade_replaces_the_first() -> None:
+    h = history(
+        start("2026-10-01", "team"),
+        {"action": "change_plan", "day": "2026-11-10", "plan": "plus"},
+        {"action": "change_plan", "day": "2026-11-12", "plan": "basic"},
+    )
+    plans = [(s.start, s.state.plan) for s in timeline(h, CATALOG, CYCLE)]
+    assert plans == [(date(2026, 10, 1), "team"), (date(2026, 12, 1), "basic")]
+
+
+def test_a_change_after_the_pending_one_took_effect_replaces_nothing() -> None:
+    h = history(
+        start("2026-10-01", "plus"),
+        {"action": "change_plan", "day": "2026-11-10", "plan": "basic"},  # from Dec 1
+        {"action": "change_plan", "day": "2026-12-05", "plan": "plus"},  # upgrade, Dec 5
+    )
+    plans = [(s.start, s.state.plan) for s in timeline(h, CATALOG, CYCLE)]
+    assert plans == [
+        (date(2026, 10, 1), "plus"),
+        (date(2026, 12, 1), "basic"),
+        (date(2026, 12, 5), "plus"),
+    ]
