@@ -510,12 +510,17 @@ def closing_lines(
     A period that began before this run is settled on every run for the changes that
     became known during it, so a credit for a cancellation in the middle of an annual
     period comes on that month's invoice, not at the year's end; its arrears fees wait for
-    the run it ends in. With calendar months this is `fixed_fee_lines` of the month.
+    the run it ends in, or the run the subscription ends in. With calendar months this is
+    `fixed_fee_lines` of the month.
     """
     lines: list[ProratedLine] = []
     last_known, known_before = end_day - timedelta(days=1), first_day - timedelta(days=1)
+    segments = timeline(history, catalog, cycle, known_on=last_known)
+    # Arrears are due when the period ends, or when the service does, if that is sooner.
+    service_end = segments[-1].end if segments else None
     for period in cycle.periods_overlapping(first_day, end_day):
-        ends_here = first_day < period.end_day <= end_day
+        closes = period.end_day if service_end is None else min(period.end_day, service_end)
+        ends_here = first_day < closes <= end_day
         if period.first_day >= first_day:  # began in this run's days: settle all known
             lines.extend(
                 settlement_lines(

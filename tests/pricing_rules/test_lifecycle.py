@@ -843,3 +843,46 @@ def test_a_change_after_the_pending_one_took_effect_replaces_nothing() -> None:
         (date(2026, 12, 1), "basic"),
         (date(2026, 12, 5), "plus"),
     ]
+
+
+def test_arrears_of_a_quarter_cut_short_are_billed_when_the_service_ends() -> None:
+    # Quarterly Plus from October 1 (Q4: 92 days), 1 seat, cancelled at once on November
+    # 16. Support (15.00 a quarter, in arrears) ran 46 days: 15.00 x 46/92 = 7.50, due on
+    # November's invoice, when the service ends, not on December's with the quarter.
+    # The fees in advance (180.00 + 30.00), billed ahead on September's invoice, are
+    # credited for the 46 unused days: -(180.00 + 30.00) x 46/92 = -90.00 - 15.00.
+    h = history(
+        start("2026-10-01", "quarterly_plus", seats=1),
+        {"action": "cancel", "day": "2026-11-16", "timing": "immediate"},
+    )
+    september, october, november, december = runs(h, [(2026, m) for m in (9, 10, 11, 12)])
+    assert sorted(september) == [("advance", Decimal("30.00")), ("advance", Decimal("180.00"))]
+    assert october == []
+    assert sorted(november) == [
+        ("arrears", Decimal("7.50")),
+        ("unused", Decimal("-90.00")),
+        ("unused", Decimal("-15.00")),
+    ]
+    assert december == []
+
+
+def test_a_run_bills_the_arrears_of_a_quarterly_subscription_in_its_last_month() -> None:
+    # The same subscription as a plain row: Quarterly Plus from October 1, ending on
+    # November 16 (its last day is the 15th). November's run bills Support's 46 of 92
+    # days in arrears, 7.50; December's run no longer sees the subscription.
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "S-Q",
+                "account_id": "A",
+                "plan_id": "quarterly_plus",
+                "start_date": date(2026, 10, 1),
+                "end_date": date(2026, 11, 16),
+            }
+        ]
+    )
+    november = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse("2026-11"))
+    support = november.lines.filter(pl.col("charge_id") == "support")
+    assert support["amount_minor"].to_list() == [750]
+    december = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse("2026-12"))
+    assert december.lines.filter(pl.col("charge_id") == "support").height == 0
