@@ -12,7 +12,8 @@ nothing is committed.
 - **Commitment**: `commitment` per period, or per contract year. A shortfall is billed as
   a true-up line: per period on every invoice, per year on the invoice of the year's last
   month, against the year's spend (recurring, usage and plan-commitment lines, before
-  discounts and tax) on all its invoices.
+  discounts and tax) on all its invoices. A year cut short by the term's end or a
+  termination is committed pro rata by day and trued up in the month it stops.
 - **Early termination**: `terminated_on` before the term ends bills `termination_fee`
   plus `termination_fee_percent` of the commitment left for the rest of the term.
 """
@@ -188,7 +189,16 @@ class Contract(BaseModel):
 
     def committed(self, first_day: date, end_day: date) -> tuple[Decimal, str] | None:
         """The commitment due on the invoice of the month `[first_day, end_day)` and what
-        it covers: per period, the month's; per year, the year's, on its last month."""
+        it covers: per period, the month's; per year, the year's, on its last month.
+
+        # 3,000 a year from 2026-01-01 for 18 months: the second year stops after 181 of
+        # its 365 days, 3,000 x 181/365 = 1,487.67..., due with June 2027.
+        >>> c = Contract(id="C", currency="EUR", start=date(2026, 1, 1), term_months=18,
+        ...     renewal="end", commitment=Decimal(3000))
+        >>> amount, what = c.committed(date(2027, 6, 1), date(2027, 7, 1))
+        >>> f"{amount:.2f}", what
+        ('1487.67', 'contract year 2027-01-01 to 2027-07-01, prorated 181/365 days')
+        """
         if self.commitment is None or not self.active_in(first_day, end_day):
             return None
         stop = self.ends
@@ -198,9 +208,19 @@ class Contract(BaseModel):
                 return MONEY_CONTEXT.multiply(self.commitment, days), "this period, prorated"
             return self.commitment, "this period"
         year_start, year_end = self.year_of(first_day)
-        if year_end != end_day:
+        # A year cut short (a term that is not whole years, or a termination) is due on
+        # the invoice of the month it stops in, prorated by day.
+        close = year_end if stop is None else min(year_end, stop)
+        if not first_day < close <= end_day:
             return None
-        return self.commitment, f"contract year {year_start} to {year_end}"
+        if close == year_end:
+            return self.commitment, f"contract year {year_start} to {year_end}"
+        used, whole = (close - year_start).days, (year_end - year_start).days
+        share = MONEY_CONTEXT.divide(Decimal(used), Decimal(whole))
+        return (
+            MONEY_CONTEXT.multiply(self.commitment, share),
+            f"contract year {year_start} to {close}, prorated {used}/{whole} days",
+        )
 
     def termination_fee_due(self, first_day: date, end_day: date) -> Decimal | None:
         """The early-termination fee, on the invoice of the month it was terminated in."""

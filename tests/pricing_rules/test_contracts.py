@@ -126,6 +126,33 @@ def test_early_termination_fee_and_nothing_committed_after() -> None:
     assert "contract:C1:commitment" not in amounts(bill("2027-12", terms, Decimal(0)))
 
 
+def test_a_year_cut_short_by_a_termination_is_trued_up_pro_rata() -> None:
+    # 3,000 a contract year; terminated on 2027-03-10, so year 2 (2027) stops after 68 of
+    # its 365 days: 3,000 x 68/365 = 558.904...; January and February billed 370.00 and
+    # March bills 185.00: true-up 558.904... - 555.00 = 3.904... => 3.90, with March.
+    terms = contract(ramps=[], commitment="3000", terminated_on="2027-03-10")
+    march = amounts(bill("2027-03", terms, Decimal("370")))
+    assert march["contract:C1:commitment"] == Decimal("3.90")
+    assert "contract:C1:commitment" not in amounts(bill("2027-02", terms, Decimal("185")))
+    assert "contract:C1:commitment" not in amounts(bill("2027-04", terms, Decimal(0)))
+
+
+def test_a_last_year_shorter_than_twelve_months_is_trued_up_when_the_term_ends() -> None:
+    # 18 months from January 2026, then the contract ends: year 2 is January - June 2027,
+    # 181 of 365 days: 3,000 x 181/365 = 1,487.671...; 925.00 billed January - May and
+    # 185.00 in June: true-up 1,487.671... - 1,110.00 = 377.671... => 377.67, with June.
+    terms = contract(ramps=[], commitment="3000", term_months=18, renewal="end")
+    june = bill("2027-06", terms, Decimal("925"))
+    assert amounts(june)["contract:C1:commitment"] == Decimal("377.67")
+    assert (
+        "prorated 181/365 days"
+        in june.lines.filter(june.lines["charge_id"] == "contract:C1:commitment")["description"][0]
+    )
+    # Whole years are unchanged: a 24-month term trues up year 2 with December 2027.
+    whole = contract(ramps=[], commitment="3000", term_months=24, renewal="end")
+    assert "contract:C1:commitment" not in amounts(bill("2027-06", whole, Decimal("925")))
+
+
 def test_renewal_keeps_the_last_phase_or_ends_the_contract() -> None:
     # After the 36-month term, auto-renew keeps the last phase and the commitment:
     # 185.00 billed, true-up 65.00 to the 250 committed, then 5% off the invoice's
