@@ -645,19 +645,36 @@ class Ledger:
                 totals[key] = totals.get(key, 0) + amount_minor
             return totals
 
+    @staticmethod
+    def _billing_runs(period: str) -> Any:
+        """(account_id, run_id) of every run that published what an account was billed for
+        `period`: its own invoice, invoices carrying adjustments for it, notes on it."""
+        own = select(Invoice.account_id, Invoice.run_id).where(Invoice.period == period)
+        adjusted = (
+            select(Invoice.account_id, Invoice.run_id)
+            .join(InvoiceLine, InvoiceLine.invoice_id == Invoice.invoice_id)
+            .where(InvoiceLine.service_period == period)
+        )
+        noted = select(Note.account_id, Note.run_id).where(Note.period == period)
+        return union(own, adjusted, noted).subquery()
+
+    def billing_basis(self, period: str) -> dict[str, list[str]]:
+        """Per account billed for `period`: the runs that billed it, sorted. A run that
+        prices a correction of the period against what was billed keeps this, and may
+        publish only while it is unchanged."""
+        with self.session() as session:
+            runs = self._billing_runs(period)
+            found: dict[str, list[str]] = {}
+            for account_id, run_id in session.execute(select(runs.c.account_id, runs.c.run_id)):
+                found.setdefault(account_id, []).append(run_id)
+            return {account: sorted(ids) for account, ids in found.items()}
+
     def consumed_keys(self, period: str, prefixes: Sequence[str]) -> dict[str, set[str]]:
         """Per account invoiced for `period`: the usage keys under `prefixes` read by the runs
         that published what it was billed for the period (its own invoice, and invoices
         carrying adjustments for the period). Usage in any other key is not billed yet."""
         with self.session() as session:
-            own = select(Invoice.account_id, Invoice.run_id).where(Invoice.period == period)
-            adjusted = (
-                select(Invoice.account_id, Invoice.run_id)
-                .join(InvoiceLine, InvoiceLine.invoice_id == Invoice.invoice_id)
-                .where(InvoiceLine.service_period == period)
-            )
-            noted = select(Note.account_id, Note.run_id).where(Note.period == period)
-            runs = union(own, adjusted, noted).subquery()
+            runs = self._billing_runs(period)
             rows = session.execute(
                 select(runs.c.account_id, ManifestEntry.key)
                 .select_from(runs)

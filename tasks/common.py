@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from infra.db import Ledger
 from infra.object_store import ObjectStore, open_store
 from infra.settings import Settings
+from validation.formats import UsageFileError
 
 
 def store_for(settings: Settings, url: str) -> ObjectStore:
@@ -104,3 +105,60 @@ def step_artifact(
         f"| duration | {seconds:.2f} s |\n\n{note}",
         description=f"Tallyflow {step} step of run {run_id}",
     )
+
+
+class BasisChangedError(RuntimeError):
+    """Another run billed a closed period after this run priced a correction of it."""
+
+
+def retry_transient(_task: object, _run: object, state: object) -> bool:
+    """Retry a failed task unless a retry cannot change the outcome: an unreadable usage
+    file, or a correction priced against a billing that has changed since."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except (UsageFileError, BasisChangedError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def basis_rows(db: Ledger, period: str, accounts: set[str]) -> list[dict[str, str]]:
+    """What `accounts` were billed for closed `period`, as the runs that billed it."""
+    basis = db.billing_basis(period)
+    return [
+        {"account_id": account, "period": period, "runs": "|".join(basis.get(account, []))}
+        for account in sorted(accounts)
+    ]
+
+
+def stage_basis(store: ObjectStore, run_id: str, rows: list[dict[str, str]]) -> None:
+    schema = {"account_id": pl.String, "period": pl.String, "runs": pl.String}
+    stage(store, run_id, "basis", pl.DataFrame(rows, schema=schema))
+
+
+def check_basis(settings: Settings, run_id: str, accounts: set[str]) -> None:
+    """Refuse to publish corrections of a closed period for `accounts` if another run has
+    billed that period for them since this run priced the corrections: publishing both
+    would bill the same usage twice. A new run prices against what is billed now."""
+    store = object_store(settings)
+    if store.head(staged_key(run_id, "basis")) is None:
+        return
+    staged = read_staged(store, run_id, "basis").filter(
+        pl.col("account_id").is_in(sorted(accounts))
+    )
+    db = ledger(settings)
+    changed = []
+    for (period,), rows in staged.group_by(["period"], maintain_order=True):
+        now = db.billing_basis(str(period))
+        for account, runs in rows.select("account_id", "runs").iter_rows():
+            current = "|".join(r for r in now.get(account, []) if r != run_id)
+            if current != runs:
+                added = sorted(set(current.split("|")) - set(runs.split("|")) - {""})
+                changed.append(f"{account} for {period} (by {', '.join(added) or 'a change'})")
+    if changed:
+        raise BasisChangedError(
+            f"{len(changed)} account(s) were billed again after run {run_id} priced its "
+            f"corrections: {'; '.join(changed[:10])}. Nothing was published; start a new "
+            "run to price against what is billed now."
+        )

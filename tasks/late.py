@@ -22,9 +22,19 @@ from pricing_rules.adjustments import adjustment_lines
 from pricing_rules.catalog import Catalog, load_catalog
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import LINE_SCHEMA
-from tasks.common import ledger, object_store, stage, step_artifact, timed, usage_store
+from tasks.common import (
+    basis_rows,
+    ledger,
+    object_store,
+    retry_transient,
+    stage,
+    stage_basis,
+    step_artifact,
+    timed,
+    usage_store,
+)
 from tasks.discover import list_period, period_prefixes
-from tasks.load import read_usage_objects, retry_io_only
+from tasks.load import read_usage_objects
 from tasks.rate import account_inputs, rate_with
 from validation.formats import is_usage_file
 from validation.schemas import full_depth, rated_lines_schema
@@ -50,7 +60,7 @@ def earlier_periods(period: str, count: int) -> list[str]:
     retries=3,
     retry_delay_seconds=[1, 5, 15],
     cache_policy=NO_CACHE,
-    retry_condition_fn=retry_io_only,
+    retry_condition_fn=retry_transient,
 )
 def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, object]:
     """Stage `adjustments.parquet`: late usage of earlier periods, priced as adjustments."""
@@ -61,6 +71,7 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
         catalog = load_catalog(settings.catalog_path)
         zones = db.account_zones()
         found: list[pl.DataFrame] = [pl.DataFrame(schema=LINE_SCHEMA)]
+        basis: list[dict[str, str]] = []
         report: dict[str, object] = {}
         for closed in earlier_periods(period, settings.late_usage_grace_periods):
             prefixes = period_prefixes(settings.usage_prefix, closed)
@@ -83,6 +94,7 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
             db.record_manifest(run_id, listed)
             raw = read_usage_objects(source, listed)
             lines = _settle(settings, catalog, raw, closed, groups, zones)
+            basis.extend(basis_rows(db, closed, {a for group in groups.values() for a in group}))
             found.append(lines)
             late_keys = sorted(set().union(*late.values()))
             report[closed] = {
@@ -100,6 +112,7 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
         with full_depth():
             rated_lines_schema().validate(adjustments, lazy=True)
         stage(object_store(settings), run_id, "adjustments", adjustments)
+        stage_basis(object_store(settings), run_id, basis)
     summary: dict[str, object] = {
         "grace_periods": settings.late_usage_grace_periods,
         "adjustment_lines": adjustments.height,

@@ -10,19 +10,9 @@ from prefect.cache_policies import NO_CACHE
 
 from infra.object_store import ObjectStore
 from infra.settings import Settings
-from tasks.common import object_store, stage, step_artifact, timed, usage_store
+from tasks.common import object_store, retry_transient, stage, step_artifact, timed, usage_store
 from validation.formats import UsageFileError, read_usage_file
 from validation.usage import conform_raw
-
-
-def retry_io_only(_task: object, _run: object, state: object) -> bool:
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except UsageFileError:
-        return False
-    except Exception:
-        return True
-    return False
 
 
 def read_usage_objects(
@@ -60,7 +50,7 @@ def read_usage_objects(
     retries=3,
     retry_delay_seconds=[1, 5, 15],
     cache_policy=NO_CACHE,
-    retry_condition_fn=retry_io_only,
+    retry_condition_fn=retry_transient,
 )
 def load(settings: Settings, run_id: str, manifest: list[tuple[str, int, str]]) -> int:
     """Stage `raw.parquet`; returns the number of rows read (every row, good or bad)."""

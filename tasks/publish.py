@@ -15,7 +15,16 @@ from infra.settings import Settings
 from pricing_rules.invoicing import InvoiceDoc, assemble_invoices
 from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
-from tasks.common import ledger, object_store, read_staged, staged_key, step_artifact, timed
+from tasks.common import (
+    check_basis,
+    ledger,
+    object_store,
+    read_staged,
+    retry_transient,
+    staged_key,
+    step_artifact,
+    timed,
+)
 
 
 def invoices_for(settings: Settings, run_id: str, period: str) -> list[InvoiceDoc]:
@@ -48,12 +57,20 @@ def pending_invoices(
     return len(new_docs), len(docs) - len(new_docs), shown
 
 
-@task(name="publish", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
+@task(
+    name="publish",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
+)
 def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]]:
     """Objects first (content-addressed, never overwritten), then one ledger insert.
 
     The ledger row is the publication: a crash between the two leaves an unreferenced
     object that the next attempt finds and reuses; a concurrent run loses the insert.
+    Adjustments of closed periods are published only if nobody billed those periods for
+    the accounts since settle-late priced them (`check_basis`).
     """
     logger = get_run_logger()
     published: list[str] = []
@@ -63,6 +80,11 @@ def publish(settings: Settings, run_id: str, period: str) -> dict[str, list[str]
         store = object_store(settings)
         already = db.existing_invoices(period)
         docs = invoices_for(settings, run_id, period)
+        check_basis(
+            settings,
+            run_id,
+            {d.account_id for d in docs if (d.account_id, d.currency) not in already},
+        )
         for number, doc in enumerate(docs, start=1):
             found = already.get((doc.account_id, doc.currency))
             if found is not None:

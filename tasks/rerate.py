@@ -24,7 +24,18 @@ from pricing_rules.invoicing import InvoiceDoc, assemble_invoices
 from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import LINE_SCHEMA
-from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
+from tasks.common import (
+    basis_rows,
+    check_basis,
+    ledger,
+    object_store,
+    read_staged,
+    retry_transient,
+    stage,
+    stage_basis,
+    step_artifact,
+    timed,
+)
 from tasks.publish import ledger_lines, store_document
 from validation.schemas import full_depth, rated_lines_schema
 
@@ -77,6 +88,8 @@ def compare(settings: Settings, run_id: str, period: str) -> dict[str, object]:
         with full_depth():
             rated_lines_schema().validate(notes, lazy=True)
         stage(store, run_id, "notes", notes)
+        accounts = set(notes["account_id"].unique().to_list())
+        stage_basis(store, run_id, basis_rows(ledger(settings), period, accounts))
     totals = notes.group_by("account_id", "currency").agg(pl.col("amount_minor").sum())
     net: dict[str, int] = {}
     for _, currency, minor in totals.rows():
@@ -118,15 +131,24 @@ def note_documents(settings: Settings, run_id: str, period: str) -> list[Invoice
     ]
 
 
-@task(name="publish-notes", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
+@task(
+    name="publish-notes",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
+)
 def publish_notes(settings: Settings, run_id: str, period: str) -> dict[str, list[str]]:
-    """Objects first (content-addressed), then one ledger insert per note, like invoices."""
+    """Objects first (content-addressed), then one ledger insert per note, like invoices;
+    only if nobody billed the period for the accounts since `compare` (`check_basis`)."""
     published: list[str] = []
     existing: list[str] = []
     with timed() as clock:
         db = ledger(settings)
         store = object_store(settings)
-        for doc in note_documents(settings, run_id, period):
+        docs = note_documents(settings, run_id, period)
+        check_basis(settings, run_id, {doc.account_id for doc in docs})
+        for doc in docs:
             rendered = render_invoice(doc)
             html_key, json_key = store_document(store, rendered, "notes")
             inserted = db.publish_note(

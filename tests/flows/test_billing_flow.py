@@ -143,13 +143,13 @@ def test_webhook_receives_slack_compatible_findings(
 
 
 def _start_paused_run(
-    settings: Settings, policy: str = "manual", run: Any = billing_run
+    settings: Settings, policy: str = "manual", run: Any = billing_run, period: str = "2026-10"
 ) -> tuple[threading.Thread, dict[str, Any], str]:
     outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            outcome["summary"] = run(period="2026-10", settings=settings, approval_policy=policy)
+            outcome["summary"] = run(period=period, settings=settings, approval_policy=policy)
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -772,3 +772,73 @@ def test_each_account_is_billed_its_local_month_across_two_runs(tmp_path: Path) 
     )
     again = billing_run(period="2026-11", settings=settings, approval_policy="auto")
     assert again["published"] == [] and again["late_usage"]["adjustment_lines"] == 0
+
+
+def test_a_late_file_is_billed_once_when_a_rerating_publishes_first(tmp_path: Path) -> None:
+    from flows.rerate import rerate_run
+    from tasks.common import BasisChangedError
+
+    settings = make_settings(tmp_path)
+    header = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
+    store = usage_store(settings)
+    store.put(
+        "usage/dt=2026-10-05/part-0000.csv",
+        (header + "e1,ACC-1,sms,100,message,2026-10-05T10:00:00Z,outbound\n").encode(),
+    )
+    db = ledger(settings)
+    db.upsert_accounts(
+        pl.DataFrame(
+            {
+                "account_id": ["ACC-1"],
+                "name": ["Acme"],
+                "currency": ["EUR"],
+                "country": ["DE"],
+                "timezone": ["UTC"],
+                "billing_email": [None],
+            }
+        )
+    )
+    db.upsert_subscriptions(
+        subscription_frame(
+            [
+                {
+                    "subscription_id": "SUB-1",
+                    "account_id": "ACC-1",
+                    "plan_id": "ucaas-business-eur",
+                    "start_date": date(2026, 1, 1),
+                    "end_date": None,
+                }
+            ]
+        )
+    )
+    billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    october = db.billed_totals("2026-10")[("ACC-1", "EUR")]
+    store.put(
+        "usage/dt=2026-10-20/late-0000.csv",
+        (header + "late,ACC-1,sms,20000,message,2026-10-20T10:00:00Z,outbound\n").encode(),
+    )
+
+    # November's run prices the late file as an adjustment and waits for finance; in the
+    # meantime a re-rating of October bills the same file as a debit note.
+    thread, outcome, run_id = _start_paused_run(settings, period="2026-11")
+    rerated = rerate_run(period="2026-10", settings=settings, approval_policy="auto")
+    (note,) = db.notes("2026-10")
+    assert note.kind == "debit" and rerated["published"] == [note.note_id]
+    sms = {line.charge_id: line.amount_minor for line in db.note_lines(note.note_id)}["sms"]
+    assert sms == 14400  # 20,000 SMS x 0.0072 EUR = 144.00
+
+    # Approving November now would bill the file twice: the publish refuses, at once.
+    _decide_when_paused(settings, run_id, approved=True)
+    thread.join(120)
+    assert isinstance(outcome.get("error"), BasisChangedError), outcome
+    assert "ACC-1 for 2026-10" in str(outcome["error"])
+    assert db.invoices("2026-11") == []
+    failed = db.run(run_id)
+    assert failed is not None and failed.status == "failed"
+
+    # A new run prices against what is billed now: the file is billed, nothing to adjust.
+    again = billing_run(period="2026-11", settings=settings, approval_policy="auto")
+    assert again["late_usage"]["adjustment_lines"] == 0
+    (invoice,) = db.invoices("2026-11")
+    assert not [line for line in db.invoice_lines(invoice.invoice_id) if line.service_period]
+    assert db.billed_totals("2026-10")[("ACC-1", "EUR")] == october + note.total_minor
