@@ -36,6 +36,8 @@ STAGED = (
     "unrated",
     "notices",
     "findings",
+    "basis",
+    "late_outside_grace",
 )
 
 

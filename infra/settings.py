@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         "before its own, as labelled adjustments; 0 turns this off (late usage is then only "
         "a finding).",
     )
+    late_usage_lookback_periods: int = Field(
+        12,
+        ge=0,
+        le=120,
+        description="Closed periods, counted back from the run's, whose usage objects are "
+        "checked for files no invoice billed; those beyond the grace window are a "
+        "`late_usage_outside_grace` finding, to be billed by re-rating the period.",
+    )
     approval_timeout_seconds: int = Field(7 * 24 * 3600, ge=1)
     approval_poll_seconds: int = Field(10, ge=1)
 

@@ -13,7 +13,15 @@ from pricing_rules.catalog import load_catalog
 from pricing_rules.money import minor_unit_exponent, to_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import RatingResult
-from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
+from tasks.common import (
+    ledger,
+    object_store,
+    read_staged,
+    stage,
+    staged_key,
+    step_artifact,
+    timed,
+)
 from validation.leakage import detect_leakage
 from validation.schemas import Findings, full_depth
 
@@ -44,8 +52,13 @@ def detect(settings: Settings, run_id: str, period: str) -> dict[str, object]:
         )
         # What the period was billed: its invoices' own lines and later adjustments for it.
         published = db.billed_totals(period)
+        late = (
+            read_staged(store, run_id, "late_outside_grace")
+            if store.head(staged_key(run_id, "late_outside_grace")) is not None
+            else None
+        )
         findings = detect_leakage(
-            rating, db.subscriptions(), catalog, BillingPeriod.parse(period), published
+            rating, db.subscriptions(), catalog, BillingPeriod.parse(period), published, late
         )
         with full_depth():
             Findings.validate(findings, lazy=True)

@@ -37,6 +37,7 @@ from tasks.discover import list_period, period_prefixes
 from tasks.load import read_usage_objects
 from tasks.rate import account_inputs, rate_with
 from validation.formats import is_usage_file
+from validation.leakage import LATE_OUTSIDE_GRACE_SCHEMA
 from validation.schemas import full_depth, rated_lines_schema
 from validation.usage import validate_usage
 
@@ -63,7 +64,8 @@ def earlier_periods(period: str, count: int) -> list[str]:
     retry_condition_fn=retry_transient,
 )
 def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, object]:
-    """Stage `adjustments.parquet`: late usage of earlier periods, priced as adjustments."""
+    """Stage `adjustments.parquet`: late usage of earlier periods, priced as adjustments;
+    and `late_outside_grace.parquet`: unbilled objects of periods beyond the window."""
     logger = get_run_logger()
     with timed() as clock:
         db = ledger(settings)
@@ -73,9 +75,11 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
         found: list[pl.DataFrame] = [pl.DataFrame(schema=LINE_SCHEMA)]
         basis: list[dict[str, str]] = []
         report: dict[str, object] = {}
-        for closed in earlier_periods(period, settings.late_usage_grace_periods):
-            prefixes = period_prefixes(settings.usage_prefix, closed)
-            billed_keys = db.consumed_keys(closed, prefixes)
+        outside: list[dict[str, object]] = []
+        grace = settings.late_usage_grace_periods
+        lookback = max(grace, settings.late_usage_lookback_periods)
+        for back, closed in enumerate(earlier_periods(period, lookback)):
+            billed_keys = db.consumed_keys(closed, period_prefixes(settings.usage_prefix, closed))
             if not billed_keys:
                 continue  # nothing invoiced for that period: its own run bills it
             listed = [
@@ -84,7 +88,14 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
                 if is_usage_file(o.key)
             ]
             keys = {key for key, _, _ in listed}
-            late = {account: keys - known for account, known in billed_keys.items()}
+            late = {account: sorted(keys - known) for account, known in billed_keys.items()}
+            if back >= grace:
+                outside.extend(
+                    {"period": closed, "account_id": a, "objects": len(k), "example": k[0]}
+                    for a, k in sorted(late.items())
+                    if k
+                )
+                continue
             groups: dict[frozenset[str], list[str]] = defaultdict(list)
             for account, known in billed_keys.items():
                 if late[account]:
@@ -108,15 +119,29 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
                 len(late_keys),
                 lines.height,
             )
+        if outside:
+            logger.warning(
+                "settle-late: %d account(s) have usage objects no invoice billed, in periods "
+                "beyond the %d-period grace window: re-rate those periods",
+                len({row["account_id"] for row in outside}),
+                grace,
+            )
         adjustments = pl.concat(found)
         with full_depth():
             rated_lines_schema().validate(adjustments, lazy=True)
         stage(object_store(settings), run_id, "adjustments", adjustments)
         stage_basis(object_store(settings), run_id, basis)
+        stage(
+            object_store(settings),
+            run_id,
+            "late_outside_grace",
+            pl.DataFrame(outside, schema=LATE_OUTSIDE_GRACE_SCHEMA),
+        )
     summary: dict[str, object] = {
-        "grace_periods": settings.late_usage_grace_periods,
+        "grace_periods": grace,
         "adjustment_lines": adjustments.height,
         "periods": report,
+        "outside_grace": len(outside),
     }
     step_artifact("settle-late", run_id, summary, clock.seconds)
     return summary

@@ -38,6 +38,14 @@ FINDING_SCHEMA: dict[str, pl.DataType] = {
     "evidence": pl.String(),
 }
 
+# Usage objects of a closed period no invoice billed, found beyond the grace window.
+LATE_OUTSIDE_GRACE_SCHEMA: dict[str, pl.DataType] = {
+    "period": pl.String(),
+    "account_id": pl.String(),
+    "objects": pl.Int64(),
+    "example": pl.String(),
+}
+
 # High when the amount at risk reaches 10,000 minor units: 100.00 USD, 10,000 JPY.
 HIGH_RISK_MINOR_UNITS = 10_000
 
@@ -336,12 +344,39 @@ def _published_differs(
     return findings
 
 
+def _late_outside_grace(late: pl.DataFrame, period: BillingPeriod) -> list[dict[str, object]]:
+    """Usage that arrived for a closed period too long ago for settle-late to bill."""
+    return [
+        {
+            "finding_id": finding_id(
+                period, "late_usage_outside_grace", row["account_id"], row["period"]
+            ),
+            "rule": "late_usage_outside_grace",
+            "severity": "high",
+            "account_id": row["account_id"],
+            "subscription_id": None,
+            "metric": None,
+            "amount_at_risk": None,
+            "currency": None,
+            "message": f"{row['objects']} usage object(s) for {row['period']} arrived after "
+            f"account {row['account_id']} was invoiced for it, beyond the late-usage grace "
+            f"window; re-rate {row['period']} to bill them "
+            f"(tallyflow rerate --period {row['period']})",
+            "evidence": json.dumps(
+                {"period": row["period"], "objects": row["objects"], "example": row["example"]}
+            ),
+        }
+        for row in late.iter_rows(named=True)
+    ]
+
+
 def detect_leakage(
     rating: RatingResult,
     subscriptions: pl.DataFrame,
     catalog: Catalog,
     period: BillingPeriod,
     published: Mapping[tuple[str, str], int] | None = None,
+    late_outside_grace: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Run every rule; one row per finding, highest amount at risk first.
 
@@ -349,7 +384,8 @@ def detect_leakage(
     plan does not price, usage no charge filter matches, a call with no deck rate),
     `missing_recurring_charge`, `overlapping_subscriptions` (a possible double charge),
     `published_invoice_differs` (given the totals already published, in minor units, per
-    account and currency), and rating notices such as `missing_tax_rate`.
+    account and currency), `late_usage_outside_grace` (given the unbilled objects of
+    periods beyond the grace window), and rating notices such as `missing_tax_rate`.
     """
     rows = (
         _usage_findings(rating, catalog, period)
@@ -357,6 +393,12 @@ def detect_leakage(
         + _notice_findings(rating, period)
         + _overlapping_subscriptions(subscriptions, catalog, period)
         + _published_differs(rating, published or {}, period)
+        + _late_outside_grace(
+            late_outside_grace
+            if late_outside_grace is not None
+            else pl.DataFrame(schema=LATE_OUTSIDE_GRACE_SCHEMA),
+            period,
+        )
     )
     return pl.DataFrame(rows, schema=FINDING_SCHEMA).sort(
         pl.col("amount_at_risk").fill_null(Decimal(0)), "finding_id", descending=[True, False]

@@ -20,7 +20,7 @@ from flows.decisions import DecisionError, submit_decision
 from infra.demo_data import DemoMonth
 from infra.settings import Settings
 from pricing_rules.rating import subscription_frame
-from tasks.common import ledger, object_store, usage_store
+from tasks.common import ledger, object_store, read_staged, usage_store
 from tests.support.harness import WebhookReceiver, land_month, make_settings
 from tests.support.s3 import FaultProxy
 
@@ -774,17 +774,11 @@ def test_each_account_is_billed_its_local_month_across_two_runs(tmp_path: Path) 
     assert again["published"] == [] and again["late_usage"]["adjustment_lines"] == 0
 
 
-def test_a_late_file_is_billed_once_when_a_rerating_publishes_first(tmp_path: Path) -> None:
-    from flows.rerate import rerate_run
-    from tasks.common import BasisChangedError
+SMS_HEADER = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
 
-    settings = make_settings(tmp_path)
-    header = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
-    store = usage_store(settings)
-    store.put(
-        "usage/dt=2026-10-05/part-0000.csv",
-        (header + "e1,ACC-1,sms,100,message,2026-10-05T10:00:00Z,outbound\n").encode(),
-    )
+
+def one_eur_account(settings: Settings, zone: str = "UTC") -> Any:
+    """ACC-1 (Acme, Germany) on UCaaS Business EUR since January 2026; the ledger."""
     db = ledger(settings)
     db.upsert_accounts(
         pl.DataFrame(
@@ -793,7 +787,7 @@ def test_a_late_file_is_billed_once_when_a_rerating_publishes_first(tmp_path: Pa
                 "name": ["Acme"],
                 "currency": ["EUR"],
                 "country": ["DE"],
-                "timezone": ["UTC"],
+                "timezone": [zone],
                 "billing_email": [None],
             }
         )
@@ -811,6 +805,21 @@ def test_a_late_file_is_billed_once_when_a_rerating_publishes_first(tmp_path: Pa
             ]
         )
     )
+    return db
+
+
+def test_a_late_file_is_billed_once_when_a_rerating_publishes_first(tmp_path: Path) -> None:
+    from flows.rerate import rerate_run
+    from tasks.common import BasisChangedError
+
+    settings = make_settings(tmp_path)
+    header = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
+    store = usage_store(settings)
+    store.put(
+        "usage/dt=2026-10-05/part-0000.csv",
+        (header + "e1,ACC-1,sms,100,message,2026-10-05T10:00:00Z,outbound\n").encode(),
+    )
+    db = one_eur_account(settings)
     billing_run(period="2026-10", settings=settings, approval_policy="auto")
     october = db.billed_totals("2026-10")[("ACC-1", "EUR")]
     store.put(
@@ -842,3 +851,34 @@ def test_a_late_file_is_billed_once_when_a_rerating_publishes_first(tmp_path: Pa
     (invoice,) = db.invoices("2026-11")
     assert not [line for line in db.invoice_lines(invoice.invoice_id) if line.service_period]
     assert db.billed_totals("2026-10")[("ACC-1", "EUR")] == october + note.total_minor
+
+
+def test_late_usage_beyond_the_grace_window_is_a_finding_until_re_rated(tmp_path: Path) -> None:
+    from flows.rerate import rerate_run
+
+    settings = make_settings(tmp_path, late_usage_grace_periods=1)
+    store = usage_store(settings)
+    db = one_eur_account(settings)
+    for month in ("2026-10", "2026-11"):
+        billing_run(period=month, settings=settings, approval_policy="auto")
+    store.put(
+        "usage/dt=2026-10-20/late-0000.csv",
+        (SMS_HEADER + "late,ACC-1,sms,500,message,2026-10-20T10:00:00Z,outbound\n").encode(),
+    )
+
+    # December's grace window is November only: October's file is reported, not billed.
+    december = billing_run(period="2026-12", settings=settings, approval_policy="auto")
+    assert december["late_usage"]["adjustment_lines"] == 0
+    assert december["late_usage"]["outside_grace"] == 1
+    assert december["detected"]["by_rule"].get("late_usage_outside_grace") == 1
+    findings = read_staged(object_store(settings), december["run_id"], "findings")
+    (finding,) = findings.filter(pl.col("rule") == "late_usage_outside_grace").iter_rows(named=True)
+    assert finding["severity"] == "high" and "rerate --period 2026-10" in finding["message"]
+
+    rerate_run(period="2026-10", settings=settings, approval_policy="auto")
+    (note,) = db.notes("2026-10")
+    assert {line.charge_id: line.amount_minor for line in db.note_lines(note.note_id)}[
+        "sms"
+    ] == 360  # 500 x 0.0072 EUR = 3.60
+    again = billing_run(period="2026-12", settings=settings, approval_policy="auto")
+    assert "late_usage_outside_grace" not in again["detected"]["by_rule"]
