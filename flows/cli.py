@@ -234,8 +234,10 @@ def _import(
                 db.set_account_terms(item.account_id, item.model_dump_json())
             console.print(f"Imported terms for {len(terms)} accounts")
         if histories_file:
+            before = db.subscriptions()
             count = db.upsert_subscriptions(read_histories(histories_file))
             console.print(f"Imported {count} subscription histories")
+            _warn_backdated(db, before)
     except (DirectoryError, KeyError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
@@ -323,8 +325,43 @@ def migrate_plan(
     if moved:
         import polars as pl
 
-        db.upsert_subscriptions(pl.DataFrame(moved, schema=db.subscriptions().schema))
+        before = db.subscriptions()
+        db.upsert_subscriptions(pl.DataFrame(moved, schema=before.schema))
     console.print(f"Moved {len(moved)} subscription(s) from {from_plan} to {to_plan} on {day}.")
+    if moved:
+        _warn_backdated(db, before)
+
+
+def _warn_backdated(db: Any, before: Any) -> None:
+    """Name the invoiced periods a changed history reaches back into: their invoices billed
+    the subscription as it stood, and only a re-rating corrects them (with a note)."""
+    from pricing_rules.lifecycle import History, first_new_change
+
+    old = {
+        sub_id: History.model_validate_json(text)
+        for sub_id, text in before.select("subscription_id", "history").iter_rows()
+        if text
+    }
+    invoiced: dict[str, set[str]] = {}
+    for invoice in db.invoices():
+        invoiced.setdefault(invoice.account_id, set()).add(invoice.period)
+    for sub in db.subscriptions().iter_rows(named=True):
+        if not sub["history"]:
+            continue
+        new = History.model_validate_json(sub["history"])
+        day = first_new_change(old.get(sub["subscription_id"]), new)
+        if day is None:
+            continue
+        if new.billing_from is not None:  # billed another way before that
+            day = max(day, new.billing_from)
+        reached = sorted(p for p in invoiced.get(sub["account_id"], ()) if p >= f"{day:%Y-%m}")
+        if reached:
+            periods = ", ".join(reached)
+            console.print(
+                f"[yellow]{sub['subscription_id']}: a change dated {day} reaches into "
+                f"invoiced period(s) {periods}; re-rate them (tallyflow rerate --period "
+                f"{reached[0]}, then each later one) to bill the difference.[/]"
+            )
 
 
 def _decide(

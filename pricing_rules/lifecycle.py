@@ -255,6 +255,22 @@ def _effective_day(
     return change.day
 
 
+def first_new_change(old: History | None, new: History) -> date | None:
+    """The day of the earliest change `new` has and `old` has not: from that day on,
+    invoices issued before may have billed the subscription otherwise.
+
+    >>> old = History.model_validate({"subscription_id": "S", "changes": [
+    ...     {"action": "start", "day": "2026-09-01", "plan": "pro"}]})
+    >>> new = old.model_copy(update={"changes": [*old.changes, Change(
+    ...     action="change_seats", day=date(2026, 10, 15), seats=3)]})
+    >>> first_new_change(old, new), first_new_change(new, new)
+    (datetime.date(2026, 10, 15), None)
+    """
+    known = set(old.changes) if old is not None else set()
+    days = [change.day for change in new.changes if change not in known]
+    return min(days) if days else None
+
+
 def timeline(
     history: History, catalog: Catalog, cycle: BillingCycle, *, known_on: date | None = None
 ) -> list[Segment]:

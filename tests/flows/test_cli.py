@@ -233,3 +233,49 @@ def test_migrate_plan_moves_subscriptions_onto_a_new_version(
         app, ["migrate-plan", "--from-plan", "voice-2026", "--to-plan", "x", "--on", "2027-02-15"]
     )
     assert bad.exit_code == 2 and "plan 'x' is not in the catalog" in bad.output
+
+
+def test_a_history_reaching_into_invoiced_months_names_the_re_ratings(env: Path) -> None:
+    from infra.settings import load_settings
+    from tasks.common import ledger
+    from tests.infra.test_db import new_invoice
+
+    accounts = env / "accounts.csv"
+    accounts.write_text("account_id,name,currency,country\nACC-1,Acme,EUR,DE\n")
+    subscriptions = env / "subscriptions.csv"
+    subscriptions.write_text(
+        "subscription_id,account_id,plan_id,start_date,end_date\n"
+        "S-1,ACC-1,ucaas-business-eur,2026-01-01,\n"
+    )
+    args = ["import", "--accounts-file", str(accounts), "--subscriptions-file"]
+    assert runner.invoke(app, [*args, str(subscriptions)]).exit_code == 0
+    db = ledger(load_settings())
+    for period in ("2026-09", "2026-10", "2026-11"):
+        assert db.publish_invoice(new_invoice("ACC-1", period, "EUR"))
+    histories = env / "histories.yaml"
+    start = "{action: start, day: 2026-01-01, plan: ucaas-business-eur}"
+    histories.write_text(f"- {{subscription_id: S-1, account_id: ACC-1, changes: [{start}]}}\n")
+    first = runner.invoke(app, ["import", "--histories-file", str(histories)])
+    # The start is new too: every invoiced month is reached.
+    assert "reaches into invoiced period(s) 2026-09, 2026-10, 2026-11" in first.output
+    seats = "{action: change_seats, day: 2026-10-15, seats: 3}"
+    histories.write_text(
+        f"- {{subscription_id: S-1, account_id: ACC-1, changes: [{start}, {seats}]}}\n"
+    )
+
+    second = runner.invoke(app, ["import", "--histories-file", str(histories)])
+
+    assert second.exit_code == 0, second.output
+    assert "a change dated 2026-10-15 reaches into invoiced period(s) 2026-10, 2026-11" in (
+        " ".join(second.output.split())
+    )
+    assert "tallyflow rerate --period 2026-10" in " ".join(second.output.split())
+    again = runner.invoke(app, ["import", "--histories-file", str(histories)])
+    assert "reaches into" not in again.output  # nothing new
+    # A history that takes over from December on reaches no invoice.
+    histories.write_text(
+        "- {subscription_id: S-1, account_id: ACC-1, billing_from: 2026-12-01, changes: "
+        f"[{start}, {seats}, {{action: change_seats, day: 2026-11-20, seats: 4}}]}}\n"
+    )
+    later = runner.invoke(app, ["import", "--histories-file", str(histories)])
+    assert later.exit_code == 0 and "reaches into" not in later.output
