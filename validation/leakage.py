@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from itertools import pairwise
 
@@ -85,6 +85,35 @@ def list_price_value(
     return round_money(priced.amount, plan.currency, plan.rounding), plan.currency
 
 
+def _finding(
+    period: BillingPeriod,
+    rule: str,
+    keys: Sequence[str | None],
+    *,
+    severity: str,
+    account_id: str | None,
+    message: str,
+    evidence: Mapping[str, object],
+    subscription_id: str | None = None,
+    metric: str | None = None,
+    amount: Decimal | None = None,
+    currency: str | None = None,
+) -> dict[str, object]:
+    """One finding row; `keys` with the period and rule make its stable id."""
+    return {
+        "finding_id": finding_id(period, rule, *keys),
+        "rule": rule,
+        "severity": severity,
+        "account_id": account_id,
+        "subscription_id": subscription_id,
+        "metric": metric,
+        "amount_at_risk": amount,
+        "currency": currency,
+        "message": message,
+        "evidence": json.dumps(evidence),
+    }
+
+
 def _usage_findings(
     rating: RatingResult, catalog: Catalog, period: BillingPeriod
 ) -> list[dict[str, object]]:
@@ -151,27 +180,21 @@ def _usage_findings(
             "valued_at": catalog.list_price_plan if valued else "no list price for this metric",
         }
         findings.append(
-            {
-                "finding_id": finding_id(
-                    period,
-                    rule,
-                    row["account_id"],
-                    row["subscription_id"],
-                    row["metric"],
-                    row["reason"],
-                ),
-                "rule": rule,
-                "severity": _severity(
+            _finding(
+                period,
+                rule,
+                [row["account_id"], row["subscription_id"], row["metric"], row["reason"]],
+                severity=_severity(
                     amount, currency, "high" if row["reason"] == "unknown_plan" else "medium"
                 ),
-                "account_id": row["account_id"],
-                "subscription_id": row["subscription_id"],
-                "metric": row["metric"],
-                "amount_at_risk": amount,
-                "currency": currency,
-                "message": message(row),
-                "evidence": json.dumps(evidence),
-            }
+                account_id=row["account_id"],
+                subscription_id=row["subscription_id"],
+                metric=row["metric"],
+                amount=amount,
+                currency=currency,
+                message=message(row),
+                evidence=evidence,
+            )
         )
     return findings
 
@@ -205,30 +228,26 @@ def _missing_recurring(
             else f"plan {sub['plan_id']!r} has no recurring charge"
         )
         findings.append(
-            {
-                "finding_id": finding_id(
-                    period, "missing_recurring_charge", sub["account_id"], sub["subscription_id"]
-                ),
-                "rule": "missing_recurring_charge",
-                "severity": _severity(amount, currency, "high"),
-                "account_id": sub["account_id"],
-                "subscription_id": sub["subscription_id"],
-                "metric": None,
-                "amount_at_risk": amount,
-                "currency": currency,
-                "message": f"active subscription {sub['subscription_id']} of account "
+            _finding(
+                period,
+                "missing_recurring_charge",
+                [sub["account_id"], sub["subscription_id"]],
+                severity=_severity(amount, currency, "high"),
+                account_id=sub["account_id"],
+                subscription_id=sub["subscription_id"],
+                amount=amount,
+                currency=currency,
+                message=f"active subscription {sub['subscription_id']} of account "
                 f"{sub['account_id']} has no recurring charge this period: {why}",
-                "evidence": json.dumps(
-                    {
-                        "plan_id": sub["plan_id"],
-                        "start_date": str(sub["start_date"]),
-                        "end_date": None if sub["end_date"] is None else str(sub["end_date"]),
-                        "valued_at": None
-                        if reference is None
-                        else (sub["plan_id"] if plan else catalog.list_price_plan),
-                    }
-                ),
-            }
+                evidence={
+                    "plan_id": sub["plan_id"],
+                    "start_date": str(sub["start_date"]),
+                    "end_date": None if sub["end_date"] is None else str(sub["end_date"]),
+                    "valued_at": None
+                    if reference is None
+                    else (sub["plan_id"] if plan else catalog.list_price_plan),
+                },
+            )
         )
     return findings
 
@@ -255,32 +274,24 @@ def _overlapping_subscriptions(
                 factor = period.proration_factor(overlap_start, overlap_end)
                 amount = recurring_value(plan, factor)
             findings.append(
-                {
-                    "finding_id": finding_id(
-                        period,
-                        "overlapping_subscriptions",
-                        str(account_id),
-                        earlier["subscription_id"],
-                        later["subscription_id"],
-                    ),
-                    "rule": "overlapping_subscriptions",
-                    "severity": "high",
-                    "account_id": str(account_id),
-                    "subscription_id": later["subscription_id"],
-                    "metric": None,
-                    "amount_at_risk": amount,
-                    "currency": plan.currency if plan else None,
-                    "message": f"subscriptions {earlier['subscription_id']} and "
+                _finding(
+                    period,
+                    "overlapping_subscriptions",
+                    [str(account_id), earlier["subscription_id"], later["subscription_id"]],
+                    severity="high",
+                    account_id=str(account_id),
+                    subscription_id=later["subscription_id"],
+                    amount=amount,
+                    currency=plan.currency if plan else None,
+                    message=f"subscriptions {earlier['subscription_id']} and "
                     f"{later['subscription_id']} of account {account_id} are both active for "
                     f"{days} day(s) of {period.label}; recurring fees may be charged twice",
-                    "evidence": json.dumps(
-                        {
-                            "overlap_from": str(overlap_start),
-                            "overlap_to": str(overlap_end),
-                            "plans": [earlier["plan_id"], later["plan_id"]],
-                        }
-                    ),
-                }
+                    evidence={
+                        "overlap_from": str(overlap_start),
+                        "overlap_to": str(overlap_end),
+                        "plans": [earlier["plan_id"], later["plan_id"]],
+                    },
+                )
             )
     return findings
 
@@ -288,18 +299,15 @@ def _overlapping_subscriptions(
 def _notice_findings(rating: RatingResult, period: BillingPeriod) -> list[dict[str, object]]:
     """Problems the rating met outside usage, e.g. an account with no tax rate."""
     return [
-        {
-            "finding_id": finding_id(period, row["kind"], row["account_id"], row["message"]),
-            "rule": row["kind"],
-            "severity": "high",
-            "account_id": row["account_id"],
-            "subscription_id": None,
-            "metric": None,
-            "amount_at_risk": None,
-            "currency": None,
-            "message": row["message"],
-            "evidence": json.dumps({"kind": row["kind"]}),
-        }
+        _finding(
+            period,
+            row["kind"],
+            [row["account_id"], row["message"]],
+            severity="high",
+            account_id=row["account_id"],
+            message=row["message"],
+            evidence={"kind": row["kind"]},
+        )
         for row in rating.notices.iter_rows(named=True)
     ]
 
@@ -321,25 +329,20 @@ def _published_differs(
         difference = from_minor_units(abs(rated - billed), currency)
         under = rated > billed
         findings.append(
-            {
-                "finding_id": finding_id(
-                    period, "published_invoice_differs", account_id, currency, str(rated)
-                ),
-                "rule": "published_invoice_differs",
-                "severity": _severity(difference, currency) if under else "medium",
-                "account_id": account_id,
-                "subscription_id": None,
-                "metric": None,
-                "amount_at_risk": difference,
-                "currency": currency,
-                "message": f"the {period.label} invoice of account {account_id} ({currency}) "
+            _finding(
+                period,
+                "published_invoice_differs",
+                [account_id, currency, str(rated)],
+                severity=_severity(difference, currency) if under else "medium",
+                account_id=account_id,
+                amount=difference,
+                currency=currency,
+                message=f"the {period.label} invoice of account {account_id} ({currency}) "
                 f"was published at {from_minor_units(billed, currency)}; its usage now rates "
                 f"at {from_minor_units(rated, currency)}: "
                 + ("late or corrected usage is not billed" if under else "it was over-billed"),
-                "evidence": json.dumps(
-                    {"published_minor": billed, "rated_minor": rated, "under_billed": under}
-                ),
-            }
+                evidence={"published_minor": billed, "rated_minor": rated, "under_billed": under},
+            )
         )
     return findings
 
@@ -347,25 +350,22 @@ def _published_differs(
 def _late_outside_grace(late: pl.DataFrame, period: BillingPeriod) -> list[dict[str, object]]:
     """Usage that arrived for a closed period too long ago for settle-late to bill."""
     return [
-        {
-            "finding_id": finding_id(
-                period, "late_usage_outside_grace", row["account_id"], row["period"]
-            ),
-            "rule": "late_usage_outside_grace",
-            "severity": "high",
-            "account_id": row["account_id"],
-            "subscription_id": None,
-            "metric": None,
-            "amount_at_risk": None,
-            "currency": None,
-            "message": f"{row['objects']} usage object(s) for {row['period']} arrived after "
+        _finding(
+            period,
+            "late_usage_outside_grace",
+            [row["account_id"], row["period"]],
+            severity="high",
+            account_id=row["account_id"],
+            message=f"{row['objects']} usage object(s) for {row['period']} arrived after "
             f"account {row['account_id']} was invoiced for it, beyond the late-usage grace "
             f"window; re-rate {row['period']} to bill them "
             f"(tallyflow rerate --period {row['period']})",
-            "evidence": json.dumps(
-                {"period": row["period"], "objects": row["objects"], "example": row["example"]}
-            ),
-        }
+            evidence={
+                "period": row["period"],
+                "objects": row["objects"],
+                "example": row["example"],
+            },
+        )
         for row in late.iter_rows(named=True)
     ]
 

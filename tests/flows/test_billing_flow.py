@@ -45,6 +45,40 @@ def invoice_objects(settings: Settings) -> list[str]:
     return [o.key for o in object_store(settings).list("invoices/")]
 
 
+SMS_HEADER = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
+
+
+def one_eur_account(settings: Settings, zone: str = "UTC") -> Any:
+    """ACC-1 (Acme, Germany) on UCaaS Business EUR since January 2026; the ledger."""
+    db = ledger(settings)
+    db.upsert_accounts(
+        pl.DataFrame(
+            {
+                "account_id": ["ACC-1"],
+                "name": ["Acme"],
+                "currency": ["EUR"],
+                "country": ["DE"],
+                "timezone": [zone],
+                "billing_email": [None],
+            }
+        )
+    )
+    db.upsert_subscriptions(
+        subscription_frame(
+            [
+                {
+                    "subscription_id": "SUB-1",
+                    "account_id": "ACC-1",
+                    "plan_id": "ucaas-business-eur",
+                    "start_date": date(2026, 1, 1),
+                    "end_date": None,
+                }
+            ]
+        )
+    )
+    return db
+
+
 def test_billing_run_end_to_end(settings: Settings, small_month: DemoMonth) -> None:
     land_month(settings, small_month)
 
@@ -264,32 +298,7 @@ def test_low_risk_policy_approves_a_clean_run(tmp_path: Path) -> None:
         # midnight in Berlin (CEST) on October 1, where the account's month starts
         b"e2,ACC-1,seats,12,seat,2026-09-30T22:00:00Z,\n",
     )
-    db = ledger(settings)
-    db.upsert_accounts(
-        pl.DataFrame(
-            {
-                "account_id": ["ACC-1"],
-                "name": ["Acme"],
-                "currency": ["EUR"],
-                "country": ["DE"],
-                "timezone": ["Europe/Berlin"],
-                "billing_email": [None],
-            }
-        )
-    )
-    db.upsert_subscriptions(
-        subscription_frame(
-            [
-                {
-                    "subscription_id": "SUB-1",
-                    "account_id": "ACC-1",
-                    "plan_id": "ucaas-business-eur",
-                    "start_date": date(2026, 1, 1),
-                    "end_date": None,
-                }
-            ]
-        )
-    )
+    db = one_eur_account(settings, "Europe/Berlin")
 
     summary = billing_run(period="2026-10", settings=settings, approval_policy="low_risk")
 
@@ -676,21 +685,20 @@ def test_findings_are_emitted_as_prefect_events(tmp_path: Path, small_month: Dem
 
 def test_each_account_is_billed_its_local_month_across_two_runs(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    header = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
     store = usage_store(settings)
     # Berlin (UTC+1 after Oct 25) starts November at 23:00 UTC on October 31;
     # Los Angeles (UTC-7 until Nov 1) ends October at 07:00 UTC on November 1.
     store.put(
         "usage/dt=2026-10-31/part-0000.csv",
         (
-            header + "b-oct,BER,sms,100,message,2026-10-31T12:00:00Z,outbound\n"
+            SMS_HEADER + "b-oct,BER,sms,100,message,2026-10-31T12:00:00Z,outbound\n"
             "b-nov,BER,sms,1000,message,2026-10-31T23:30:00Z,outbound\n"
         ).encode(),
     )
     store.put(
         "usage/dt=2026-11-01/part-0000.csv",
         (
-            header + "l-oct,LAX,sms,2000,message,2026-11-01T03:00:00Z,outbound\n"
+            SMS_HEADER + "l-oct,LAX,sms,2000,message,2026-11-01T03:00:00Z,outbound\n"
             "l-nov,LAX,sms,10,message,2026-11-01T12:00:00Z,outbound\n"
         ).encode(),
     )
@@ -745,7 +753,7 @@ def test_each_account_is_billed_its_local_month_across_two_runs(tmp_path: Path) 
     # A file for November 1 lands after October was invoiced; its event is October's in LA.
     store.put(
         "usage/dt=2026-11-01/part-0001.csv",
-        (header + "l-late,LAX,sms,500,message,2026-11-01T05:00:00Z,outbound\n").encode(),
+        (SMS_HEADER + "l-late,LAX,sms,500,message,2026-11-01T05:00:00Z,outbound\n").encode(),
     )
     november = billing_run(period="2026-11", settings=settings, approval_policy="auto")
     counts = november["counts"]
@@ -774,57 +782,22 @@ def test_each_account_is_billed_its_local_month_across_two_runs(tmp_path: Path) 
     assert again["published"] == [] and again["late_usage"]["adjustment_lines"] == 0
 
 
-SMS_HEADER = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
-
-
-def one_eur_account(settings: Settings, zone: str = "UTC") -> Any:
-    """ACC-1 (Acme, Germany) on UCaaS Business EUR since January 2026; the ledger."""
-    db = ledger(settings)
-    db.upsert_accounts(
-        pl.DataFrame(
-            {
-                "account_id": ["ACC-1"],
-                "name": ["Acme"],
-                "currency": ["EUR"],
-                "country": ["DE"],
-                "timezone": [zone],
-                "billing_email": [None],
-            }
-        )
-    )
-    db.upsert_subscriptions(
-        subscription_frame(
-            [
-                {
-                    "subscription_id": "SUB-1",
-                    "account_id": "ACC-1",
-                    "plan_id": "ucaas-business-eur",
-                    "start_date": date(2026, 1, 1),
-                    "end_date": None,
-                }
-            ]
-        )
-    )
-    return db
-
-
 def test_a_late_file_is_billed_once_when_a_rerating_publishes_first(tmp_path: Path) -> None:
     from flows.rerate import rerate_run
     from tasks.common import BasisChangedError
 
     settings = make_settings(tmp_path)
-    header = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
     store = usage_store(settings)
     store.put(
         "usage/dt=2026-10-05/part-0000.csv",
-        (header + "e1,ACC-1,sms,100,message,2026-10-05T10:00:00Z,outbound\n").encode(),
+        (SMS_HEADER + "e1,ACC-1,sms,100,message,2026-10-05T10:00:00Z,outbound\n").encode(),
     )
     db = one_eur_account(settings)
     billing_run(period="2026-10", settings=settings, approval_policy="auto")
     october = db.billed_totals("2026-10")[("ACC-1", "EUR")]
     store.put(
         "usage/dt=2026-10-20/late-0000.csv",
-        (header + "late,ACC-1,sms,20000,message,2026-10-20T10:00:00Z,outbound\n").encode(),
+        (SMS_HEADER + "late,ACC-1,sms,20000,message,2026-10-20T10:00:00Z,outbound\n").encode(),
     )
 
     # November's run prices the late file as an adjustment and waits for finance; in the
