@@ -93,18 +93,25 @@ def rate_event_charges(
             )["subscription_id"].to_list()
             metric_unit = catalog.metrics[charge.metric].unit
             calls = _calls_for(usage, subs, charge, sub_ids, metric_unit, accounts)
-            rated = rate_calls(calls, deck).collect(engine="streaming")
-            failed = rated.filter(pl.col("unrated_reason").is_not_null())
-            if failed.height:
-                unrated.append(
-                    failed.group_by("account_id", "subscription_id", "plan_id", "unrated_reason")
+            rated = rate_calls(calls, deck)
+            # Both aggregates in one streaming pass: the calls are never held in memory.
+            failed, summary = pl.collect_all(
+                [
+                    rated.filter(pl.col("unrated_reason").is_not_null())
+                    .group_by("account_id", "subscription_id", "plan_id", "unrated_reason")
                     .agg(
                         pl.col("quantity").sum(),
                         pl.len().cast(pl.Int64).alias("events"),
                         pl.col("local_day").min().alias("first_day"),
                         pl.col("local_day").max().alias("last_day"),
-                    )
-                    .with_columns(
+                    ),
+                    _explained(rated.filter(pl.col("unrated_reason").is_null())),
+                ],
+                engine="streaming",
+            )
+            if failed.height:
+                unrated.append(
+                    failed.with_columns(
                         pl.lit(charge.metric).alias("metric"),
                         pl.lit(metric_unit).alias("unit"),
                         pl.col("unrated_reason").alias("reason"),
@@ -112,28 +119,28 @@ def rate_event_charges(
                     .select(list(UNRATED_SCHEMA))
                     .cast(UNRATED_SCHEMA)
                 )
-            priced = rated.filter(pl.col("unrated_reason").is_null())
-            builders.update({(sub_id, key): build for sub_id, build in _builders(priced).items()})
+            builders.update({(sub_id, key): build for sub_id, build in _builders(summary).items()})
     return builders, pl.concat(unrated)
 
 
-def _builders(priced: pl.DataFrame) -> dict[str, EventLine]:
-    """One line builder per subscription. The explanation rows (one per destination,
-    prefix, band and rate) are summed and written as JSON in Polars: a month has millions
-    of calls and thousands of lines."""
-    keys = ["subscription_id", "deck_destination", "prefix", "band", "rate_per_minute"]
-    summary = (
-        # A prefix names one destination and, per band, one rate: fewer string keys to hash.
-        priced.group_by("subscription_id", "prefix", "band")
-        .agg(
-            pl.col("deck_destination").first(),
-            pl.col("rate_per_minute").first(),
-            pl.len().cast(pl.Int64).alias("calls"),
-            pl.col("billed_seconds").sum().cast(pl.Int64),
-            pl.col("amount").sum(),
-        )
-        .sort(keys)
+def _explained(priced: pl.LazyFrame) -> pl.LazyFrame:
+    """Priced calls summed per explanation row: subscription, prefix and band (a prefix
+    names one destination and, per band, one rate, so fewer string keys to hash)."""
+    return priced.group_by("subscription_id", "prefix", "band").agg(
+        pl.col("deck_destination").first(),
+        pl.col("rate_per_minute").first(),
+        pl.len().cast(pl.Int64).alias("calls"),
+        pl.col("billed_seconds").sum().cast(pl.Int64),
+        pl.col("amount").sum(),
     )
+
+
+def _builders(summary: pl.DataFrame) -> dict[str, EventLine]:
+    """One line builder per subscription from its explanation rows (`_explained`), which
+    are written as JSON in Polars: a month has thousands of lines. The line's totals are
+    the sums of its rows, so the rows add up to the line by construction."""
+    keys = ["subscription_id", "deck_destination", "prefix", "band", "rate_per_minute"]
+    summary = summary.sort(keys)
     rows = summary.with_columns(
         pl.struct(
             pl.format(
@@ -157,15 +164,13 @@ def _builders(priced: pl.DataFrame) -> dict[str, EventLine]:
         .struct.json_encode()
         .alias("row")
     )
-    details = rows.group_by("subscription_id").agg(
-        pl.col("row").str.join(","), pl.len().alias("rows")
-    )
-    totals = priced.group_by("subscription_id").agg(
+    joined = rows.group_by("subscription_id").agg(
         pl.col("amount").sum(),
-        pl.col("billed_seconds").sum().cast(pl.Int64),
-        pl.len().cast(pl.Int64).alias("calls"),
+        pl.col("billed_seconds").sum(),
+        pl.col("calls").sum(),
+        pl.col("row").str.join(","),
+        pl.len().alias("rows"),
     )
-    joined = totals.join(details, on="subscription_id")
     return {
         sub_id: _builder(amount, billed, calls, f"[{row_json}]", row_count)
         for sub_id, amount, billed, calls, row_json, row_count in joined.iter_rows()
