@@ -216,7 +216,7 @@ def partial_usage(
     day = pl.col("local_day")
     if whole_period_accounts:
         whole = pl.Series(list(whole_period_accounts), dtype=pl.String)
-        day = pl.when(pl.col("account_id").is_in(whole)).then(None).otherwise(day)
+        day = pl.when(pl.col("account_id").is_in(whole.implode())).then(None).otherwise(day)
     return frame.group_by("account_id", "metric", day.alias("day"), *dims).agg(
         pl.col("local_day").min().alias("first_day"),
         pl.col("local_day").max().alias("last_day"),
@@ -1264,7 +1264,9 @@ def rate(
             weighted = (
                 _time_weighted(
                     usage,
-                    subs.filter(pl.col("subscription_id").is_in(totals["subscription_id"])),
+                    subs.filter(
+                        pl.col("subscription_id").is_in(totals["subscription_id"].implode())
+                    ),
                     charge,
                     period,
                     zones,
