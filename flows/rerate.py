@@ -13,7 +13,7 @@ from infra.db import utcnow
 from infra.settings import Settings, load_settings
 from pricing_rules.periods import BillingPeriod
 from tasks.approve import approve
-from tasks.common import ledger, staged_key
+from tasks.common import basis_rows, ledger, object_store, stage_basis, staged_key
 from tasks.discover import discover
 from tasks.load import load
 from tasks.rate import rate
@@ -55,6 +55,10 @@ def rerate_run(
     db.start_run(run_id, period, flow_run_id, kind="rerate")
     logger.info("re-rating run %s for %s (policy %s)", run_id, period, policy)
     try:
+        # What the period was billed, before any usage is read: publish-notes checks that
+        # nobody billed it since (docs/decisions/0020).
+        basis = db.billing_basis(period)
+        stage_basis(object_store(settings), run_id, basis_rows(basis, period, set(basis)))
         manifest = discover(settings, run_id, period)
         read = load(settings, run_id, manifest)
         counts = validate(settings, run_id, period)

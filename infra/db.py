@@ -303,6 +303,18 @@ class Ledger:
                 schema=SUBSCRIPTION_SCHEMA,
             )
 
+    def utc_billed_periods(self) -> set[str]:
+        """Periods invoiced before usage followed local months: by runs that counted no
+        deferred events (`events_deferred` came with local months, migration 0006)."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Invoice.period)
+                .join(BillingRun, BillingRun.run_id == Invoice.run_id)
+                .where(BillingRun.events_deferred.is_(None))
+                .distinct()
+            )
+            return {period for (period,) in rows}
+
     def account_zones(self) -> dict[str, str]:
         """account_id -> IANA time zone: where each account's billing month starts."""
         with self.session() as session:
@@ -668,6 +680,22 @@ class Ledger:
             for account_id, run_id in session.execute(select(runs.c.account_id, runs.c.run_id)):
                 found.setdefault(account_id, []).append(run_id)
             return {account: sorted(ids) for account, ids in found.items()}
+
+    def rerated_keys(self, period: str, prefixes: Sequence[str]) -> set[str]:
+        """Usage keys under `prefixes` read by completed re-ratings of `period`: whatever
+        they held is billed, with a note or, where nothing changed, without one."""
+        with self.session() as session:
+            rows = session.execute(
+                select(ManifestEntry.key)
+                .join(BillingRun, BillingRun.run_id == ManifestEntry.run_id)
+                .where(
+                    BillingRun.kind == "rerate",
+                    BillingRun.period == period,
+                    BillingRun.status == "published",
+                    or_(*(ManifestEntry.key.startswith(p) for p in prefixes)),
+                )
+            )
+            return {key for (key,) in rows}
 
     def consumed_keys(self, period: str, prefixes: Sequence[str]) -> dict[str, set[str]]:
         """Per account invoiced for `period`: the usage keys under `prefixes` read by the runs

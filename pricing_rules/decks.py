@@ -618,22 +618,26 @@ def match_prefixes(
 def local_wall_clock(batch: pl.Series) -> pl.Series:
     """UTC instants to naive local wall-clock times, one vectorized conversion per distinct
     time zone in the batch. A null, empty or unknown zone gives a null time."""
-    zones = batch.struct.field("zone")
     local = pl.Series("local", dtype=pl.Datetime("us")).extend_constant(None, batch.len())
-    wanted = zones.is_not_null().arg_true()
-    if wanted.is_empty():
-        return local
-    zones = zones.gather(wanted)
-    instants = batch.struct.field("instant").gather(wanted)
-    for zone in zones.unique().to_list():
-        if not zone.strip():
-            continue
-        rows = (zones == zone).arg_true()
+    # The rows of each zone, found in one pass (not one comparison of every row per zone).
+    groups = (
+        pl.DataFrame({"zone": batch.struct.field("zone")})
+        .with_row_index("row")
+        .filter(pl.col("zone").is_not_null() & (pl.col("zone").str.strip_chars() != ""))
+        .group_by("zone")
+        .agg("row")
+    )
+    instants = batch.struct.field("instant")
+    found: list[pl.DataFrame] = []
+    for zone, rows in zip(groups["zone"], groups["row"], strict=True):  # rows: a Series
         try:
             wall = instants.gather(rows).dt.convert_time_zone(zone).dt.replace_time_zone(None)
         except pl.exceptions.ComputeError:
             continue  # unknown zone: the calls stay unrated with "no_local_time"
-        local = local.scatter(wanted.gather(rows), wall)
+        found.append(pl.DataFrame({"row": rows, "wall": wall}))
+    if found:
+        placed = pl.concat(found)
+        local = local.scatter(placed["row"], placed["wall"])
     return local
 
 

@@ -61,6 +61,9 @@ class Change(BaseModel):
     seats: int | None = Field(default=None, ge=1)
     timing: Timing | None = None
     trial_days: int = Field(default=0, ge=0)
+    # A plan change replaces one still waiting for its period end; a catalog migration
+    # (`migrate_history`) does not: the customer's own pending change stands.
+    replaces_pending: bool = True
 
 
 class History(BaseModel):
@@ -135,7 +138,9 @@ def migrate_history(
     at `day` and charged whole on its own invoice. Raises ValueError if `day` is before
     the history's last change.
     """
-    move = Change(action="change_plan", day=day, plan=to_plan, timing=timing)
+    move = Change(
+        action="change_plan", day=day, plan=to_plan, timing=timing, replaces_pending=False
+    )
     if history is None:
         first = Change(action="start", day=start, plan=plan, seats=seats)
         return History(
@@ -256,18 +261,19 @@ def _effective_day(
 
 
 def first_new_change(old: History | None, new: History) -> date | None:
-    """The day of the earliest change `new` has and `old` has not: from that day on,
-    invoices issued before may have billed the subscription otherwise.
+    """The day of the earliest change one of the histories has and the other has not
+    (added, removed or moved): from that day on, invoices issued before may have billed
+    the subscription otherwise.
 
     >>> old = History.model_validate({"subscription_id": "S", "changes": [
     ...     {"action": "start", "day": "2026-09-01", "plan": "pro"}]})
     >>> new = old.model_copy(update={"changes": [*old.changes, Change(
     ...     action="change_seats", day=date(2026, 10, 15), seats=3)]})
-    >>> first_new_change(old, new), first_new_change(new, new)
-    (datetime.date(2026, 10, 15), None)
+    >>> first_new_change(old, new), first_new_change(new, old), first_new_change(new, new)
+    (datetime.date(2026, 10, 15), datetime.date(2026, 10, 15), None)
     """
-    known = set(old.changes) if old is not None else set()
-    days = [change.day for change in new.changes if change not in known]
+    before = set(old.changes) if old is not None else set()
+    days = [change.day for change in before.symmetric_difference(new.changes)]
     return min(days) if days else None
 
 
@@ -277,16 +283,24 @@ def timeline(
     """The subscription's states over time, oldest first.
 
     `known_on` keeps only the changes dated on or before that day: what an invoice
-    issued that day knew. A plan or seat change made while an earlier one of the same
-    kind is still waiting for its period end replaces it: an upgrade on the 20th drops
-    the downgrade asked for on the 10th, and a second downgrade replaces the first.
+    issued that day knew. A plan change made while an earlier one is still waiting for
+    its period end replaces it: an upgrade on the 20th drops the downgrade asked for on
+    the 10th, and a second downgrade replaces the first. A seat change made meanwhile
+    replaces the seats the pending change would set. A catalog migration replaces
+    nothing.
     """
     check_history(history, catalog)
     changes = [c for c in history.changes if known_on is None or c.day <= known_on]
     kept: list[tuple[date, int, Change]] = []
     for seq, change in enumerate(changes):
-        if change.action in ("change_plan", "change_seats"):
-            kept = [k for k in kept if not (k[2].action == change.action and k[0] > change.day)]
+        pending = [k for k in kept if k[0] > change.day and k[2].action == "change_plan"]
+        if change.action == "change_plan" and change.replaces_pending:
+            kept = [k for k in kept if k not in pending]
+        elif change.action == "change_seats":  # the seats a pending change would set
+            kept = [
+                (k[0], k[1], k[2].model_copy(update={"seats": None})) if k in pending else k
+                for k in kept
+            ]
         plan = next((k[2].plan for k in reversed(kept) if k[2].plan), None)
         seats = next((k[2].seats for k in reversed(kept) if k[2].seats), 1)
         kept.append((_effective_day(change, plan, seats, catalog, cycle), seq, change))

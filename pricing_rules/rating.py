@@ -31,7 +31,7 @@ from pricing_rules.charges import (
     model_name,
     price_charge,
 )
-from pricing_rules.decks import local_wall_clock
+from pricing_rules.localtime import with_local_day
 from pricing_rules.money import (
     MONEY_CONTEXT,
     RoundingMode,
@@ -176,27 +176,6 @@ def _property_value(catalog: Catalog) -> pl.Expr:
         if metric.aggregation == "unique_count" and metric.property:
             expr = pl.when(pl.col("metric") == name).then(pl.col(metric.property)).otherwise(expr)
     return expr
-
-
-def with_local_day(usage: pl.LazyFrame, zones: Mapping[str, str]) -> pl.LazyFrame:
-    """Add `local_day`: the date of each event in its account's time zone (UTC for an
-    account not in `zones`), the day subscriptions cover.
-
-    >>> from datetime import UTC, datetime
-    >>> usage = pl.LazyFrame({"account_id": ["A", "B"],
-    ...     "timestamp": [datetime(2026, 10, 31, 23, 30, tzinfo=UTC)] * 2})
-    >>> with_local_day(usage, {"A": "Europe/Berlin"}).collect()["local_day"].to_list()
-    [datetime.date(2026, 11, 1), datetime.date(2026, 10, 31)]
-    """
-    utc_day = pl.col("timestamp").dt.date()
-    local = {a: z for a, z in zones.items() if z and z != "UTC"}
-    if not local:
-        return usage.with_columns(utc_day.alias("local_day"))
-    zone = pl.col("account_id").replace_strict(local, default=None, return_dtype=pl.String)
-    wall = pl.struct(
-        pl.col("timestamp").dt.cast_time_unit("us").alias("instant"), zone.alias("zone")
-    ).map_batches(local_wall_clock, pl.Datetime("us"), is_elementwise=True)
-    return usage.with_columns(wall.dt.date().fill_null(utc_day).alias("local_day"))
 
 
 def partial_usage(
@@ -1214,7 +1193,9 @@ def rate(
         else {}
     )
     zones = {a: str(row.get("timezone") or "UTC") for a, row in account_info.items()}
-    usage = with_local_day(usage, zones)
+    # Events are within a day of the period in UTC (validation places them by local month).
+    window = period.start_at - timedelta(days=2), period.end_at + timedelta(days=2)
+    usage = with_local_day(usage, zones, *window)
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {}, contract_spend)
     subs = _known_add_ons(subs, catalog, rater.notices)
     rater.notices.extend(_versions_not_offered(subs, histories, catalog))

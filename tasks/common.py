@@ -123,9 +123,11 @@ def retry_transient(_task: object, _run: object, state: object) -> bool:
     return False
 
 
-def basis_rows(db: Ledger, period: str, accounts: set[str]) -> list[dict[str, str]]:
-    """What `accounts` were billed for closed `period`, as the runs that billed it."""
-    basis = db.billing_basis(period)
+def basis_rows(
+    basis: dict[str, list[str]], period: str, accounts: set[str]
+) -> list[dict[str, str]]:
+    """What `accounts` were billed for closed `period` (`Ledger.billing_basis`, taken
+    before the correction was priced), as the runs that billed it."""
     return [
         {"account_id": account, "period": period, "runs": "|".join(basis.get(account, []))}
         for account in sorted(accounts)

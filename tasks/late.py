@@ -17,6 +17,7 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from infra.object_store import ObjectStore
 from infra.settings import Settings
 from pricing_rules.adjustments import adjustment_lines
 from pricing_rules.catalog import Catalog, load_catalog
@@ -33,7 +34,7 @@ from tasks.common import (
     timed,
     usage_store,
 )
-from tasks.discover import list_period, period_prefixes
+from tasks.discover import list_period, month_clock, period_prefixes
 from tasks.load import read_usage_objects
 from tasks.rate import account_inputs, rate_with
 from validation.formats import is_usage_file
@@ -79,22 +80,27 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
         grace = settings.late_usage_grace_periods
         lookback = max(grace, settings.late_usage_lookback_periods)
         for back, closed in enumerate(earlier_periods(period, lookback)):
-            billed_keys = db.consumed_keys(closed, period_prefixes(settings.usage_prefix, closed))
+            months = month_clock(db, closed)
+            prefixes = period_prefixes(settings.usage_prefix, closed, months.shared)
+            # What was billed, taken before anything is read: publishing checks it is
+            # unchanged (docs/decisions/0020).
+            before = db.billing_basis(closed)
+            billed_keys = db.consumed_keys(closed, prefixes)
             if not billed_keys:
                 continue  # nothing invoiced for that period: its own run bills it
             listed = [
                 (o.key, o.size, o.etag)
-                for o in list_period(source, settings.usage_prefix, closed)
+                for o in list_period(source, prefixes)
                 if is_usage_file(o.key)
             ]
             keys = {key for key, _, _ in listed}
-            late = {account: sorted(keys - known) for account, known in billed_keys.items()}
+            late = {account: keys - known for account, known in billed_keys.items()}
             if back >= grace:
-                outside.extend(
-                    {"period": closed, "account_id": a, "objects": len(k), "example": k[0]}
-                    for a, k in sorted(late.items())
-                    if k
-                )
+                # Beyond the window: files that no run billing the period read and that no
+                # completed re-rating of it read either.
+                unread = keys - set().union(*billed_keys.values())
+                unread -= db.rerated_keys(closed, prefixes)
+                outside.extend(_unbilled_by_account(source, listed, unread, closed))
                 continue
             groups: dict[frozenset[str], list[str]] = defaultdict(list)
             for account, known in billed_keys.items():
@@ -104,8 +110,9 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
                 continue
             db.record_manifest(run_id, listed)
             raw = read_usage_objects(source, listed)
-            lines = _settle(settings, catalog, raw, closed, groups, zones)
-            basis.extend(basis_rows(db, closed, {a for group in groups.values() for a in group}))
+            local = zones if months.local else {}
+            lines = _settle(settings, catalog, raw, closed, groups, local, months.shared)
+            basis.extend(basis_rows(before, closed, {a for g in groups.values() for a in g}))
             found.append(lines)
             late_keys = sorted(set().union(*late.values()))
             report[closed] = {
@@ -121,9 +128,9 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
             )
         if outside:
             logger.warning(
-                "settle-late: %d account(s) have usage objects no invoice billed, in periods "
-                "beyond the %d-period grace window: re-rate those periods",
-                len({row["account_id"] for row in outside}),
+                "settle-late: usage objects no invoice billed in %s, beyond the %d-period "
+                "grace window: re-rate those periods",
+                ", ".join(sorted({str(row["period"]) for row in outside})),
                 grace,
             )
         adjustments = pl.concat(found)
@@ -147,6 +154,24 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
     return summary
 
 
+def _unbilled_by_account(
+    source: ObjectStore, listed: list[tuple[str, int, str]], unread: set[str], closed: str
+) -> list[dict[str, object]]:
+    """Per account with usage in the `unread` objects: how many hold some, and one."""
+    if not unread:
+        return []
+    raw = read_usage_objects(source, [entry for entry in listed if entry[0] in unread])
+    holders = (
+        raw.select(pl.col("account_id").str.strip_chars(), "source_key")
+        .filter(pl.col("account_id").str.len_chars() > 0)
+        .unique()
+        .group_by("account_id")
+        .agg(pl.len().alias("objects"), pl.col("source_key").min().alias("example"))
+        .sort("account_id")
+    )
+    return [{"period": closed, **row} for row in holders.iter_rows(named=True)]
+
+
 def _settle(
     settings: Settings,
     catalog: Catalog,
@@ -154,15 +179,16 @@ def _settle(
     closed: str,
     groups: dict[frozenset[str], list[str]],
     zones: dict[str, str],
+    shared: tuple[bool, bool],
 ) -> pl.DataFrame:
     """Adjustment lines for one closed period, per group of accounts sharing billed keys."""
     billing_period = BillingPeriod.parse(closed)
     units = catalog.metric_units()
-    everything = validate_usage(raw, units, billing_period, zones).valid
+    everything = validate_usage(raw, units, billing_period, zones, shared).valid
     found = [pl.DataFrame(schema=LINE_SCHEMA)]
     for known, accounts in sorted(groups.items(), key=lambda g: sorted(g[1])):
         billed_raw = raw.filter(pl.col("source_key").is_in(sorted(known)))
-        billed_usage = validate_usage(billed_raw, units, billing_period, zones).valid
+        billed_usage = validate_usage(billed_raw, units, billing_period, zones, shared).valid
         mine = pl.col("account_id").is_in(accounts)
         inputs = account_inputs(settings, closed, accounts)
         before = rate_with(billed_usage.filter(mine).lazy(), catalog, billing_period, inputs)

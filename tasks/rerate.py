@@ -25,14 +25,12 @@ from pricing_rules.money import from_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import LINE_SCHEMA
 from tasks.common import (
-    basis_rows,
     check_basis,
     ledger,
     object_store,
     read_staged,
     retry_transient,
     stage,
-    stage_basis,
     step_artifact,
     timed,
 )
@@ -88,8 +86,6 @@ def compare(settings: Settings, run_id: str, period: str) -> dict[str, object]:
         with full_depth():
             rated_lines_schema().validate(notes, lazy=True)
         stage(store, run_id, "notes", notes)
-        accounts = set(notes["account_id"].unique().to_list())
-        stage_basis(store, run_id, basis_rows(ledger(settings), period, accounts))
     totals = notes.group_by("account_id", "currency").agg(pl.col("amount_minor").sum())
     net: dict[str, int] = {}
     for _, currency, minor in totals.rows():

@@ -11,6 +11,7 @@ from infra.settings import Settings
 from pricing_rules.catalog import load_catalog
 from pricing_rules.periods import BillingPeriod
 from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
+from tasks.discover import month_clock
 from validation.usage import validate_usage
 
 
@@ -22,11 +23,13 @@ def validate(settings: Settings, run_id: str, period: str) -> dict[str, int]:
         store = object_store(settings)
         catalog = load_catalog(settings.catalog_path)
         db = ledger(settings)
+        months = month_clock(db, period)
         result = validate_usage(
             read_staged(store, run_id, "raw"),
             catalog.metric_units(),
             BillingPeriod.parse(period),
-            db.account_zones(),
+            db.account_zones() if months.local else {},
+            months.shared,
         )
         stage(store, run_id, "valid", result.valid)
         stage(store, run_id, "quarantine", result.quarantine)

@@ -356,9 +356,9 @@ def _late_outside_grace(late: pl.DataFrame, period: BillingPeriod) -> list[dict[
             [row["account_id"], row["period"]],
             severity="high",
             account_id=row["account_id"],
-            message=f"{row['objects']} usage object(s) for {row['period']} arrived after "
-            f"account {row['account_id']} was invoiced for it, beyond the late-usage grace "
-            f"window; re-rate {row['period']} to bill them "
+            message=f"{row['objects']} usage object(s) with usage of account "
+            f"{row['account_id']} for {row['period']} arrived after it was invoiced, beyond "
+            f"the late-usage grace window; re-rate {row['period']} to bill them "
             f"(tallyflow rerate --period {row['period']})",
             evidence={
                 "period": row["period"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pandera.polars as pa
 import polars as pl
@@ -120,30 +120,43 @@ def partition_day(key: str) -> date | None:
 
 
 def _placement(
-    parsed: pl.DataFrame, period: BillingPeriod, zones: Mapping[str, str]
+    parsed: pl.DataFrame,
+    period: BillingPeriod,
+    zones: Mapping[str, str],
+    shared: tuple[bool, bool] = (True, True),
 ) -> pl.DataFrame:
     """Add `own` (the row's partition is in this month, or names no day), `local_offset`
     (-1, 0 or 1: the account's local month before, equal to or after this one; null
     further away) and `period_position` for the schema's period check.
 
     An own row of a neighbouring month is owed to that month's run when its partition is
-    an edge day the neighbour reads; otherwise it is outside the period. Edge rows are
-    never judged here: their own month's run quarantines them.
+    an edge day the neighbour reads; otherwise it is outside the period. An edge row is
+    judged as its own month's run judges it, so one that run quarantines is no first
+    copy here. `shared` says whether the month before and the month after share edge
+    days with this one; where one does not (it was billed in UTC months), this month
+    starts or ends at its UTC bound.
     """
     before, after = period.previous(), period.next()
-    accounts = sorted(set(parsed["account_id"].drop_nulls().to_list()))
-    bounds = [
-        (
-            account,
-            before.local_bounds(zones.get(account) or "UTC")[0],
-            *period.local_bounds(zones.get(account) or "UTC"),
-            after.local_bounds(zones.get(account) or "UTC")[1],
+    share_before, share_after = shared
+    by_zone: dict[str, tuple[datetime, datetime, datetime, datetime]] = {}
+    for zone in {zones.get(a) or "UTC" for a in parsed["account_id"].drop_nulls().unique()}:
+        start, end = period.local_bounds(zone)
+        if not share_before:
+            start = period.start_at
+        if not share_after:
+            end = period.end_at
+        by_zone[zone] = (
+            before.local_bounds(zone)[0] if share_before else start,
+            start,
+            end,
+            after.local_bounds(zone)[1] if share_after else end,
         )
-        for account in accounts
-    ]
     instant = pl.Datetime("us", "UTC")
     frame = pl.DataFrame(
-        bounds,
+        [
+            (account, *by_zone[zones.get(account) or "UTC"])
+            for account in parsed["account_id"].drop_nulls().unique().to_list()
+        ],
         schema={
             "account_id": pl.String,
             "_from": instant,
@@ -153,18 +166,18 @@ def _placement(
         },
         orient="row",
     )
-    utc_from, utc_start = before.start_at, period.start_at
-    utc_end, utc_to = period.end_at, after.end_at
+    first_edge, last_edge = period.edge_days
+    edges = {d for d, ok in ((first_edge, share_before), (last_edge, share_after)) if ok}
     days = {key: partition_day(key) for key in parsed["source_key"].unique().to_list()}
     stray = sorted(
         key
         for key, day in days.items()
-        if day is not None and f"{day:%Y-%m}" != period.label and day not in period.edge_days
+        if day is not None and f"{day:%Y-%m}" != period.label and day not in edges
     )
     if stray:
         raise ValueError(
-            f"usage object {stray[0]} is neither in {period.label} nor on its edge days "
-            f"({len(stray)} such object(s))"
+            f"usage object {stray[0]} is neither in {period.label} nor on an edge day it "
+            f"shares with a neighbouring month ({len(stray)} such object(s))"
         )
     part = pl.col("source_key").replace_strict(days, default=None, return_dtype=pl.Date)
     ts = pl.col("timestamp")
@@ -177,16 +190,26 @@ def _placement(
         .then(1)
         .cast(pl.Int8)
     )
-    owed = ((pl.col("local_offset") == -1) & (pl.col("_part") == period.start)) | (
-        (pl.col("local_offset") == 1) & (pl.col("_part") == period.end - timedelta(days=1))
-    )
-    start = pl.col("_start")
-    position = (
-        pl.when(
-            ts.is_null() | ~pl.col("own") | (pl.col("local_offset") == 0) | owed.fill_null(False)
+    here = pl.col("local_offset")
+    day = pl.col("_part")
+    fits = (
+        pl.when(pl.col("own"))
+        # owed to the neighbour whose run reads this edge day, or this month's own
+        .then(
+            (here == 0)
+            | ((here == -1) & (day == period.start))
+            | ((here == 1) & (day == period.end - timedelta(days=1)))
         )
+        # an edge day's row, as its own month's run sees it: that month's or this one's
+        .when(day == first_edge)
+        .then(here.is_in([-1, 0]))
+        .otherwise(here.is_in([0, 1]))
+        .fill_null(False)
+    )
+    position = (
+        pl.when(ts.is_null() | fits)
         .then(0)
-        .when(ts < start)
+        .when(ts < pl.col("_start"))
         .then(-1)
         .otherwise(1)
         .cast(pl.Int8)
@@ -194,10 +217,12 @@ def _placement(
     return (
         parsed.join(frame, on="account_id", how="left", maintain_order="left")
         .with_columns(
-            pl.col("_from").fill_null(utc_from),
-            pl.col("_start").fill_null(utc_start),
-            pl.col("_end").fill_null(utc_end),
-            pl.col("_to").fill_null(utc_to),
+            *(
+                pl.col(name).fill_null(value)
+                for name, value in zip(
+                    ("_from", "_start", "_end", "_to"), _utc(period, shared), strict=True
+                )
+            ),
             part.alias("_part"),
         )
         .with_columns(
@@ -208,6 +233,18 @@ def _placement(
         )
         .with_columns(position.alias("period_position"))
         .drop("_from", "_start", "_end", "_to", "_part")
+    )
+
+
+def _utc(
+    period: BillingPeriod, shared: tuple[bool, bool]
+) -> tuple[datetime, datetime, datetime, datetime]:
+    """The bounds of a row without an account (it is quarantined anyway): UTC's."""
+    return (
+        period.previous().start_at if shared[0] else period.start_at,
+        period.start_at,
+        period.end_at,
+        period.next().end_at if shared[1] else period.end_at,
     )
 
 
@@ -365,6 +402,7 @@ def validate_usage(
     metric_units: dict[str, str],
     period: BillingPeriod,
     zones: Mapping[str, str] | None = None,
+    shared: tuple[bool, bool] = (True, True),
 ) -> UsageValidation:
     """Split raw usage into valid rows, quarantined rows (with reasons), duplicates and
     rows owed to a neighbouring month.
@@ -372,10 +410,11 @@ def validate_usage(
     An event belongs to the month its timestamp falls in in its account's time zone
     (`zones`, account id -> IANA name; UTC for any account not in it). Rows are taken in
     the order given (file by file); the first copy of an event id is kept and later
-    copies are dropped as duplicates.
+    copies are dropped as duplicates. `shared`: whether the month before and the month
+    after share edge days with this one (see `_placement`).
     """
     raw = conform_raw(raw)
-    parsed = _placement(parse_usage(raw, metric_units), period, zones or {})
+    parsed = _placement(parse_usage(raw, metric_units), period, zones or {}, shared)
     schema = usage_schema(sorted(metric_units))
     reasons = _reason_rows(parsed, _failures(parsed, schema))
     indexed = parsed.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))

@@ -48,18 +48,20 @@ def invoice_objects(settings: Settings) -> list[str]:
 SMS_HEADER = "event_id,account_id,metric,quantity,unit,timestamp,direction\n"
 
 
-def one_eur_account(settings: Settings, zone: str = "UTC") -> Any:
-    """ACC-1 (Acme, Germany) on UCaaS Business EUR since January 2026; the ledger."""
+def one_eur_account(settings: Settings, zone: str = "UTC", *more: str) -> Any:
+    """ACC-1 (and any `more` accounts), in Germany, on UCaaS Business EUR since January
+    2026; returns the ledger."""
+    accounts = ["ACC-1", *more]
     db = ledger(settings)
     db.upsert_accounts(
         pl.DataFrame(
             {
-                "account_id": ["ACC-1"],
-                "name": ["Acme"],
-                "currency": ["EUR"],
-                "country": ["DE"],
-                "timezone": [zone],
-                "billing_email": [None],
+                "account_id": accounts,
+                "name": [f"Customer {a}" for a in accounts],
+                "currency": ["EUR"] * len(accounts),
+                "country": ["DE"] * len(accounts),
+                "timezone": [zone] * len(accounts),
+                "billing_email": [None] * len(accounts),
             }
         )
     )
@@ -67,12 +69,13 @@ def one_eur_account(settings: Settings, zone: str = "UTC") -> Any:
         subscription_frame(
             [
                 {
-                    "subscription_id": "SUB-1",
-                    "account_id": "ACC-1",
+                    "subscription_id": f"SUB-{account}",
+                    "account_id": account,
                     "plan_id": "ucaas-business-eur",
                     "start_date": date(2026, 1, 1),
                     "end_date": None,
                 }
+                for account in accounts
             ]
         )
     )
@@ -774,12 +777,13 @@ def test_each_account_is_billed_its_local_month_across_two_runs(tmp_path: Path) 
     ]
     assert adjustment.amount_minor == 750
 
-    # Running both months again bills nothing more.
-    assert (
-        billing_run(period="2026-10", settings=settings, approval_policy="auto")["published"] == []
-    )
-    again = billing_run(period="2026-11", settings=settings, approval_policy="auto")
-    assert again["published"] == [] and again["late_usage"]["adjustment_lines"] == 0
+    # Running both months again bills nothing more, and finds nothing unbilled.
+    billed = {p: db.billed_totals(p) for p in ("2026-10", "2026-11")}
+    for month in ("2026-10", "2026-11"):
+        again = billing_run(period=month, settings=settings, approval_policy="auto")
+        assert again["late_usage"]["adjustment_lines"] == 0
+        assert "published_invoice_differs" not in again["detected"]["by_rule"]
+    assert {p: db.billed_totals(p) for p in ("2026-10", "2026-11")} == billed
 
 
 def test_a_late_file_is_billed_once_when_a_rerating_publishes_first(tmp_path: Path) -> None:
@@ -831,7 +835,7 @@ def test_late_usage_beyond_the_grace_window_is_a_finding_until_re_rated(tmp_path
 
     settings = make_settings(tmp_path, late_usage_grace_periods=1)
     store = usage_store(settings)
-    db = one_eur_account(settings)
+    db = one_eur_account(settings, "UTC", "ACC-2")
     for month in ("2026-10", "2026-11"):
         billing_run(period=month, settings=settings, approval_policy="auto")
     store.put(
@@ -839,19 +843,72 @@ def test_late_usage_beyond_the_grace_window_is_a_finding_until_re_rated(tmp_path
         (SMS_HEADER + "late,ACC-1,sms,500,message,2026-10-20T10:00:00Z,outbound\n").encode(),
     )
 
-    # December's grace window is November only: October's file is reported, not billed.
+    # December's grace window is November only: October's file is reported, not billed,
+    # for the account whose usage it holds.
     december = billing_run(period="2026-12", settings=settings, approval_policy="auto")
     assert december["late_usage"]["adjustment_lines"] == 0
     assert december["late_usage"]["outside_grace"] == 1
     assert december["detected"]["by_rule"].get("late_usage_outside_grace") == 1
     findings = read_staged(object_store(settings), december["run_id"], "findings")
     (finding,) = findings.filter(pl.col("rule") == "late_usage_outside_grace").iter_rows(named=True)
-    assert finding["severity"] == "high" and "rerate --period 2026-10" in finding["message"]
+    assert finding["account_id"] == "ACC-1" and finding["severity"] == "high"
+    assert "rerate --period 2026-10" in finding["message"]
 
     rerate_run(period="2026-10", settings=settings, approval_policy="auto")
-    (note,) = db.notes("2026-10")
+    (note,) = db.notes("2026-10")  # ACC-1's: ACC-2's October did not change
+    assert note.account_id == "ACC-1"
     assert {line.charge_id: line.amount_minor for line in db.note_lines(note.note_id)}[
         "sms"
     ] == 360  # 500 x 0.0072 EUR = 3.60
     again = billing_run(period="2026-12", settings=settings, approval_policy="auto")
     assert "late_usage_outside_grace" not in again["detected"]["by_rule"]
+
+
+def test_the_first_local_month_after_utc_months_neither_borrows_nor_defers(
+    tmp_path: Path,
+) -> None:
+    # October was billed before usage followed local months (its run counted no deferred
+    # events): ACC-1's event at 20:00 UTC on October 31 was on October's invoice, though
+    # it is November 1 in Tokyo, where the account now is.
+    settings = make_settings(tmp_path)
+    store = usage_store(settings)
+    db = one_eur_account(settings, "UTC", "ACC-2")
+    store.put(
+        "usage/dt=2026-10-31/part-0000.csv",
+        (SMS_HEADER + "tyo,ACC-1,sms,700,message,2026-10-31T20:00:00Z,outbound\n").encode(),
+    )
+    october = billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    db.update_run(october["run_id"], events_deferred=None, events_borrowed=None)
+    db.upsert_accounts(
+        pl.DataFrame(
+            {
+                "account_id": ["ACC-1", "ACC-2"],
+                "name": ["Tokyo KK", "LA Inc"],
+                "currency": ["EUR", "EUR"],
+                "country": ["DE", "DE"],
+                "timezone": ["Asia/Tokyo", "America/Los_Angeles"],
+                "billing_email": [None, None],
+            }
+        )
+    )
+    # 03:00 UTC on November 1 is still October 31 in Los Angeles, but October's UTC run
+    # never read November 1: it is November's.
+    store.put(
+        "usage/dt=2026-11-01/part-0000.csv",
+        (SMS_HEADER + "lax,ACC-2,sms,300,message,2026-11-01T03:00:00Z,outbound\n").encode(),
+    )
+
+    november = billing_run(period="2026-11", settings=settings, approval_policy="auto")
+
+    counts = november["counts"]
+    assert (counts["read"], counts["edge_read"], counts["deferred"]) == (1, 0, 0)
+    assert november["late_usage"]["adjustment_lines"] == 0
+    sms = {
+        invoice.account_id: [
+            line.quantity
+            for line in db.invoice_lines(invoice.invoice_id)
+            if line.charge_id == "sms"
+        ]
+        for invoice in db.invoices("2026-11")
+    }
+    assert sms == {"ACC-1": [], "ACC-2": ["300"]}

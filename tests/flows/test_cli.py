@@ -272,6 +272,15 @@ def test_a_history_reaching_into_invoiced_months_names_the_re_ratings(env: Path)
     assert "tallyflow rerate --period 2026-10" in " ".join(second.output.split())
     again = runner.invoke(app, ["import", "--histories-file", str(histories)])
     assert "reaches into" not in again.output  # nothing new
+    # Moving the seat change to November 5 changes October too.
+    moved = seats.replace("2026-10-15", "2026-11-05")
+    histories.write_text(
+        f"- {{subscription_id: S-1, account_id: ACC-1, changes: [{start}, {moved}]}}\n"
+    )
+    later_date = runner.invoke(app, ["import", "--histories-file", str(histories)])
+    assert "dated 2026-10-15 reaches into invoiced period(s) 2026-10, 2026-11" in (
+        " ".join(later_date.output.split())
+    )
     # A history that takes over from December on reaches no invoice.
     histories.write_text(
         "- {subscription_id: S-1, account_id: ACC-1, billing_from: 2026-12-01, changes: "

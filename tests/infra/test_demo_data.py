@@ -24,8 +24,8 @@ from infra.demo_data import (
     DemoMonth,
     generate_demo_month,
 )
+from pricing_rules.localtime import with_local_day
 from pricing_rules.periods import BillingPeriod
-from pricing_rules.rating import with_local_day
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "catalog.yaml"
 OCTOBER = BillingPeriod.parse("2026-10")
@@ -212,7 +212,8 @@ def test_timestamps_inside_each_accounts_local_month(month: DemoMonth, rows: pl.
     ok = well_formed(rows)
     assert ok["timestamp"].str.ends_with("Z").all()
     zones = dict(month.accounts.select("account_id", "timezone").iter_rows())
-    local = with_local_day(ok.lazy().with_columns(timestamp="ts"), zones).collect()
+    window = OCTOBER.previous().start_at, OCTOBER.next().end_at
+    local = with_local_day(ok.lazy().with_columns(timestamp="ts"), zones, *window).collect()
     assert (local["local_day"].dt.strftime("%Y-%m") == "2026-10").all()
     assert (ok["ts"].dt.strftime("%Y-%m") != "2026-10").any(), "some fall outside UTC October"
 
@@ -320,7 +321,12 @@ def test_usage_only_while_subscribed_and_only_priced_metrics(
     priced[UNKNOWN_PLAN_ID] = priced["ucaas-business-usd"]
     zones = dict(month.accounts.select("account_id", "timezone").iter_rows())
     ok = (
-        with_local_day(well_formed(rows).lazy().with_columns(timestamp="ts"), zones)
+        with_local_day(
+            well_formed(rows).lazy().with_columns(timestamp="ts"),
+            zones,
+            OCTOBER.previous().start_at,
+            OCTOBER.next().end_at,
+        )
         .collect()
         .join(month.subscriptions, on="account_id", how="inner")
     )

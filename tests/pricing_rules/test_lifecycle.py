@@ -886,3 +886,32 @@ def test_a_run_bills_the_arrears_of_a_quarterly_subscription_in_its_last_month()
     assert support["amount_minor"].to_list() == [750]
     december = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse("2026-12"))
     assert december.lines.filter(pl.col("charge_id") == "support").height == 0
+
+
+def test_a_seat_change_replaces_the_seats_a_pending_downgrade_would_set() -> None:
+    # Team (10 seats) -> Plus with 5 seats, asked on Nov 10, waits for Dec 1; on Nov 20
+    # the customer goes to 8 seats: Plus from Dec 1 keeps the 8.
+    h = history(
+        start("2026-10-01", "team", seats=10),
+        {"action": "change_plan", "day": "2026-11-10", "plan": "plus", "seats": 5},
+        {"action": "change_seats", "day": "2026-11-20", "seats": 8},
+    )
+    states = [(s.start, s.state.plan, s.state.seats) for s in timeline(h, CATALOG, CYCLE)]
+    assert states == [
+        (date(2026, 10, 1), "team", 10),
+        (date(2026, 11, 20), "team", 8),
+        (date(2026, 12, 1), "plus", 8),
+    ]
+
+
+def test_a_catalog_migration_keeps_the_customers_pending_downgrade() -> None:
+    from pricing_rules.lifecycle import migrate_history
+
+    own = history(
+        start("2026-10-01", "plus"),
+        {"action": "change_plan", "day": "2026-11-10", "plan": "basic"},  # from Dec 1
+    )
+    # Plus moves to a new version of the same price on Nov 15, at once.
+    moved = migrate_history(own, "S1", date(2026, 10, 1), "plus", 1, "plus", date(2026, 11, 15))
+    plans = [(s.start, s.state.plan) for s in timeline(moved, CATALOG, CYCLE)]
+    assert plans[-1] == (date(2026, 12, 1), "basic")
