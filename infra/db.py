@@ -93,6 +93,16 @@ class BillingRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class LateSettlement(Base):
+    """A usage key a run read to settle late usage of a closed period: once the run is
+    published, the key is billed for the period, whatever its adjustments came to."""
+
+    __tablename__ = "late_settlements"
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.run_id"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+
+
 class ManifestEntry(Base):
     __tablename__ = "manifest_entries"
     run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.run_id"), primary_key=True)
@@ -681,26 +691,46 @@ class Ledger:
                 found.setdefault(account_id, []).append(run_id)
             return {account: sorted(ids) for account, ids in found.items()}
 
-    def rerated_keys(self, period: str, prefixes: Sequence[str]) -> set[str]:
-        """Usage keys under `prefixes` read by completed re-ratings of `period`: whatever
-        they held is billed, with a note or, where nothing changed, without one."""
+    def record_settled(self, run_id: str, period: str, keys: Iterable[str]) -> None:
+        rows = [{"run_id": run_id, "period": period, "key": key} for key in keys]
         with self.session() as session:
-            rows = session.execute(
+            for chunk in _chunks(rows, 500):
+                session.execute(
+                    self._insert(LateSettlement.__table__).values(chunk).on_conflict_do_nothing()
+                )
+
+    def settled_keys(self, period: str, prefixes: Sequence[str]) -> set[str]:
+        """Usage keys under `prefixes` that published runs settled as late usage of
+        `period`, or that completed re-ratings of it read: whatever they held is billed,
+        with adjustments or notes, or, where nothing changed, without any."""
+        under = or_(*(ManifestEntry.key.startswith(p) for p in prefixes))
+        with self.session() as session:
+            rerated = session.execute(
                 select(ManifestEntry.key)
                 .join(BillingRun, BillingRun.run_id == ManifestEntry.run_id)
                 .where(
                     BillingRun.kind == "rerate",
                     BillingRun.period == period,
                     BillingRun.status == "published",
-                    or_(*(ManifestEntry.key.startswith(p) for p in prefixes)),
+                    under,
                 )
             )
-            return {key for (key,) in rows}
+            settled = session.execute(
+                select(LateSettlement.key)
+                .join(BillingRun, BillingRun.run_id == LateSettlement.run_id)
+                .where(
+                    LateSettlement.period == period,
+                    BillingRun.status == "published",
+                    or_(*(LateSettlement.key.startswith(p) for p in prefixes)),
+                )
+            )
+            return {key for (key,) in [*rerated, *settled]}
 
     def consumed_keys(self, period: str, prefixes: Sequence[str]) -> dict[str, set[str]]:
         """Per account invoiced for `period`: the usage keys under `prefixes` read by the runs
         that published what it was billed for the period (its own invoice, and invoices
-        carrying adjustments for the period). Usage in any other key is not billed yet."""
+        carrying adjustments for the period), and the keys settled for the period since
+        (`settled_keys`). Usage in any other key is not billed yet."""
         with self.session() as session:
             runs = self._billing_runs(period)
             rows = session.execute(
@@ -719,7 +749,8 @@ class Ledger:
                 found = keys.setdefault(account_id, set())
                 if key is not None:
                     found.add(key)
-            return keys
+        settled = self.settled_keys(period, prefixes)
+        return {account: found | settled for account, found in keys.items()}
 
     def publish_note(self, note: NewNote) -> bool:
         """Insert the note and its lines once; False when this run already published one

@@ -309,7 +309,8 @@ def timeline(
     if changes and changes[0].trial_days:
         trial_end = date.fromordinal(changes[0].day.toordinal() + changes[0].trial_days)
         events.append((trial_end, -1, None))  # the trial ends: only the status changes
-    events.sort(key=lambda e: (e[0], e[1]))
+    # On one day a migration comes first, so the customer's own change stands.
+    events.sort(key=lambda e: (e[0], e[2] is None or e[2].replaces_pending, e[1]))
 
     segments: list[Segment] = []
     plan, seats, paused, ended = None, 1, False, False

@@ -1160,6 +1160,7 @@ def rate(
     histories: Mapping[str, History] | None = None,
     proration: Proration = "day",
     contract_spend: Mapping[tuple[str, str], Decimal] | None = None,
+    local_months: bool = True,
 ) -> RatingResult:
     """Price a period: recurring fees for every active subscription, usage by charge,
     commitments, discounts, tax and prepaid credits.
@@ -1176,6 +1177,9 @@ def rate(
     Account terms may hold contracts (`pricing_rules.contracts`): ramp discounts and
     prices, a commitment true-up (per year against `contract_spend`, the spend on earlier
     invoices of the contract year per (account, contract id)) and early-termination fees.
+
+    Usage falls on the account's local days (its `timezone` in `accounts`); with
+    `local_months=False` (a month billed in UTC months) on UTC days.
     """
     histories = {
         **_own_cycle_histories(subscriptions, catalog),
@@ -1192,7 +1196,13 @@ def rate(
         if accounts is not None
         else {}
     )
-    zones = {a: str(row.get("timezone") or "UTC") for a, row in account_info.items()}
+    # Usage days follow the account's zone, except in a month billed in UTC months before
+    # local months existed; call time bands follow the zone either way.
+    zones = (
+        {a: str(row.get("timezone") or "UTC") for a, row in account_info.items()}
+        if local_months
+        else {}
+    )
     # Events are within a day of the period in UTC (validation places them by local month).
     window = period.start_at - timedelta(days=2), period.end_at + timedelta(days=2)
     usage = with_local_day(usage, zones, *window)

@@ -139,16 +139,26 @@ def stage_basis(store: ObjectStore, run_id: str, rows: list[dict[str, str]]) -> 
     stage(store, run_id, "basis", pl.DataFrame(rows, schema=schema))
 
 
-def check_basis(settings: Settings, run_id: str, accounts: set[str]) -> None:
+def check_basis(
+    settings: Settings, run_id: str, accounts: set[str], period: str | None = None
+) -> None:
     """Refuse to publish corrections of a closed period for `accounts` if another run has
     billed that period for them since this run priced the corrections: publishing both
-    would bill the same usage twice. A new run prices against what is billed now."""
+    would bill the same usage twice. A new run prices against what is billed now.
+
+    With `period` (a re-rating's), an account the basis does not list had not been
+    billed for it when the basis was taken: its basis is empty."""
     store = object_store(settings)
     if store.head(staged_key(run_id, "basis")) is None:
         return
     staged = read_staged(store, run_id, "basis").filter(
         pl.col("account_id").is_in(sorted(accounts))
     )
+    if period is not None:
+        unlisted = sorted(accounts - set(staged["account_id"].to_list()))
+        staged = pl.concat(
+            [staged, pl.DataFrame(basis_rows({}, period, set(unlisted)), schema=staged.schema)]
+        )
     db = ledger(settings)
     changed = []
     for (period,), rows in staged.group_by(["period"], maintain_order=True):

@@ -96,11 +96,10 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
             keys = {key for key, _, _ in listed}
             late = {account: keys - known for account, known in billed_keys.items()}
             if back >= grace:
-                # Beyond the window: files that no run billing the period read and that no
-                # completed re-rating of it read either.
-                unread = keys - set().union(*billed_keys.values())
-                unread -= db.rerated_keys(closed, prefixes)
-                outside.extend(_unbilled_by_account(source, listed, unread, closed))
+                if any(late.values()):
+                    outside.extend(
+                        _unbilled_by_account(settings, catalog, source, listed, late, closed)
+                    )
                 continue
             groups: dict[frozenset[str], list[str]] = defaultdict(list)
             for account, known in billed_keys.items():
@@ -109,6 +108,7 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
             if not groups:
                 continue
             db.record_manifest(run_id, listed)
+            db.record_settled(run_id, closed, sorted(keys))
             raw = read_usage_objects(source, listed)
             local = zones if months.local else {}
             lines = _settle(settings, catalog, raw, closed, groups, local, months.shared)
@@ -155,16 +155,35 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
 
 
 def _unbilled_by_account(
-    source: ObjectStore, listed: list[tuple[str, int, str]], unread: set[str], closed: str
+    settings: Settings,
+    catalog: Catalog,
+    source: ObjectStore,
+    listed: list[tuple[str, int, str]],
+    late: dict[str, set[str]],
+    closed: str,
 ) -> list[dict[str, object]]:
-    """Per account with usage in the `unread` objects: how many hold some, and one."""
-    if not unread:
-        return []
-    raw = read_usage_objects(source, [entry for entry in listed if entry[0] in unread])
+    """Per account with usage of `closed` in objects no billing of the period for it
+    read: how many such objects, and one of them."""
+    wanted = set().union(*late.values())
+    raw = read_usage_objects(source, [entry for entry in listed if entry[0] in wanted])
+    db = ledger(settings)
+    months = month_clock(db, closed)
+    valid = validate_usage(
+        raw,
+        catalog.metric_units(),
+        BillingPeriod.parse(closed),
+        db.account_zones() if months.local else {},
+        months.shared,
+    ).valid
+    pairs = pl.DataFrame(
+        [(a, k) for a, keys in late.items() for k in keys],
+        schema={"account_id": pl.String, "source_key": pl.String},
+        orient="row",
+    )
     holders = (
-        raw.select(pl.col("account_id").str.strip_chars(), "source_key")
-        .filter(pl.col("account_id").str.len_chars() > 0)
+        valid.select("account_id", "source_key")
         .unique()
+        .join(pairs, on=["account_id", "source_key"], how="semi")
         .group_by("account_id")
         .agg(pl.len().alias("objects"), pl.col("source_key").min().alias("example"))
         .sort("account_id")

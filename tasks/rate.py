@@ -19,6 +19,7 @@ from pricing_rules.rating import RatingResult
 from pricing_rules.rating import rate as rate_usage
 from pricing_rules.terms import AccountTerms
 from tasks.common import ledger, object_store, read_staged, stage, step_artifact, timed
+from tasks.discover import month_clock
 from validation.schemas import full_depth, rated_lines_schema
 
 
@@ -37,6 +38,7 @@ class RatingInputs:
     credits_used: dict[tuple[str, str], Decimal]
     contract_spend: dict[tuple[str, str], Decimal]
     proration: Literal["day", "second"] = "day"
+    local_months: bool = True
 
 
 def account_inputs(settings: Settings, period: str, only: list[str] | None = None) -> RatingInputs:
@@ -59,6 +61,7 @@ def account_inputs(settings: Settings, period: str, only: list[str] | None = Non
         credits_used(db.credits_used(period), terms),
         contract_spend(db, terms, BillingPeriod.parse(period)),
         settings.proration,
+        month_clock(db, period).local,
     )
 
 
@@ -95,6 +98,7 @@ def rate_with(
         credits_used=inputs.credits_used,
         contract_spend=inputs.contract_spend,
         proration=inputs.proration,
+        local_months=inputs.local_months,
     )
 
 

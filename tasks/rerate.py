@@ -143,7 +143,7 @@ def publish_notes(settings: Settings, run_id: str, period: str) -> dict[str, lis
         db = ledger(settings)
         store = object_store(settings)
         docs = note_documents(settings, run_id, period)
-        check_basis(settings, run_id, {doc.account_id for doc in docs})
+        check_basis(settings, run_id, {doc.account_id for doc in docs}, period)
         for doc in docs:
             rendered = render_invoice(doc)
             html_key, json_key = store_document(store, rendered, "notes")

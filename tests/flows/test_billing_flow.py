@@ -836,8 +836,14 @@ def test_late_usage_beyond_the_grace_window_is_a_finding_until_re_rated(tmp_path
     settings = make_settings(tmp_path, late_usage_grace_periods=1)
     store = usage_store(settings)
     db = one_eur_account(settings, "UTC", "ACC-2")
-    for month in ("2026-10", "2026-11"):
-        billing_run(period=month, settings=settings, approval_policy="auto")
+    billing_run(period="2026-10", settings=settings, approval_policy="auto")
+    # November 1's file is on October's edge, but holds only November usage: November's
+    # run settles it for October (nothing changes) and bills it for November.
+    store.put(
+        "usage/dt=2026-11-01/part-0000.csv",
+        (SMS_HEADER + "nov,ACC-2,sms,100,message,2026-11-01T10:00:00Z,outbound\n").encode(),
+    )
+    billing_run(period="2026-11", settings=settings, approval_policy="auto")
     store.put(
         "usage/dt=2026-10-20/late-0000.csv",
         (SMS_HEADER + "late,ACC-1,sms,500,message,2026-10-20T10:00:00Z,outbound\n").encode(),

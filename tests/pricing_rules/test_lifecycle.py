@@ -904,14 +904,24 @@ def test_a_seat_change_replaces_the_seats_a_pending_downgrade_would_set() -> Non
     ]
 
 
-def test_a_catalog_migration_keeps_the_customers_pending_downgrade() -> None:
+@pytest.mark.parametrize("timing", ["immediate", "period_end"])
+def test_a_catalog_migration_keeps_the_customers_pending_downgrade(timing: str) -> None:
     from pricing_rules.lifecycle import migrate_history
 
     own = history(
         start("2026-10-01", "plus"),
         {"action": "change_plan", "day": "2026-11-10", "plan": "basic"},  # from Dec 1
     )
-    # Plus moves to a new version of the same price on Nov 15, at once.
-    moved = migrate_history(own, "S1", date(2026, 10, 1), "plus", 1, "plus", date(2026, 11, 15))
+    # Plus moves to a new version of the same price on Nov 15, at once or from Dec 1.
+    moved = migrate_history(
+        own,
+        "S1",
+        date(2026, 10, 1),
+        "plus",
+        1,
+        "plus",
+        date(2026, 11, 15),
+        timing,  # type: ignore[arg-type]
+    )
     plans = [(s.start, s.state.plan) for s in timeline(moved, CATALOG, CYCLE)]
     assert plans[-1] == (date(2026, 12, 1), "basic")

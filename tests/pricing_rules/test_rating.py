@@ -322,6 +322,20 @@ def test_a_plan_change_splits_usage_on_the_accounts_local_day(catalog: Catalog) 
     assert utc.select("subscription_id", "quantity").rows() == [("S-1", Decimal(110))]
 
 
+def test_a_month_billed_in_utc_months_rates_on_utc_days(catalog: Catalog) -> None:
+    # A subscription from October 15, in Los Angeles; an SMS at 03:00 UTC on the 15th is
+    # still the 14th there. Rated as a local month it is before the subscription; a
+    # month billed before local months (UTC days) rates it.
+    subs = subscription_frame([sub("S-1", "A", "usd", start=date(2026, 10, 15))])
+    usage = usage_frame([("A", "sms", 100, at(15, hour=3))])
+    accounts = pl.DataFrame({"account_id": ["A"], "timezone": ["America/Los_Angeles"]})
+    local = rate(usage, subs, catalog, OCT, accounts=accounts)
+    assert local.unrated["reason"].to_list() == ["no_subscription"]
+    utc = rate(usage, subs, catalog, OCT, accounts=accounts, local_months=False)
+    assert utc.unrated.height == 0
+    assert utc.lines.filter(pl.col("charge_id") == "sms")["quantity"].to_list() == [Decimal(100)]
+
+
 def test_unrated_usage_carries_a_reason_and_never_a_zero_line(catalog: Catalog) -> None:
     usage = usage_frame(
         [
