@@ -6,7 +6,7 @@ as a float). Timestamps are UTC.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -94,12 +94,14 @@ class BillingRun(Base):
 
 
 class LateSettlement(Base):
-    """A usage key a run read to settle late usage of a closed period: once the run is
-    published, the key is billed for the period, whatever its adjustments came to."""
+    """A late usage key a run settled for an account's closed period: once the run
+    publishes the account's invoice, the key is billed for the period, whatever its
+    adjustments came to."""
 
     __tablename__ = "late_settlements"
     run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.run_id"), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(1024), primary_key=True)
 
 
@@ -691,19 +693,26 @@ class Ledger:
                 found.setdefault(account_id, []).append(run_id)
             return {account: sorted(ids) for account, ids in found.items()}
 
-    def record_settled(self, run_id: str, period: str, keys: Iterable[str]) -> None:
-        rows = [{"run_id": run_id, "period": period, "key": key} for key in keys]
+    def record_settled(self, run_id: str, period: str, keys: Mapping[str, Iterable[str]]) -> None:
+        """The late keys (per account) this run settled for closed `period`."""
+        rows = [
+            {"run_id": run_id, "period": period, "account_id": account, "key": key}
+            for account, found in sorted(keys.items())
+            for key in sorted(found)
+        ]
         with self.session() as session:
             for chunk in _chunks(rows, 500):
                 session.execute(
                     self._insert(LateSettlement.__table__).values(chunk).on_conflict_do_nothing()
                 )
 
-    def settled_keys(self, period: str, prefixes: Sequence[str]) -> set[str]:
-        """Usage keys under `prefixes` that published runs settled as late usage of
-        `period`, or that completed re-ratings of it read: whatever they held is billed,
-        with adjustments or notes, or, where nothing changed, without any."""
+    def settled_keys(self, period: str, prefixes: Sequence[str]) -> dict[str | None, set[str]]:
+        """Usage keys under `prefixes` billed for `period` by later runs: per account, the
+        late keys a run settled for it, once the run published its invoice (the
+        adjustments may have come to nothing); under `None`, for every account, the keys
+        completed re-ratings of the period read."""
         under = or_(*(ManifestEntry.key.startswith(p) for p in prefixes))
+        found: dict[str | None, set[str]] = {None: set()}
         with self.session() as session:
             rerated = session.execute(
                 select(ManifestEntry.key)
@@ -715,22 +724,31 @@ class Ledger:
                     under,
                 )
             )
+            found[None].update(key for (key,) in rerated)
             settled = session.execute(
-                select(LateSettlement.key)
-                .join(BillingRun, BillingRun.run_id == LateSettlement.run_id)
+                select(LateSettlement.account_id, LateSettlement.key)
+                .join(
+                    Invoice,
+                    and_(
+                        Invoice.run_id == LateSettlement.run_id,
+                        Invoice.account_id == LateSettlement.account_id,
+                    ),
+                )
                 .where(
                     LateSettlement.period == period,
-                    BillingRun.status == "published",
                     or_(*(LateSettlement.key.startswith(p) for p in prefixes)),
                 )
+                .distinct()
             )
-            return {key for (key,) in [*rerated, *settled]}
+            for account_id, key in settled:
+                found.setdefault(account_id, set()).add(key)
+        return found
 
     def consumed_keys(self, period: str, prefixes: Sequence[str]) -> dict[str, set[str]]:
         """Per account invoiced for `period`: the usage keys under `prefixes` read by the runs
         that published what it was billed for the period (its own invoice, and invoices
         carrying adjustments for the period), and the keys settled for the period since
-        (`settled_keys`). Usage in any other key is not billed yet."""
+        (`settled_keys`). Usage in any other key is not billed yet for the account."""
         with self.session() as session:
             runs = self._billing_runs(period)
             rows = session.execute(
@@ -750,7 +768,10 @@ class Ledger:
                 if key is not None:
                     found.add(key)
         settled = self.settled_keys(period, prefixes)
-        return {account: found | settled for account, found in keys.items()}
+        return {
+            account: found | settled[None] | settled.get(account, set())
+            for account, found in keys.items()
+        }
 
     def publish_note(self, note: NewNote) -> bool:
         """Insert the note and its lines once; False when this run already published one

@@ -277,6 +277,16 @@ def first_new_change(old: History | None, new: History) -> date | None:
     return min(days) if days else None
 
 
+def _event_order(event: tuple[date, int, Change | None]) -> tuple[date, int, int]:
+    """Changes taking effect on one day: those made that day first, in the order made;
+    then those waiting for that period end, a migration before the customer's own, so
+    the customer's choice stands."""
+    day, seq, change = event
+    if change is None or change.day == day:
+        return day, 0, seq
+    return day, 2 if change.replaces_pending else 1, seq
+
+
 def timeline(
     history: History, catalog: Catalog, cycle: BillingCycle, *, known_on: date | None = None
 ) -> list[Segment]:
@@ -309,8 +319,7 @@ def timeline(
     if changes and changes[0].trial_days:
         trial_end = date.fromordinal(changes[0].day.toordinal() + changes[0].trial_days)
         events.append((trial_end, -1, None))  # the trial ends: only the status changes
-    # On one day a migration comes first, so the customer's own change stands.
-    events.sort(key=lambda e: (e[0], e[2] is None or e[2].replaces_pending, e[1]))
+    events.sort(key=_event_order)
 
     segments: list[Segment] = []
     plan, seats, paused, ended = None, 1, False, False

@@ -108,7 +108,7 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
             if not groups:
                 continue
             db.record_manifest(run_id, listed)
-            db.record_settled(run_id, closed, sorted(keys))
+            db.record_settled(run_id, closed, {a: k for a, k in late.items() if k})
             raw = read_usage_objects(source, listed)
             local = zones if months.local else {}
             lines = _settle(settings, catalog, raw, closed, groups, local, months.shared)

@@ -918,3 +918,30 @@ def test_the_first_local_month_after_utc_months_neither_borrows_nor_defers(
         for invoice in db.invoices("2026-11")
     }
     assert sms == {"ACC-1": [], "ACC-2": ["300"]}
+
+
+def test_late_usage_priced_by_a_run_that_publishes_no_invoice_is_billed_by_the_next(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    db = one_eur_account(settings)
+    for month in ("2026-10", "2026-11"):
+        billing_run(period=month, settings=settings, approval_policy="auto")
+    usage_store(settings).put(
+        "usage/dt=2026-10-20/late-0000.csv",
+        (SMS_HEADER + "late,ACC-1,sms,500,message,2026-10-20T10:00:00Z,outbound\n").encode(),
+    )
+    # Re-running November prices the late file, but November's invoice is already out.
+    rerun = billing_run(period="2026-11", settings=settings, approval_policy="auto")
+    assert rerun["late_usage"]["adjustment_lines"] > 0 and rerun["published"] == []
+
+    december = billing_run(period="2026-12", settings=settings, approval_policy="auto")
+
+    (invoice,) = db.invoices("2026-12")
+    assert december["published"] == [invoice.invoice_id]
+    adjusted = {
+        line.charge_id: line.amount_minor
+        for line in db.invoice_lines(invoice.invoice_id)
+        if line.service_period == "2026-10"
+    }
+    assert adjusted["sms"] == 360  # 500 x 0.0072 EUR = 3.60

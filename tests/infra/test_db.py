@@ -484,3 +484,26 @@ def test_record_approval_overwrites_the_decision(db: Ledger) -> None:
         "checked again",
         "manual",
     )
+
+
+def test_settled_late_keys_count_only_for_the_accounts_a_run_settled_and_invoiced(
+    db: Ledger,
+) -> None:
+    prefixes = ["usage/dt=2026-10-"]
+    for account in ("ACC-1", "ACC-2", "ACC-3"):
+        db.start_run(f"oct-{account}", "2026-10", None)
+        assert db.publish_invoice(new_invoice(account, "2026-10", run_id=f"oct-{account}"))
+    # November's run settled the late file for ACC-1 and ACC-2, and published November's
+    # invoices of ACC-1 and ACC-3 only (ACC-2's was already out).
+    db.start_run("nov", "2026-11", None)
+    late = "usage/dt=2026-10-20/late.csv"
+    db.record_settled("nov", "2026-10", {"ACC-1": [late], "ACC-2": [late]})
+    for account in ("ACC-1", "ACC-3"):
+        assert db.publish_invoice(new_invoice(account, "2026-11", run_id="nov"))
+
+    consumed = db.consumed_keys("2026-10", prefixes)
+    assert {a: late in keys for a, keys in consumed.items()} == {
+        "ACC-1": True,  # settled and invoiced by the run
+        "ACC-2": False,  # settled, but its adjustments never reached an invoice
+        "ACC-3": False,  # invoiced by the run, but not settled (not billed for October then)
+    }

@@ -925,3 +925,15 @@ def test_a_catalog_migration_keeps_the_customers_pending_downgrade(timing: str) 
     )
     plans = [(s.start, s.state.plan) for s in timeline(moved, CATALOG, CYCLE)]
     assert plans[-1] == (date(2026, 12, 1), "basic")
+
+
+def test_a_migration_after_a_same_day_change_moves_the_plan_it_changed_to() -> None:
+    from pricing_rules.lifecycle import migrate_history
+
+    own = history(
+        start("2026-10-01", "basic"),
+        {"action": "change_plan", "day": "2026-11-15", "plan": "plus"},  # an upgrade, now
+    )
+    moved = migrate_history(own, "S1", date(2026, 10, 1), "basic", 1, "team", date(2026, 11, 15))
+    plans = [(s.start, s.state.plan) for s in timeline(moved, CATALOG, CYCLE)]
+    assert plans[-1] == (date(2026, 11, 15), "team")
