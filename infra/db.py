@@ -94,14 +94,16 @@ class BillingRun(Base):
 
 
 class LateSettlement(Base):
-    """A late usage key a run settled for an account's closed period: once the run
-    publishes the account's invoice, the key is billed for the period, whatever its
-    adjustments came to."""
+    """A late usage key a run settled for an account's closed period, per currency the
+    account was billed in for it: once the run publishes the account's invoice in each
+    of those currencies, the key is billed for the period, whatever its adjustments
+    came to."""
 
     __tablename__ = "late_settlements"
     run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.run_id"), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     key: Mapped[str] = mapped_column(String(1024), primary_key=True)
 
 
@@ -693,12 +695,20 @@ class Ledger:
                 found.setdefault(account_id, []).append(run_id)
             return {account: sorted(ids) for account, ids in found.items()}
 
-    def record_settled(self, run_id: str, period: str, keys: Mapping[str, Iterable[str]]) -> None:
-        """The late keys (per account) this run settled for closed `period`."""
+    def record_settled(
+        self,
+        run_id: str,
+        period: str,
+        keys: Mapping[str, Iterable[str]],
+        currencies: Mapping[str, Iterable[str]],
+    ) -> None:
+        """The late keys (per account) this run settled for closed `period`, for each
+        currency the account was billed in for it."""
         rows = [
-            {"run_id": run_id, "period": period, "account_id": account, "key": key}
-            for account, found in sorted(keys.items())
-            for key in sorted(found)
+            {"run_id": run_id, "period": period, "account_id": a, "currency": c, "key": k}
+            for a, found in sorted(keys.items())
+            for c in sorted(currencies.get(a, ()))
+            for k in sorted(found)
         ]
         with self.session() as session:
             for chunk in _chunks(rows, 500):
@@ -708,9 +718,10 @@ class Ledger:
 
     def settled_keys(self, period: str, prefixes: Sequence[str]) -> dict[str | None, set[str]]:
         """Usage keys under `prefixes` billed for `period` by later runs: per account, the
-        late keys a run settled for it, once the run published its invoice (the
-        adjustments may have come to nothing); under `None`, for every account, the keys
-        completed re-ratings of the period read."""
+        late keys a run settled for it, once the run published its invoices in every
+        currency it was billed in for the period (the adjustments may have come to
+        nothing); under `None`, for every account, the keys completed re-ratings of the
+        period read."""
         under = or_(*(ManifestEntry.key.startswith(p) for p in prefixes))
         found: dict[str | None, set[str]] = {None: set()}
         with self.session() as session:
@@ -726,22 +737,34 @@ class Ledger:
             )
             found[None].update(key for (key,) in rerated)
             settled = session.execute(
-                select(LateSettlement.account_id, LateSettlement.key)
-                .join(
+                select(
+                    LateSettlement.run_id,
+                    LateSettlement.account_id,
+                    LateSettlement.currency,
+                    LateSettlement.key,
+                    Invoice.invoice_id,
+                )
+                .outerjoin(
                     Invoice,
                     and_(
                         Invoice.run_id == LateSettlement.run_id,
                         Invoice.account_id == LateSettlement.account_id,
+                        Invoice.currency == LateSettlement.currency,
                     ),
                 )
                 .where(
                     LateSettlement.period == period,
                     or_(*(LateSettlement.key.startswith(p) for p in prefixes)),
                 )
-                .distinct()
             )
-            for account_id, key in settled:
-                found.setdefault(account_id, set()).add(key)
+            # A key counts once the run published the account's invoice in every currency.
+            complete: dict[tuple[str, str, str], bool] = {}
+            for run_id, account_id, _currency, key, invoice_id in settled:
+                ok = complete.get((run_id, account_id, key), True)
+                complete[(run_id, account_id, key)] = ok and invoice_id is not None
+            for (_run, account_id, key), ok in complete.items():
+                if ok:
+                    found.setdefault(account_id, set()).add(key)
         return found
 
     def consumed_keys(self, period: str, prefixes: Sequence[str]) -> dict[str, set[str]]:

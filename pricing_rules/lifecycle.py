@@ -278,13 +278,12 @@ def first_new_change(old: History | None, new: History) -> date | None:
 
 
 def _event_order(event: tuple[date, int, Change | None]) -> tuple[date, int, int]:
-    """Changes taking effect on one day: those made that day first, in the order made;
-    then those waiting for that period end, a migration before the customer's own, so
-    the customer's choice stands."""
+    """Changes taking effect on one day, in the order they were made, except that a
+    migration waiting for that period end comes first, so a change the customer asked
+    for stands."""
     day, seq, change = event
-    if change is None or change.day == day:
-        return day, 0, seq
-    return day, 2 if change.replaces_pending else 1, seq
+    deferred_migration = change is not None and not change.replaces_pending and change.day != day
+    return day, 0 if deferred_migration else 1, seq
 
 
 def timeline(

@@ -108,7 +108,10 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
             if not groups:
                 continue
             db.record_manifest(run_id, listed)
-            db.record_settled(run_id, closed, {a: k for a, k in late.items() if k})
+            billed_in: dict[str, list[str]] = defaultdict(list)
+            for account, currency in db.billed_totals(closed):
+                billed_in[account].append(currency)
+            db.record_settled(run_id, closed, {a: k for a, k in late.items() if k}, billed_in)
             raw = read_usage_objects(source, listed)
             local = zones if months.local else {}
             lines = _settle(settings, catalog, raw, closed, groups, local, months.shared)

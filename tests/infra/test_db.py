@@ -497,13 +497,21 @@ def test_settled_late_keys_count_only_for_the_accounts_a_run_settled_and_invoice
     # invoices of ACC-1 and ACC-3 only (ACC-2's was already out).
     db.start_run("nov", "2026-11", None)
     late = "usage/dt=2026-10-20/late.csv"
-    db.record_settled("nov", "2026-10", {"ACC-1": [late], "ACC-2": [late]})
+    currencies = {"ACC-1": ["USD"], "ACC-2": ["USD"], "ACC-4": ["USD", "EUR"]}
+    db.record_settled(
+        "nov", "2026-10", {"ACC-1": [late], "ACC-2": [late], "ACC-4": [late]}, currencies
+    )
     for account in ("ACC-1", "ACC-3"):
         assert db.publish_invoice(new_invoice(account, "2026-11", run_id="nov"))
+    # ACC-4 is billed in USD and EUR: only its USD invoice came out of the run.
+    db.start_run("oct-ACC-4", "2026-10", None)
+    assert db.publish_invoice(new_invoice("ACC-4", "2026-10", run_id="oct-ACC-4"))
+    assert db.publish_invoice(new_invoice("ACC-4", "2026-11", "USD", run_id="nov"))
 
     consumed = db.consumed_keys("2026-10", prefixes)
     assert {a: late in keys for a, keys in consumed.items()} == {
         "ACC-1": True,  # settled and invoiced by the run
         "ACC-2": False,  # settled, but its adjustments never reached an invoice
         "ACC-3": False,  # invoiced by the run, but not settled (not billed for October then)
+        "ACC-4": False,  # its EUR invoice, which would carry EUR adjustments, never came out
     }

@@ -937,3 +937,16 @@ def test_a_migration_after_a_same_day_change_moves_the_plan_it_changed_to() -> N
     moved = migrate_history(own, "S1", date(2026, 10, 1), "basic", 1, "team", date(2026, 11, 15))
     plans = [(s.start, s.state.plan) for s in timeline(moved, CATALOG, CYCLE)]
     assert plans[-1] == (date(2026, 11, 15), "team")
+
+
+def test_a_change_made_on_the_day_a_pending_one_takes_effect_wins() -> None:
+    # Plus -> Basic asked on Nov 10 for Dec 1; on Dec 1 the customer upgrades to Team.
+    h = history(
+        start("2026-10-01", "plus"),
+        {"action": "change_plan", "day": "2026-11-10", "plan": "basic"},
+        {"action": "change_plan", "day": "2026-12-01", "plan": "team"},
+    )
+    assert [(s.start, s.state.plan) for s in timeline(h, CATALOG, CYCLE)][-1] == (
+        date(2026, 12, 1),
+        "team",
+    )

@@ -20,9 +20,10 @@ def upgrade() -> None:
         sa.Column("run_id", sa.String(length=64), nullable=False),
         sa.Column("period", sa.String(length=7), nullable=False),
         sa.Column("account_id", sa.String(length=64), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("key", sa.String(length=1024), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["billing_runs.run_id"]),
-        sa.PrimaryKeyConstraint("run_id", "period", "account_id", "key"),
+        sa.PrimaryKeyConstraint("run_id", "period", "account_id", "currency", "key"),
     )
 
 
