@@ -161,13 +161,13 @@ def check_basis(
         )
     db = ledger(settings)
     changed = []
-    for (period,), rows in staged.group_by(["period"], maintain_order=True):
-        now = db.billing_basis(str(period))
+    for (closed,), rows in staged.group_by(["period"], maintain_order=True):
+        now = db.billing_basis(str(closed))
         for account, runs in rows.select("account_id", "runs").iter_rows():
             current = "|".join(r for r in now.get(account, []) if r != run_id)
             if current != runs:
                 added = sorted(set(current.split("|")) - set(runs.split("|")) - {""})
-                changed.append(f"{account} for {period} (by {', '.join(added) or 'a change'})")
+                changed.append(f"{account} for {closed} (by {', '.join(added) or 'a change'})")
     if changed:
         raise BasisChangedError(
             f"{len(changed)} account(s) were billed again after run {run_id} priced its "

@@ -27,6 +27,7 @@ from tasks.common import (
     basis_rows,
     ledger,
     object_store,
+    read_staged,
     retry_transient,
     stage,
     stage_basis,
@@ -78,6 +79,14 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
         report: dict[str, object] = {}
         outside: list[dict[str, object]] = []
         grace = settings.late_usage_grace_periods
+        invoiced = {account for account, _ in db.existing_invoices(period)}
+        rated = read_staged(object_store(settings), run_id, "rated")
+        own_currencies: dict[str, list[str]] = {
+            account: sorted(currencies)
+            for account, currencies in rated.group_by("account_id")
+            .agg(pl.col("currency").unique())
+            .rows()
+        }
         lookback = max(grace, settings.late_usage_lookback_periods)
         for back, closed in enumerate(earlier_periods(period, lookback)):
             months = month_clock(db, closed)
@@ -103,18 +112,28 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
                 continue
             groups: dict[frozenset[str], list[str]] = defaultdict(list)
             for account, known in billed_keys.items():
-                if late[account]:
+                # Adjustments ride on this run's invoices: an account with one already
+                # out for this period waits for the next run.
+                if late[account] and account not in invoiced:
                     groups[frozenset(known & keys)].append(account)
             if not groups:
                 continue
             db.record_manifest(run_id, listed)
-            billed_in: dict[str, list[str]] = defaultdict(list)
-            for account, currency in db.billed_totals(closed):
-                billed_in[account].append(currency)
-            db.record_settled(run_id, closed, {a: k for a, k in late.items() if k}, billed_in)
             raw = read_usage_objects(source, listed)
             local = zones if months.local else {}
             lines = _settle(settings, catalog, raw, closed, groups, local, months.shared)
+            # Settled once this run publishes the account's invoices in every currency it
+            # bills the account in: this period's own, and the adjustments'.
+            settled = {a for g in groups.values() for a in g}
+            currencies = defaultdict(set, {a: set(c) for a, c in own_currencies.items()})
+            for account, currency in lines.select("account_id", "currency").unique().rows():
+                currencies[account].add(currency)
+            db.record_settled(
+                run_id,
+                closed,
+                {a: late[a] for a in settled},
+                {a: sorted(currencies[a]) for a in settled},
+            )
             basis.extend(basis_rows(before, closed, {a for g in groups.values() for a in g}))
             found.append(lines)
             late_keys = sorted(set().union(*late.values()))

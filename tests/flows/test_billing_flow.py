@@ -920,7 +920,7 @@ def test_the_first_local_month_after_utc_months_neither_borrows_nor_defers(
     assert sms == {"ACC-1": [], "ACC-2": ["300"]}
 
 
-def test_late_usage_priced_by_a_run_that_publishes_no_invoice_is_billed_by_the_next(
+def test_late_usage_a_re_run_cannot_invoice_is_billed_by_the_next_run(
     tmp_path: Path,
 ) -> None:
     settings = make_settings(tmp_path)
@@ -931,9 +931,10 @@ def test_late_usage_priced_by_a_run_that_publishes_no_invoice_is_billed_by_the_n
         "usage/dt=2026-10-20/late-0000.csv",
         (SMS_HEADER + "late,ACC-1,sms,500,message,2026-10-20T10:00:00Z,outbound\n").encode(),
     )
-    # Re-running November prices the late file, but November's invoice is already out.
+    # Re-running November cannot carry the late file: November's invoice is already out,
+    # so the run leaves it to the next one.
     rerun = billing_run(period="2026-11", settings=settings, approval_policy="auto")
-    assert rerun["late_usage"]["adjustment_lines"] > 0 and rerun["published"] == []
+    assert rerun["late_usage"]["adjustment_lines"] == 0 and rerun["published"] == []
 
     december = billing_run(period="2026-12", settings=settings, approval_policy="auto")
 
