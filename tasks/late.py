@@ -5,8 +5,12 @@ objects that no invoice of an account has billed yet are found by comparing the 
 listing with the keys read by the runs that published what the account was billed for
 that period. The period is then rated twice, with the objects already billed and with all
 of them, and the difference becomes labelled adjustment lines on this run's invoices.
-The same rules price both sides, so only the late usage moves the amounts; once an
-invoice carrying the adjustments is published, those objects count as billed.
+The same rules price both sides, so only the late usage moves the amounts; once this
+run publishes the account's invoices, those objects count as billed for it
+(`late_settlements`). An account whose invoice for this run's period is already out
+(a re-run) is left to the next run. Periods beyond the grace window, up to
+`late_usage_lookback_periods` back, are only checked: accounts with usage in objects no
+billing read get a `late_usage_outside_grace` finding.
 """
 
 from __future__ import annotations
@@ -134,7 +138,7 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
                 {a: late[a] for a in settled},
                 {a: sorted(currencies[a]) for a in settled},
             )
-            basis.extend(basis_rows(before, closed, {a for g in groups.values() for a in g}))
+            basis.extend(basis_rows(before, closed, settled))
             found.append(lines)
             late_keys = sorted(set().union(*late.values()))
             report[closed] = {
