@@ -23,7 +23,7 @@ from tasks.load import load
 from tasks.publish import pending_invoices, publish
 from tasks.rate import rate
 from tasks.validate import validate
-from validation.usage import ConservationError
+from validation.usage import check_loaded
 
 STAGED = (
     "raw",
@@ -93,11 +93,7 @@ def billing_run(
         manifest = discover(settings, run_id, period)
         read = load(settings, run_id, manifest)
         counts = validate(settings, run_id, period)
-        if counts["read"] + counts["edge_read"] != read:
-            raise ConservationError(
-                f"loaded {read} rows but validation read {counts['read']} "
-                f"+ {counts['edge_read']} on edge days"
-            )
+        check_loaded(read, counts)
         rated = rate(settings, run_id, period)
         late = settle_late(settings, run_id, period)
         detected = detect(settings, run_id, period)

@@ -19,7 +19,7 @@ from tasks.load import load
 from tasks.rate import rate
 from tasks.rerate import compare, publish_notes
 from tasks.validate import validate
-from validation.usage import ConservationError
+from validation.usage import check_loaded
 
 NO_FINDINGS = {"findings": 0, "high_or_critical": 0, "by_rule": {}, "amount_at_risk": {}}
 
@@ -62,11 +62,7 @@ def rerate_run(
         manifest = discover(settings, run_id, period)
         read = load(settings, run_id, manifest)
         counts = validate(settings, run_id, period)
-        if counts["read"] + counts["edge_read"] != read:
-            raise ConservationError(
-                f"loaded {read} rows but validation read {counts['read']} "
-                f"+ {counts['edge_read']} on edge days"
-            )
+        check_loaded(read, counts)
         rated = rate(settings, run_id, period)
         compared = compare(settings, run_id, period)
         summary: dict[str, Any] = {

@@ -41,6 +41,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from pricing_rules.rating import SUBSCRIPTION_SCHEMA
 
 
+def _under(key: Any, prefixes: Sequence[str]) -> Any:
+    """A SQL condition: `key` starts with one of `prefixes`."""
+    return or_(*(key.startswith(prefix) for prefix in prefixes))
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -722,7 +727,6 @@ class Ledger:
         currency it was billed in for the period (the adjustments may have come to
         nothing); under `None`, for every account, the keys completed re-ratings of the
         period read."""
-        under = or_(*(ManifestEntry.key.startswith(p) for p in prefixes))
         found: dict[str | None, set[str]] = {None: set()}
         with self.session() as session:
             rerated = session.execute(
@@ -732,7 +736,7 @@ class Ledger:
                     BillingRun.kind == "rerate",
                     BillingRun.period == period,
                     BillingRun.status == "published",
-                    under,
+                    _under(ManifestEntry.key, prefixes),
                 )
             )
             found[None].update(key for (key,) in rerated)
@@ -754,7 +758,7 @@ class Ledger:
                 )
                 .where(
                     LateSettlement.period == period,
-                    or_(*(LateSettlement.key.startswith(p) for p in prefixes)),
+                    _under(LateSettlement.key, prefixes),
                 )
             )
             # A key counts once the run published the account's invoice in every currency.
@@ -781,7 +785,7 @@ class Ledger:
                     ManifestEntry,
                     and_(
                         ManifestEntry.run_id == runs.c.run_id,
-                        or_(*(ManifestEntry.key.startswith(p) for p in prefixes)),
+                        _under(ManifestEntry.key, prefixes),
                     ),
                 )
             )
@@ -840,7 +844,7 @@ class Ledger:
 
 def _is_charge(charge_id: Any) -> Any:
     """A line that is a charge: not tax, a prepaid-credit draw or a discount."""
-    return ~or_(*(charge_id.startswith(p) for p in ("tax:", "credit:", "discount:")))
+    return ~_under(charge_id, ("tax:", "credit:", "discount:"))
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -108,10 +108,13 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
             ]
             keys = {key for key, _, _ in listed}
             late = {account: keys - known for account, known in billed_keys.items()}
+            local = zones if months.local else {}
             if back >= grace:
                 if any(late.values()):
                     outside.extend(
-                        _unbilled_by_account(settings, catalog, source, listed, late, closed)
+                        _unbilled_by_account(
+                            catalog, source, listed, late, closed, local, months.shared
+                        )
                     )
                 continue
             groups: dict[frozenset[str], list[str]] = defaultdict(list)
@@ -124,7 +127,6 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
                 continue
             db.record_manifest(run_id, listed)
             raw = read_usage_objects(source, listed)
-            local = zones if months.local else {}
             lines = _settle(settings, catalog, raw, closed, groups, local, months.shared)
             # Settled once this run publishes the account's invoices in every currency it
             # bills the account in: this period's own, and the adjustments'.
@@ -181,26 +183,20 @@ def settle_late(settings: Settings, run_id: str, period: str) -> dict[str, objec
 
 
 def _unbilled_by_account(
-    settings: Settings,
     catalog: Catalog,
     source: ObjectStore,
     listed: list[tuple[str, int, str]],
     late: dict[str, set[str]],
     closed: str,
+    zones: dict[str, str],
+    shared: tuple[bool, bool],
 ) -> list[dict[str, object]]:
     """Per account with usage of `closed` in objects no billing of the period for it
     read: how many such objects, and one of them."""
     wanted = set().union(*late.values())
     raw = read_usage_objects(source, [entry for entry in listed if entry[0] in wanted])
-    db = ledger(settings)
-    months = month_clock(db, closed)
-    valid = validate_usage(
-        raw,
-        catalog.metric_units(),
-        BillingPeriod.parse(closed),
-        db.account_zones() if months.local else {},
-        months.shared,
-    ).valid
+    period = BillingPeriod.parse(closed)
+    valid = validate_usage(raw, catalog.metric_units(), period, zones, shared).valid
     pairs = pl.DataFrame(
         [(a, k) for a, keys in late.items() for k in keys],
         schema={"account_id": pl.String, "source_key": pl.String},

@@ -100,6 +100,15 @@ class UsageCounts:
             )
 
 
+def check_loaded(loaded: int, counts: Mapping[str, int]) -> None:
+    """Every row loaded was validated: this month's own rows plus the edge days' rows."""
+    if counts["read"] + counts["edge_read"] != loaded:
+        raise ConservationError(
+            f"loaded {loaded} rows but validation read {counts['read']} "
+            f"+ {counts['edge_read']} on edge days"
+        )
+
+
 @dataclass(frozen=True)
 class UsageValidation:
     valid: pl.DataFrame
@@ -138,25 +147,24 @@ def _placement(
     """
     before, after = period.previous(), period.next()
     share_before, share_after = shared
-    by_zone: dict[str, tuple[datetime, datetime, datetime, datetime]] = {}
-    for zone in {zones.get(a) or "UTC" for a in parsed["account_id"].drop_nulls().unique()}:
+
+    def bounds(zone: str) -> tuple[datetime, datetime, datetime, datetime]:
+        """From (the month before's start), start, end, to (the month after's end)."""
         start, end = period.local_bounds(zone)
-        if not share_before:
-            start = period.start_at
-        if not share_after:
-            end = period.end_at
-        by_zone[zone] = (
+        start = start if share_before else period.start_at
+        end = end if share_after else period.end_at
+        return (
             before.local_bounds(zone)[0] if share_before else start,
             start,
             end,
             after.local_bounds(zone)[1] if share_after else end,
         )
+
+    accounts = parsed["account_id"].drop_nulls().unique().to_list()
+    by_zone = {zone: bounds(zone) for zone in {zones.get(a) or "UTC" for a in accounts}}
     instant = pl.Datetime("us", "UTC")
     frame = pl.DataFrame(
-        [
-            (account, *by_zone[zones.get(account) or "UTC"])
-            for account in parsed["account_id"].drop_nulls().unique().to_list()
-        ],
+        [(account, *by_zone[zones.get(account) or "UTC"]) for account in accounts],
         schema={
             "account_id": pl.String,
             "_from": instant,
@@ -219,8 +227,9 @@ def _placement(
         .with_columns(
             *(
                 pl.col(name).fill_null(value)
+                # a row without an account is quarantined anyway: UTC's bounds
                 for name, value in zip(
-                    ("_from", "_start", "_end", "_to"), _utc(period, shared), strict=True
+                    ("_from", "_start", "_end", "_to"), bounds("UTC"), strict=True
                 )
             ),
             part.alias("_part"),
@@ -233,18 +242,6 @@ def _placement(
         )
         .with_columns(position.alias("period_position"))
         .drop("_from", "_start", "_end", "_to", "_part")
-    )
-
-
-def _utc(
-    period: BillingPeriod, shared: tuple[bool, bool]
-) -> tuple[datetime, datetime, datetime, datetime]:
-    """The bounds of a row without an account (it is quarantined anyway): UTC's."""
-    return (
-        period.previous().start_at if shared[0] else period.start_at,
-        period.start_at,
-        period.end_at,
-        period.next().end_at if shared[1] else period.end_at,
     )
 
 

@@ -641,3 +641,11 @@ def test_a_month_after_utc_billed_months_starts_at_its_utc_bound() -> None:
     edge = {"2026-10-31": [("t", "TYO", "2026-10-31T20:00:00Z")]}
     with pytest.raises(ValueError, match="edge day"):
         validate_usage(files(edge), METRIC_UNITS, NOV, tokyo, shared=(False, True))
+
+
+def test_every_loaded_row_must_reach_validation() -> None:
+    from validation.usage import check_loaded
+
+    check_loaded(7, {"read": 5, "edge_read": 2})
+    with pytest.raises(ConservationError, match=r"loaded 8 rows but validation read 5 \+ 2"):
+        check_loaded(8, {"read": 5, "edge_read": 2})
