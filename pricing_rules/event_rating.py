@@ -8,17 +8,15 @@ up exactly to the line.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
+from pricing_rules.aggregate_rating import line_dicts, rounded
 from pricing_rules.catalog import Catalog, Plan
-from pricing_rules.charges import CallDeckCharge, ChargeBase, model_name
+from pricing_rules.charges import CallDeckCharge
+from pricing_rules.decks import _TMP, BANDS, RateDeck, rate_calls
 from pricing_rules.units import conversion_factor, exact_decimal
-
-if TYPE_CHECKING:
-    from pricing_rules.rating import EventLine, _Rater
 
 _SUB_COLUMNS = ("subscription_id", "account_id", "plan_id", "add_ons", "start_date", "end_date")
 
@@ -74,19 +72,18 @@ def rate_event_charges(
     known: pl.DataFrame,
     catalog: Catalog,
     accounts: Mapping[str, Mapping[str, Any]],
-) -> tuple[dict[tuple[str, str], EventLine], pl.DataFrame]:
-    """Price every call of every call-deck charge; see `pricing_rules.rating.rate`."""
+) -> tuple[dict[tuple[str, str], dict[str, Any]], pl.DataFrame]:
+    """Price every call of every call-deck charge; see `pricing_rules.rating.rate`.
+    Returns the usage lines by (subscription, charge key) and the calls not priced."""
     from pricing_rules.rating import UNRATED_SCHEMA, _add_ons
 
-    builders: dict[tuple[str, str], EventLine] = {}
+    lines: dict[tuple[str, str], dict[str, Any]] = {}
     unrated: list[pl.DataFrame] = [pl.DataFrame(schema=UNRATED_SCHEMA)]
     combos = known.select("plan_id", "add_ons").unique()
     for plan_id, add_ons in combos.sort("plan_id", "add_ons", nulls_last=True).iter_rows():
         for key, charge in catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons})):
             if not isinstance(charge, CallDeckCharge) or charge.metric is None:
                 continue
-            from pricing_rules.decks import rate_calls
-
             deck = catalog.rate_deck(charge.deck)
             sub_ids = subs.filter(
                 (pl.col("plan_id") == plan_id) & pl.col("add_ons").eq_missing(add_ons)
@@ -105,7 +102,7 @@ def rate_event_charges(
                         pl.col("local_day").min().alias("first_day"),
                         pl.col("local_day").max().alias("last_day"),
                     ),
-                    _explained(rated.filter(pl.col("unrated_reason").is_null())),
+                    _explained(rated.filter(pl.col("unrated_reason").is_null()), deck),
                 ],
                 engine="streaming",
             )
@@ -119,29 +116,55 @@ def rate_event_charges(
                     .select(list(UNRATED_SCHEMA))
                     .cast(UNRATED_SCHEMA)
                 )
-            builders.update({(sub_id, key): build for sub_id, build in _builders(summary).items()})
-    return builders, pl.concat(unrated)
+            lines.update(_lines(summary, subs, key, charge, catalog.plans[plan_id]))
+    return lines, pl.concat(unrated)
 
 
-def _explained(priced: pl.LazyFrame) -> pl.LazyFrame:
-    """Priced calls summed per explanation row: subscription, prefix and band (a prefix
-    names one destination and, per band, one rate, so fewer string keys to hash)."""
-    return priced.group_by("subscription_id", "prefix", "band").agg(
-        pl.col("deck_destination").first(),
-        pl.col("rate_per_minute").first(),
+def _explained(priced: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
+    """Priced calls summed per explanation row: subscription, prefix and band. A prefix
+    names one destination and, per band, one rate; they are looked up after the sums,
+    so the calls are grouped on fewer keys."""
+    sums = priced.group_by("subscription_id", "prefix", "band").agg(
         pl.len().cast(pl.Int64).alias("calls"),
         pl.col("billed_seconds").sum().cast(pl.Int64),
         pl.col("amount").sum(),
     )
+    return sums.join(_band_rates(deck).lazy(), on=["prefix", "band"], how="left")
 
 
-def _builders(summary: pl.DataFrame) -> dict[str, EventLine]:
-    """One line builder per subscription from its explanation rows (`_explained`), which
-    are written as JSON in Polars: a month has thousands of lines. The line's totals are
-    the sums of its rows, so the rows add up to the line by construction."""
+def _band_rates(deck: RateDeck) -> pl.DataFrame:
+    """(prefix, band) -> destination and rate, as `rate_calls` picks them: the all-day
+    rate where the prefix has one, else the rate of the call's time band."""
+    ranges = deck._prefix_ranges.unique(f"{_TMP}prefix", keep="first")
+    prefix = pl.col(f"{_TMP}prefix").alias("prefix")
+    destination = pl.col(f"{_TMP}destination").alias("deck_destination")
+    frames = [
+        ranges.filter(
+            pl.col(f"{_TMP}rate_{band}").is_not_null()
+            & (pl.col(f"{_TMP}rate_all").is_null() if band != "all" else pl.lit(True))
+        ).select(
+            prefix,
+            pl.lit(band).alias("band"),
+            destination,
+            pl.col(f"{_TMP}rate_{band}").alias("rate_per_minute"),
+        )
+        for band in BANDS
+    ]
+    return pl.concat(frames)
+
+
+def _lines(
+    summary: pl.DataFrame,
+    subs: pl.DataFrame,
+    key: str,
+    charge: CallDeckCharge,
+    plan: Plan,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """One usage line per subscription from its explanation rows (`_explained`), built
+    in Polars: a month has thousands of lines. The line's totals are the sums of its
+    rows, so the rows add up to the line by construction."""
     keys = ["subscription_id", "deck_destination", "prefix", "band", "rate_per_minute"]
-    summary = summary.sort(keys)
-    rows = summary.with_columns(
+    rows = summary.sort(keys).with_columns(
         pl.struct(
             pl.format(
                 "{} (+{}, {}): {} call(s), {} s billed",
@@ -151,9 +174,7 @@ def _builders(summary: pl.DataFrame) -> dict[str, EventLine]:
                 "calls",
                 "billed_seconds",
             ).alias("label"),
-            (pl.col("billed_seconds").cast(pl.Decimal(38, 12)) / pl.lit(60))
-            .cast(pl.String)
-            .alias("quantity"),
+            _minutes(pl.col("billed_seconds")).cast(pl.String).alias("quantity"),
             pl.col("rate_per_minute").cast(pl.String).alias("unit_price"),
             pl.col("amount").cast(pl.String).alias("amount"),
             "prefix",
@@ -164,46 +185,40 @@ def _builders(summary: pl.DataFrame) -> dict[str, EventLine]:
         .struct.json_encode()
         .alias("row")
     )
-    joined = rows.group_by("subscription_id").agg(
-        pl.col("amount").sum(),
+    per_sub = rows.group_by("subscription_id").agg(
+        pl.col("amount").sum().alias("precise"),
         pl.col("billed_seconds").sum(),
-        pl.col("calls").sum(),
+        pl.col("calls").sum().alias("events"),
         pl.col("row").str.join(","),
         pl.len().alias("rows"),
     )
-    return {
-        sub_id: _builder(amount, billed, calls, f"[{row_json}]", row_count)
-        for sub_id, amount, billed, calls, row_json, row_count in joined.iter_rows()
-    }
+    minutes = _minutes(pl.col("billed_seconds"))
+    priced = per_sub.join(
+        subs.select("subscription_id", "account_id", "plan_id"), on="subscription_id"
+    ).with_columns(
+        minutes.alias("quantity"),
+        pl.lit("min").alias("unit"),
+        pl.lit(None, pl.Decimal(38, 12)).alias("unit_price"),
+        pl.format(
+            "{}, {} call(s), {} billed min — rated per call from deck {} ({} destination/band "
+            "rows)",
+            pl.lit(charge.name),
+            "events",
+            minutes.round(2, mode="half_to_even").cast(pl.Decimal(38, 2)),
+            pl.lit(charge.deck),
+            "rows",
+        ).alias("description"),
+        pl.concat_str(pl.lit("["), "row", pl.lit("]")).alias("details"),
+    )
+    return line_dicts(
+        rounded(priced, plan.currency, plan.rounding),
+        key=key,
+        charge=charge,
+        currency=plan.currency,
+        rounding=plan.rounding,
+    )
 
 
-def _builder(total: Decimal, billed: int, count: int, details: str, rows: int) -> EventLine:
-    def build(
-        rater: _Rater, sub: Mapping[str, Any], plan: Plan, key: str, charge: ChargeBase
-    ) -> None:
-        from pricing_rules.rating import _line
-
-        assert isinstance(charge, CallDeckCharge)
-        minutes = Decimal(billed) / Decimal(60)
-        _line(
-            rater.invoice(sub["account_id"], plan),
-            line_id=f"{sub['subscription_id']}:{key}",
-            subscription_id=sub["subscription_id"],
-            plan_id=sub["plan_id"],
-            charge_id=key,
-            charge_name=charge.name,
-            charge_model=model_name(type(charge)),
-            kind="usage",
-            metric=charge.metric,
-            quantity=minutes,
-            unit="min",
-            unit_price=None,
-            proration_factor=None,
-            events=count,
-            precise=total,
-            description=f"{charge.name}, {count} call(s), {minutes:.2f} billed min — rated "
-            f"per call from deck {charge.deck} ({rows} destination/band rows)",
-            details=details,
-        )
-
-    return build
+def _minutes(seconds: pl.Expr) -> pl.Expr:
+    """Whole seconds as minutes to 12 decimals (a third of a minute does not end)."""
+    return seconds.cast(pl.Decimal(38, 12)) / pl.lit(60, pl.Decimal(38, 0))

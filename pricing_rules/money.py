@@ -98,6 +98,16 @@ def from_minor_units(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-minor_unit_exponent(currency), context=MONEY_CONTEXT)
 
 
+def plain(value: Decimal) -> str:
+    """The exact value in plain notation without trailing zeros: how explanation rows and
+    precise amounts are written, whatever arithmetic produced the value.
+
+    >>> plain(Decimal("0E-12")), plain(Decimal("6.000")), plain(Decimal("1E+2"))
+    ('0', '6', '100')
+    """
+    return f"{value.normalize(context=MONEY_CONTEXT):f}"
+
+
 def show_quantity(value: Decimal) -> str:
     """A figure for people: thousands separated, at most 4 decimal places (the line's
     explanation rows keep the exact value).

@@ -12,7 +12,7 @@ Line order on an invoice: recurring, usage, commitment true-up, discounts, tax, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from pricing_rules.aggregate_rating import frame_ready, line_dicts, price_usage_lines
 from pricing_rules.catalog import Catalog, Metric, Plan
 from pricing_rules.charges import (
     ChargeBase,
@@ -35,6 +36,7 @@ from pricing_rules.localtime import with_local_day
 from pricing_rules.money import (
     MONEY_CONTEXT,
     RoundingMode,
+    plain,
     round_money,
     show_quantity,
     to_minor_units,
@@ -296,6 +298,32 @@ def price_quantity(
     return converted, unit, price_charge(charge, converted, seats)
 
 
+def usage_fields(
+    charge: ChargeBase, quantity: Decimal, metric_unit: str, seats: int = 1
+) -> dict[str, Any]:
+    """What pricing puts on a usage line: `quantity` and `unit` (the price unit),
+    `unit_price`, `precise` (the unrounded amount), `description` and `details` (the
+    explanation rows). `pricing_rules.aggregate_rating` gives the same for a frame.
+
+    # 1,500 units, 1,000 free, then 0.01 each: 500 x 0.01 = 5.00
+    >>> from pricing_rules.charges import Allowance, PerUnitCharge
+    >>> charge = PerUnitCharge(id="api", name="API", model="per_unit", metric="api",
+    ...     unit_price=Decimal("0.01"), free_units=Allowance(units=Decimal(1000)))
+    >>> fields = usage_fields(charge, Decimal(1500), "event")
+    >>> fields["precise"], fields["description"]
+    (Decimal('5.00'), 'API: 1,500 event — 1,000 event included, 500 event at 0.01')
+    """
+    _, unit, priced = price_quantity(charge, quantity, metric_unit, seats)
+    return {
+        "quantity": priced.quantity,
+        "unit": unit,
+        "unit_price": priced.unit_price,
+        "precise": priced.amount,
+        "description": _describe(charge, priced, unit),
+        "details": [d.as_json() for d in priced.details],
+    }
+
+
 def _scale(quantity: Decimal, factor: Fraction) -> Decimal:
     """The quantity in the price unit, at the frame scale (12 decimals).
 
@@ -306,10 +334,6 @@ def _scale(quantity: Decimal, factor: Fraction) -> Decimal:
     return MONEY_CONTEXT.divide(scaled, Decimal(factor.denominator)).quantize(
         Decimal(1).scaleb(-QUANTITY_SCALE), context=MONEY_CONTEXT
     )
-
-
-def _plain(value: Decimal) -> str:
-    return f"{value.normalize():f}"
 
 
 def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
@@ -429,7 +453,7 @@ def _line(
         if proration_factor is None
         else proration_factor.quantize(_QUANTITY_QUANTUM, context=MONEY_CONTEXT),
         "events": events,
-        "precise_amount": str(precise),
+        "precise_amount": plain(precise),
         "amount": rounded,
         "amount_minor": to_minor_units(rounded, invoice.currency),
         "currency": invoice.currency,
@@ -726,7 +750,7 @@ class _Rater:
         )
         assert charge.metric is not None
         metric_unit = self.catalog.metrics[charge.metric].unit
-        _, unit, priced = price_quantity(charge, quantity, metric_unit, int(sub["quantity"]))
+        fields = usage_fields(charge, quantity, metric_unit, int(sub["quantity"]))
         _line(
             self.invoice(sub["account_id"], plan),
             line_id=f"{sub['subscription_id']}:{key}",
@@ -737,16 +761,30 @@ class _Rater:
             charge_model=model_name(type(charge)),
             kind="usage",
             metric=charge.metric,
-            quantity=priced.quantity,
-            unit=unit,
-            unit_price=priced.unit_price,
+            quantity=fields["quantity"],
+            unit=fields["unit"],
+            unit_price=fields["unit_price"],
             proration_factor=None,
             events=events,
-            precise=priced.amount,
-            description=_describe(charge, priced, unit)
-            + (" (account price)" if overridden else ""),
-            details=[d.as_json() for d in priced.details],
+            precise=fields["precise"],
+            description=fields["description"] + (" (account price)" if overridden else ""),
+            details=fields["details"],
         )
+
+    def add_line(self, account_id: str, plan: Plan, line: dict[str, Any]) -> None:
+        """Put a line priced elsewhere (`_frame_lines`) on the account's invoice, rounded
+        as that invoice rounds."""
+        invoice = self.invoice(account_id, plan)
+        if invoice.rounding.value != line["rounding"]:
+            rounded = round_money(
+                Decimal(line["precise_amount"]), invoice.currency, invoice.rounding
+            )
+            line |= {
+                "amount": rounded,
+                "amount_minor": to_minor_units(rounded, invoice.currency),
+                "rounding": invoice.rounding.value,
+            }
+        invoice.lines.append(line)
 
     def commitment(self, sub: Mapping[str, Any], plan: Plan) -> None:
         if plan.minimum_commitment is None:
@@ -782,8 +820,8 @@ class _Rater:
             proration_factor=factor,
             events=0,
             precise=shortfall,
-            description=f"Committed {_plain(committed)} this period, billed "
-            f"{_plain(spent)}: true-up {_plain(shortfall)}",
+            description=f"Committed {plain(committed)} this period, billed "
+            f"{plain(spent)}: true-up {plain(shortfall)}",
             details=[
                 ChargeDetail("commitment for the period", factor, committed).as_json(),
                 ChargeDetail("billed for the period", Decimal(1), -spent).as_json(),
@@ -814,8 +852,8 @@ class _Rater:
                         f"Contract {contract.id} commitment true-up",
                         "commitment",
                         shortfall,
-                        f"Contract {contract.id}: committed {_plain(committed)} "
-                        f"for {covers}, billed {_plain(billed)}: true-up {_plain(shortfall)}",
+                        f"Contract {contract.id}: committed {plain(committed)} "
+                        f"for {covers}, billed {plain(billed)}: true-up {plain(shortfall)}",
                         [
                             ChargeDetail(f"committed for {covers}", Decimal(1), committed),
                             ChargeDetail("billed earlier in the year", Decimal(1), -earlier),
@@ -832,11 +870,11 @@ class _Rater:
                     "termination_fee",
                     fee,
                     f"Contract {contract.id} ended on {contract.terminated_on}, before its term "
-                    f"ends on {contract.term_end}: early-termination fee {_plain(fee)}",
+                    f"ends on {contract.term_end}: early-termination fee {plain(fee)}",
                     [
                         ChargeDetail(
-                            f"fixed fee {_plain(contract.termination_fee)} + "
-                            f"{_plain(contract.termination_fee_percent)}% of the commitment left",
+                            f"fixed fee {plain(contract.termination_fee)} + "
+                            f"{plain(contract.termination_fee_percent)}% of the commitment left",
                             Decimal(1),
                             fee,
                         )
@@ -883,9 +921,9 @@ class _Rater:
             if precise <= 0:
                 continue
             label = (
-                f"{_plain(discount.value)}%"
+                f"{plain(discount.value)}%"
                 if discount.kind == "percentage"
-                else f"{_plain(discount.value)} {invoice.currency}"
+                else f"{plain(discount.value)} {invoice.currency}"
             )
             _line(
                 invoice,
@@ -903,14 +941,14 @@ class _Rater:
                 proration_factor=None if covered == self.period.days else share,
                 events=0,
                 precise=-precise,
-                description=f"{discount.name}: {label} off {_plain(base)} "
+                description=f"{discount.name}: {label} off {plain(base)} "
                 f"({discount.applies_to})"
                 + (
                     ""
                     if covered == self.period.days
                     else f", valid {covered} of {self.period.days} days"
                 ),
-                details=[ChargeDetail(f"{label} of {_plain(base)}", share, -precise).as_json()],
+                details=[ChargeDetail(f"{label} of {plain(base)}", share, -precise).as_json()],
             )
 
     def tax(self, invoice: _Invoice) -> None:
@@ -950,7 +988,7 @@ class _Rater:
             proration_factor=None,
             events=0,
             precise=precise,
-            description=f"{rate.name} ({jurisdiction}) {_plain(rate.rate * 100)}% of "
+            description=f"{rate.name} ({jurisdiction}) {plain(rate.rate * 100)}% of "
             f"{base:,f} {invoice.currency}",
             details=[
                 ChargeDetail(
@@ -993,13 +1031,58 @@ class _Rater:
                 proration_factor=None,
                 events=0,
                 precise=-drawn,
-                description=f"Prepaid credit {credit.id}: {_plain(drawn)} drawn, "
-                f"{_plain(balance - drawn)} left",
+                description=f"Prepaid credit {credit.id}: {plain(drawn)} drawn, "
+                f"{plain(balance - drawn)} left",
                 details=[
                     ChargeDetail("balance before", balance, Decimal(0)).as_json(),
                     ChargeDetail("drawn on this invoice", drawn, -drawn).as_json(),
                 ],
             )
+
+
+def _own_prices(terms: Mapping[str, AccountTerms]) -> set[tuple[str, str, str]]:
+    """(account, plan, charge key) of every account price override or contract price."""
+    return {
+        (account_id, o.plan_id, o.charge_id)
+        for account_id, t in terms.items()
+        for o in t.effective_overrides()
+    }
+
+
+def _frame_lines(
+    plan: Plan,
+    plan_id: str,
+    key: str,
+    charge: ChargeBase,
+    metric_unit: str,
+    totals: pl.DataFrame,
+    subs: pl.DataFrame,
+    own: set[tuple[str, str, str]],
+) -> tuple[dict[tuple[str, str], dict[str, Any]], pl.DataFrame]:
+    """Price a charge's period totals (`subscription_id`, `quantity`, `events`) as one
+    frame; see `pricing_rules.aggregate_rating`. Returns the lines by (subscription,
+    key) and the totals left to price one by one: an account with its own price for the
+    charge (`_override` decides that price) or a negative quantity."""
+    scoped = totals.join(
+        subs.select("subscription_id", "account_id", "plan_id", pl.col("quantity").alias("seats")),
+        on="subscription_id",
+    )
+    own_price = pl.DataFrame(
+        [(a, p) for a, p, k in own if p == plan_id and k == key],
+        schema={"account_id": pl.String, "plan_id": pl.String},
+        orient="row",
+    )
+    framed = scoped.join(own_price, on=["account_id", "plan_id"], how="anti").filter(
+        pl.col("quantity") >= 0
+    )
+    priced = price_usage_lines(
+        charge, framed, metric_unit=metric_unit, currency=plan.currency, rounding=plan.rounding
+    )
+    lines = line_dicts(
+        priced, key=key, charge=charge, currency=plan.currency, rounding=plan.rounding
+    )
+    rest = totals.join(framed.select("subscription_id"), on="subscription_id", how="anti")
+    return lines, rest
 
 
 def _unmatched_overrides(
@@ -1079,9 +1162,6 @@ def _known_add_ons(
         known = [a for a in known if a not in mismatched]
         kept.append(",".join(known) or None)
     return subs.with_columns(pl.Series("add_ons", kept, dtype=pl.String))
-
-
-EventLine = Callable[[_Rater, Mapping[str, Any], Plan, str, ChargeBase], None]
 
 
 def _add_ons(sub: Mapping[str, Any]) -> list[str]:
@@ -1227,6 +1307,9 @@ def rate(
 
     rated_rows: set[int] = set()
     usage_by_sub: dict[tuple[str, str], tuple[Decimal, int]] = {}
+    # Usage lines priced as frames (`aggregate_rating`), by (subscription, charge key).
+    frame_lines: dict[tuple[str, str], dict[str, Any]] = {}
+    own = _own_prices(terms or {})
     combos = known.select("plan_id", "add_ons").unique().sort("plan_id", "add_ons", nulls_last=True)
     for plan_id, add_ons in combos.iter_rows():
         scope = known.filter(
@@ -1265,6 +1348,11 @@ def rate(
                 if metric.aggregation == "time_weighted_sum"
                 else {}
             )
+            if metric.aggregation != "time_weighted_sum" and frame_ready(charge, metric.unit):
+                framed, totals = _frame_lines(
+                    catalog.plans[plan_id], plan_id, key, charge, metric.unit, totals, subs, own
+                )
+                frame_lines.update(framed)
             for sub_id, quantity, events in totals.iter_rows():
                 # A time-weighted metric's readings are weighed, never summed.
                 usage_by_sub[(sub_id, key)] = (
@@ -1273,6 +1361,7 @@ def rate(
                 )
 
     event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
+    frame_lines.update(event_lines)
     unrated.append(event_unrated)
     not_priced = known.filter(~pl.col("_row").is_in(list(rated_rows)))
     priced_metrics = {
@@ -1303,13 +1392,12 @@ def rate(
         for key, charge in catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
             if charge.kind != "usage" or charge.metric is None:
                 continue
-            if charge.level == "event":
-                line = event_lines.get((sub["subscription_id"], key))
-                if line is not None:
-                    line(rater, sub, plan, key, charge)
+            priced_line = frame_lines.get((sub["subscription_id"], key))
+            if priced_line is not None:
+                rater.add_line(sub["account_id"], plan, priced_line)
                 continue
             found = usage_by_sub.get((sub["subscription_id"], key))
-            if found is None and charge.minimum_amount is None:
+            if charge.level == "event" or (found is None and charge.minimum_amount is None):
                 continue
             quantity, events = found or (Decimal(0), 0)
             rater.usage_line(sub, plan, key, charge, quantity, events)
@@ -1340,9 +1428,7 @@ def rate(
         rater.credits(invoice)
 
     lines = [line for _, inv in sorted(rater.invoices.items()) for line in inv.lines]
-    lines_frame = pl.DataFrame(
-        {name: [line.get(name) for line in lines] for name in LINE_SCHEMA}, schema=LINE_SCHEMA
-    )
+    lines_frame = pl.from_dicts(lines, schema=LINE_SCHEMA)
     unrated_frame = pl.concat(unrated).sort("account_id", "metric", "reason", nulls_last=True)
     # An event an event-level charge matched but could not price is unrated, not rated.
     rated_events = int(known.filter(pl.col("_row").is_in(list(rated_rows)))["events"].sum())
@@ -1461,8 +1547,8 @@ def _event_charges(
     known: pl.DataFrame,
     catalog: Catalog,
     accounts: Mapping[str, Mapping[str, Any]],
-) -> tuple[dict[tuple[str, str], EventLine], pl.DataFrame]:
-    """Charges priced per event (calls from a rate deck): a line builder per
+) -> tuple[dict[tuple[str, str], dict[str, Any]], pl.DataFrame]:
+    """Charges priced per event (calls from a rate deck): a usage line per
     (subscription, charge key), and the events that could not be priced, with reasons."""
     from pricing_rules.event_rating import rate_event_charges
 

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pricing_rules.money import MONEY_CONTEXT
+from pricing_rules.money import MONEY_CONTEXT, plain
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,14 @@ class ChargeDetail:
 
     def as_json(self) -> dict[str, str | int | None]:
         def text(value: Decimal | None) -> str | None:
-            return None if value is None else str(value)
+            return None if value is None else plain(value)
 
         return {
             "label": self.label,
-            "quantity": str(self.quantity),
+            "quantity": plain(self.quantity),
             "unit_price": text(self.unit_price),
             "flat_fee": text(self.flat_fee),
-            "amount": str(self.amount),
+            "amount": plain(self.amount),
             "tier": self.tier,
             "tier_from": text(self.tier_from),
             "tier_to": text(self.tier_to),
