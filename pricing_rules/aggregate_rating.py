@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import polars as pl
 
@@ -442,19 +441,18 @@ def rounded(priced: pl.DataFrame, currency: str, rounding: RoundingMode) -> pl.D
     )
 
 
-def line_dicts(
+def line_frame(
     priced: pl.DataFrame,
     *,
     key: str,
     charge: ChargeBase,
     currency: str,
     rounding: RoundingMode,
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Usage lines as an invoice holds them while it is built, by (subscription, charge
-    key), from a priced frame (`subscription_id`, `account_id`, `plan_id`, `quantity`,
-    `unit`, `unit_price`, `events` and the columns `rounded` adds, `description`,
-    `details`)."""
-    lines = priced.select(
+) -> pl.DataFrame:
+    """Usage lines with every invoice-line column (`rating.LINE_SCHEMA`), from a priced
+    frame (`subscription_id`, `account_id`, `plan_id`, `quantity`, `unit`, `unit_price`,
+    `events`, the columns `rounded` adds, `description` and `details`)."""
+    return priced.select(
         pl.format("{}:{}", "subscription_id", pl.lit(key)).alias("line_id"),
         "account_id",
         "subscription_id",
@@ -476,5 +474,5 @@ def line_dicts(
         pl.lit(rounding.value).alias("rounding"),
         "description",
         "details",
+        pl.lit(None, pl.String).alias("service_period"),
     )
-    return {(row["subscription_id"], key): row for row in lines.iter_rows(named=True)}

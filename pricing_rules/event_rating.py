@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from pricing_rules.aggregate_rating import line_dicts, rounded
+from pricing_rules.aggregate_rating import line_frame, rounded
 from pricing_rules.catalog import Catalog, Plan
 from pricing_rules.charges import CallDeckCharge
 from pricing_rules.decks import _TMP, BANDS, RateDeck, rate_calls
@@ -72,12 +72,12 @@ def rate_event_charges(
     known: pl.DataFrame,
     catalog: Catalog,
     accounts: Mapping[str, Mapping[str, Any]],
-) -> tuple[dict[tuple[str, str], dict[str, Any]], pl.DataFrame]:
+) -> tuple[list[tuple[str, pl.DataFrame]], pl.DataFrame]:
     """Price every call of every call-deck charge; see `pricing_rules.rating.rate`.
-    Returns the usage lines by (subscription, charge key) and the calls not priced."""
+    Returns the usage lines (charge key, lines) and the calls not priced."""
     from pricing_rules.rating import UNRATED_SCHEMA, _add_ons
 
-    lines: dict[tuple[str, str], dict[str, Any]] = {}
+    lines: list[tuple[str, pl.DataFrame]] = []
     unrated: list[pl.DataFrame] = [pl.DataFrame(schema=UNRATED_SCHEMA)]
     combos = known.select("plan_id", "add_ons").unique()
     for plan_id, add_ons in combos.sort("plan_id", "add_ons", nulls_last=True).iter_rows():
@@ -116,7 +116,7 @@ def rate_event_charges(
                     .select(list(UNRATED_SCHEMA))
                     .cast(UNRATED_SCHEMA)
                 )
-            lines.update(_lines(summary, subs, key, charge, catalog.plans[plan_id]))
+            lines.append((key, _lines(summary, subs, key, charge, catalog.plans[plan_id])))
     return lines, pl.concat(unrated)
 
 
@@ -159,7 +159,7 @@ def _lines(
     key: str,
     charge: CallDeckCharge,
     plan: Plan,
-) -> dict[tuple[str, str], dict[str, Any]]:
+) -> pl.DataFrame:
     """One usage line per subscription from its explanation rows (`_explained`), built
     in Polars: a month has thousands of lines. The line's totals are the sums of its
     rows, so the rows add up to the line by construction."""
@@ -210,7 +210,7 @@ def _lines(
         ).alias("description"),
         pl.concat_str(pl.lit("["), "row", pl.lit("]")).alias("details"),
     )
-    return line_dicts(
+    return line_frame(
         rounded(priced, plan.currency, plan.rounding),
         key=key,
         charge=charge,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pricing_rules.aggregate_rating import frame_ready, line_dicts, price_usage_lines
+from pricing_rules.aggregate_rating import frame_ready, line_frame, price_usage_lines
 from pricing_rules.catalog import Catalog, Metric, Plan
 from pricing_rules.charges import (
     ChargeBase,
@@ -771,15 +771,19 @@ class _Rater:
             details=fields["details"],
         )
 
-    def add_line(self, account_id: str, plan: Plan, line: dict[str, Any]) -> None:
-        """Put a line priced elsewhere (`_frame_lines`) on the account's invoice, rounded
-        as that invoice rounds."""
+    def add_line(
+        self, account_id: str, plan: Plan, line: dict[str, Any], frames: _FrameLines
+    ) -> None:
+        """Put a line priced as a frame on the account's invoice, rounded as that invoice
+        rounds (it may have started under a plan with another rounding mode)."""
         invoice = self.invoice(account_id, plan)
         if invoice.rounding.value != line["rounding"]:
+            full = frames.row(line)
             rounded = round_money(
-                Decimal(line["precise_amount"]), invoice.currency, invoice.rounding
+                Decimal(full["precise_amount"]), invoice.currency, invoice.rounding
             )
-            line |= {
+            line.clear()
+            line |= full | {
                 "amount": rounded,
                 "amount_minor": to_minor_units(rounded, invoice.currency),
                 "rounding": invoice.rounding.value,
@@ -1040,6 +1044,52 @@ class _Rater:
             )
 
 
+class _FrameLines:
+    """Usage lines priced as frames. The invoice steps see each line as a small dict of
+    the fields they read (`refs`, by subscription and charge key); the frames themselves
+    go into the rated lines as they are (`assemble`)."""
+
+    _REF_COLUMNS = ("line_id", "subscription_id", "plan_id", "charge_id", "charge_kind")
+
+    def __init__(self) -> None:
+        self.frames: list[pl.DataFrame] = []
+        self.refs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(self, key: str, lines: pl.DataFrame) -> None:
+        index = len(self.frames)
+        # `amount` keeps the currency's scale, as lines priced one by one have it.
+        fields = lines.select(*self._REF_COLUMNS, "amount", "rounding")
+        for ref in fields.iter_rows(named=True):
+            ref["_frame"] = index
+            self.refs[(ref["subscription_id"], key)] = ref
+        self.frames.append(lines.select(list(LINE_SCHEMA)).cast(LINE_SCHEMA))
+
+    def row(self, ref: Mapping[str, Any]) -> dict[str, Any]:
+        """The whole line behind a ref, with amounts at the currency's scale."""
+        frame = self.frames[ref["_frame"]]
+        row: dict[str, Any] = frame.row(
+            by_predicate=pl.col("line_id") == ref["line_id"], named=True
+        )
+        return {**row, "amount": ref["amount"]}
+
+    def assemble(self, ordered: list[dict[str, Any]]) -> pl.DataFrame:
+        """Every line in `ordered` (dicts, and refs to frame lines) as one frame, in order."""
+        own = [(i, line) for i, line in enumerate(ordered) if "_frame" not in line]
+        framed = [(i, line["line_id"]) for i, line in enumerate(ordered) if "_frame" in line]
+        position = pl.Int64
+        parts = [
+            pl.from_dicts([line for _, line in own], schema=LINE_SCHEMA).with_columns(
+                pl.Series("_position", [i for i, _ in own], dtype=position)
+            )
+        ]
+        if self.frames:
+            placed = pl.DataFrame(
+                framed, schema={"_position": position, "line_id": pl.String}, orient="row"
+            )
+            parts.append(pl.concat(self.frames).join(placed, on="line_id"))
+        return pl.concat(parts, how="diagonal").sort("_position").drop("_position")
+
+
 def _own_prices(terms: Mapping[str, AccountTerms]) -> set[tuple[str, str, str]]:
     """(account, plan, charge key) of every account price override or contract price."""
     return {
@@ -1058,11 +1108,11 @@ def _frame_lines(
     totals: pl.DataFrame,
     subs: pl.DataFrame,
     own: set[tuple[str, str, str]],
-) -> tuple[dict[tuple[str, str], dict[str, Any]], pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Price a charge's period totals (`subscription_id`, `quantity`, `events`) as one
-    frame; see `pricing_rules.aggregate_rating`. Returns the lines by (subscription,
-    key) and the totals left to price one by one: an account with its own price for the
-    charge (`_override` decides that price) or a negative quantity."""
+    frame; see `pricing_rules.aggregate_rating`. Returns the lines and the totals left to
+    price one by one: an account with its own price for the charge (`_override` decides
+    that price) or a negative quantity."""
     scoped = totals.join(
         subs.select("subscription_id", "account_id", "plan_id", pl.col("quantity").alias("seats")),
         on="subscription_id",
@@ -1078,7 +1128,7 @@ def _frame_lines(
     priced = price_usage_lines(
         charge, framed, metric_unit=metric_unit, currency=plan.currency, rounding=plan.rounding
     )
-    lines = line_dicts(
+    lines = line_frame(
         priced, key=key, charge=charge, currency=plan.currency, rounding=plan.rounding
     )
     rest = totals.join(framed.select("subscription_id"), on="subscription_id", how="anti")
@@ -1307,8 +1357,7 @@ def rate(
 
     rated_rows: set[int] = set()
     usage_by_sub: dict[tuple[str, str], tuple[Decimal, int]] = {}
-    # Usage lines priced as frames (`aggregate_rating`), by (subscription, charge key).
-    frame_lines: dict[tuple[str, str], dict[str, Any]] = {}
+    frame_lines = _FrameLines()
     own = _own_prices(terms or {})
     combos = known.select("plan_id", "add_ons").unique().sort("plan_id", "add_ons", nulls_last=True)
     for plan_id, add_ons in combos.iter_rows():
@@ -1352,7 +1401,7 @@ def rate(
                 framed, totals = _frame_lines(
                     catalog.plans[plan_id], plan_id, key, charge, metric.unit, totals, subs, own
                 )
-                frame_lines.update(framed)
+                frame_lines.add(key, framed)
             for sub_id, quantity, events in totals.iter_rows():
                 # A time-weighted metric's readings are weighed, never summed.
                 usage_by_sub[(sub_id, key)] = (
@@ -1361,7 +1410,8 @@ def rate(
                 )
 
     event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
-    frame_lines.update(event_lines)
+    for key, priced_calls in event_lines:
+        frame_lines.add(key, priced_calls)
     unrated.append(event_unrated)
     not_priced = known.filter(~pl.col("_row").is_in(list(rated_rows)))
     priced_metrics = {
@@ -1392,9 +1442,9 @@ def rate(
         for key, charge in catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
             if charge.kind != "usage" or charge.metric is None:
                 continue
-            priced_line = frame_lines.get((sub["subscription_id"], key))
+            priced_line = frame_lines.refs.get((sub["subscription_id"], key))
             if priced_line is not None:
-                rater.add_line(sub["account_id"], plan, priced_line)
+                rater.add_line(sub["account_id"], plan, priced_line, frame_lines)
                 continue
             found = usage_by_sub.get((sub["subscription_id"], key))
             if charge.level == "event" or (found is None and charge.minimum_amount is None):
@@ -1428,7 +1478,7 @@ def rate(
         rater.credits(invoice)
 
     lines = [line for _, inv in sorted(rater.invoices.items()) for line in inv.lines]
-    lines_frame = pl.from_dicts(lines, schema=LINE_SCHEMA)
+    lines_frame = frame_lines.assemble(lines)
     unrated_frame = pl.concat(unrated).sort("account_id", "metric", "reason", nulls_last=True)
     # An event an event-level charge matched but could not price is unrated, not rated.
     rated_events = int(known.filter(pl.col("_row").is_in(list(rated_rows)))["events"].sum())
@@ -1547,9 +1597,9 @@ def _event_charges(
     known: pl.DataFrame,
     catalog: Catalog,
     accounts: Mapping[str, Mapping[str, Any]],
-) -> tuple[dict[tuple[str, str], dict[str, Any]], pl.DataFrame]:
-    """Charges priced per event (calls from a rate deck): a usage line per
-    (subscription, charge key), and the events that could not be priced, with reasons."""
+) -> tuple[list[tuple[str, pl.DataFrame]], pl.DataFrame]:
+    """Charges priced per event (calls from a rate deck): usage lines per charge key,
+    and the events that could not be priced, with reasons."""
     from pricing_rules.event_rating import rate_event_charges
 
     return rate_event_charges(usage, subs, known, catalog, accounts)
