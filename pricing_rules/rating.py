@@ -198,15 +198,28 @@ def partial_usage(
     if whole_period_accounts:
         whole = pl.Series(list(whole_period_accounts), dtype=pl.String)
         day = pl.when(pl.col("account_id").is_in(whole.implode())).then(None).otherwise(day)
+    aggregations = {m.aggregation for m in catalog.metrics.values()}
+    # The latest reading and the distinct values cost a sort and a set per group; a
+    # catalog with no metric that needs them gets typed nulls.
+    latest = "latest" in aggregations
+    distinct = "unique_count" in aggregations
     return frame.group_by("account_id", "metric", day.alias("day"), *dims).agg(
         pl.col("local_day").min().alias("first_day"),
         pl.col("local_day").max().alias("last_day"),
         pl.col("quantity").sum().alias("quantity_sum"),
         pl.col("quantity").max().alias("quantity_max"),
         pl.len().cast(pl.Int64).alias("events"),
-        pl.col("timestamp").max().alias("latest_at"),
-        pl.col("quantity").sort_by("timestamp").last().alias("latest_value"),
-        pl.col("_property").drop_nulls().unique().alias("values"),
+        (pl.col("timestamp").max() if latest else pl.lit(None, pl.Datetime("us", "UTC"))).alias(
+            "latest_at"
+        ),
+        (
+            pl.col("quantity").sort_by("timestamp").last() if latest else pl.lit(None, QUANTITY)
+        ).alias("latest_value"),
+        (
+            pl.col("_property").drop_nulls().unique()
+            if distinct
+            else pl.lit([], pl.List(pl.String))
+        ).alias("values"),
     )
 
 
