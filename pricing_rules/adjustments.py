@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from pricing_rules.money import from_minor_units
+from pricing_rules.money import from_minor_units, plain
 from pricing_rules.rating import LINE_SCHEMA
 
 KEY = ("account_id", "currency", "line_id")
@@ -73,7 +73,7 @@ def adjustment_lines(
                 "unit_price": None,
                 "proration_factor": None,
                 "events": int(line["events"] or 0) - int(line["events_billed"] or 0),
-                "precise_amount": str(difference),
+                "precise_amount": plain(difference),
                 "amount": difference,
                 "amount_minor": after - before,
                 "service_period": service_period,
@@ -84,12 +84,12 @@ def adjustment_lines(
                         {
                             "label": f"{service_period} as corrected",
                             "quantity": "1",
-                            "amount": str(now),
+                            "amount": plain(now),
                         },
                         {
                             "label": f"{service_period} as billed",
                             "quantity": "1",
-                            "amount": str(-was),
+                            "amount": plain(was.copy_negate()),
                         },
                     ]
                 ),

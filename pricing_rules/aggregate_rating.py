@@ -21,8 +21,10 @@ import polars as pl
 
 from pricing_rules.charges import (
     ChargeBase,
+    FlatCharge,
     GraduatedCharge,
     PackageCharge,
+    PerSeatCharge,
     PerUnitCharge,
     VolumeCharge,
     model_name,
@@ -426,6 +428,64 @@ def price_usage_lines(
     return rounded(priced, currency, rounding)
 
 
+def fixed_frame_ready(charge: ChargeBase) -> bool:
+    """Whether `price_fixed_lines` prices this charge: a flat or per-seat fee with no
+    allowance, minimum or maximum."""
+    return (
+        isinstance(charge, FlatCharge | PerSeatCharge)
+        and charge.free_units is None
+        and charge.minimum_amount is None
+        and charge.maximum_amount is None
+    )
+
+
+def price_fixed_lines(
+    charge: ChargeBase,
+    subscriptions: pl.DataFrame,
+    *,
+    days: int,
+    currency: str,
+    rounding: RoundingMode,
+) -> pl.DataFrame:
+    """Price a fixed fee for every row of `subscriptions` (`seats`, Int64; other columns
+    pass through), each billed for the whole period of `days` days: the same fields as
+    `rating.fixed_fields` with `active == days`. Adds `quantity`, `unit`, `unit_price`,
+    `proration_factor`, `events`, `description`, `details` and the columns of `rounded`.
+
+    # 25 seats for the whole period at 14.50: 25 x 14.50 = 362.50
+    >>> seats = PerSeatCharge(id="s", name="Seats", model="per_seat",
+    ...     unit_price=Decimal("14.50"))
+    >>> frame = pl.DataFrame({"seats": [25]})
+    >>> line = price_fixed_lines(seats, frame, days=31, currency="USD",
+    ...     rounding=RoundingMode.HALF_UP).row(0, named=True)
+    >>> line["amount_minor"], line["description"]
+    (36250, 'Seats: 25 seat(s), 31 of 31 days at 14.50 per period')
+    """
+    if not isinstance(charge, FlatCharge | PerSeatCharge) or not fixed_frame_ready(charge):
+        raise ValueError(f"charge {charge.id!r} ({model_name(type(charge))}) is priced one by one")
+    per_seat = isinstance(charge, PerSeatCharge)
+    price = charge.unit_price if isinstance(charge, PerSeatCharge) else charge.amount
+    quantity = (
+        pl.col("seats").cast(pl.Decimal(38, 0)) if per_seat else pl.lit(Decimal(1), _QUANTITY)
+    ).cast(_QUANTITY)
+    amount = quantity.cast(pl.Decimal(38, 0)) * _lit(price)
+    who: list[Piece] = [pl.col("seats").cast(pl.String), " seat(s), "] if per_seat else []
+    row = _row(f"{charge.name} ({charge.timing})", quantity, amount, unit_price=price)
+    priced = subscriptions.with_columns(
+        quantity.alias("quantity"),
+        pl.lit("period").alias("unit"),
+        _lit(price).cast(pl.Decimal(38, 12)).alias("unit_price"),
+        pl.lit(Decimal(1), pl.Decimal(38, 12)).alias("proration_factor"),
+        pl.lit(0, pl.Int64).alias("events"),
+        amount.alias("precise"),
+        _text(f"{charge.name}: ", *who, f"{days} of {days} days at {price} per period").alias(
+            "description"
+        ),
+        _text("[", row.str.strip_suffix("}"), ', "proration_factor": "1"}]').alias("details"),
+    )
+    return rounded(priced, currency, rounding)
+
+
 def rounded(priced: pl.DataFrame, currency: str, rounding: RoundingMode) -> pl.DataFrame:
     """Add `precise_amount` (`precise` as `plain` writes it), `amount` (`precise` rounded
     once to the currency's minor unit in `rounding`) and `amount_minor`."""
@@ -449,9 +509,10 @@ def line_frame(
     currency: str,
     rounding: RoundingMode,
 ) -> pl.DataFrame:
-    """Usage lines with every invoice-line column (`rating.LINE_SCHEMA`), from a priced
-    frame (`subscription_id`, `account_id`, `plan_id`, `quantity`, `unit`, `unit_price`,
-    `events`, the columns `rounded` adds, `description` and `details`)."""
+    """Lines with every invoice-line column (`rating.LINE_SCHEMA`), from a priced frame
+    (`subscription_id`, `account_id`, `plan_id`, `quantity`, `unit`, `unit_price`,
+    `events`, the columns `rounded` adds, `description`, `details`, and
+    `proration_factor` where the charge is prorated)."""
     return priced.select(
         pl.format("{}:{}", "subscription_id", pl.lit(key)).alias("line_id"),
         "account_id",
@@ -460,12 +521,14 @@ def line_frame(
         pl.lit(key).alias("charge_id"),
         pl.lit(charge.name).alias("charge_name"),
         pl.lit(model_name(type(charge))).alias("charge_model"),
-        pl.lit("usage").alias("charge_kind"),
+        pl.lit(charge.kind).alias("charge_kind"),
         pl.lit(charge.metric, pl.String).alias("metric"),
         pl.col("quantity").cast(_QUANTITY),
         "unit",
         "unit_price",
-        pl.lit(None, pl.Decimal(38, 12)).alias("proration_factor"),
+        pl.col("proration_factor")
+        if "proration_factor" in priced.columns
+        else pl.lit(None, pl.Decimal(38, 12)).alias("proration_factor"),
         pl.col("events").cast(pl.Int64),
         "precise_amount",
         "amount",

@@ -207,7 +207,8 @@ class ProratedLine:
 
     @property
     def amount(self) -> Decimal:
-        return -self.priced.amount if self.role == "unused" else self.priced.amount
+        # copy_negate is exact; unary minus would round to the default 28 digits.
+        return self.priced.amount.copy_negate() if self.role == "unused" else self.priced.amount
 
 
 def check_history(history: History, catalog: Catalog) -> None:
@@ -555,11 +556,18 @@ def closing_lines(
     lines: list[ProratedLine] = []
     last_known, known_before = end_day - timedelta(days=1), first_day - timedelta(days=1)
     segments = timeline(history, catalog, cycle, known_on=last_known)
+    earlier = timeline(history, catalog, cycle, known_on=known_before)
     # Arrears are due when the period ends, or when the service does, if that is sooner.
     service_end = segments[-1].end if segments else None
+    known_end = earlier[-1].end if earlier else None
     for period in cycle.periods_overlapping(first_day, end_day):
         closes = period.end_day if service_end is None else min(period.end_day, service_end)
-        ends_here = first_day < closes <= end_day
+        closed_before = period.end_day if known_end is None else min(period.end_day, known_end)
+        # A service that ends on this run's first day ended in the last run's days, but
+        # that run did not know it yet: this run bills the arrears.
+        ends_here = first_day < closes <= end_day or (
+            closes == first_day and closed_before != first_day
+        )
         if period.first_day >= first_day:  # began in this run's days: settle all known
             lines.extend(
                 settlement_lines(

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pricing_rules.aggregate_rating import frame_ready, line_frame, price_usage_lines
+from pricing_rules.aggregate_rating import (
+    fixed_frame_ready,
+    frame_ready,
+    line_frame,
+    price_fixed_lines,
+    price_usage_lines,
+)
 from pricing_rules.catalog import Catalog, Metric, Plan
 from pricing_rules.charges import (
     ChargeBase,
@@ -337,6 +343,35 @@ def usage_fields(
     }
 
 
+def fixed_fields(charge: ChargeBase, seats: int, active: int, days: int) -> dict[str, Any]:
+    """What pricing puts on a fixed-fee line for `active` of the period's `days`: the
+    `quantity` (periods, or seat-periods for a per-seat charge), `unit_price`,
+    `proration_factor`, `precise`, `description` and `details`.
+    `pricing_rules.aggregate_rating` gives the same for a frame of whole periods.
+
+    # 25 seats at 14.50 for 15 of 30 days: 25 x 0.5 = 12.5 seat-periods x 14.50 = 181.25
+    >>> from pricing_rules.charges import PerSeatCharge
+    >>> seats = PerSeatCharge(id="s", name="Seats", model="per_seat",
+    ...     unit_price=Decimal("14.50"))
+    >>> fields = fixed_fields(seats, 25, 15, 30)
+    >>> plain(fields["precise"]), fields["description"]
+    ('181.25', 'Seats: 25 seat(s), 15 of 30 days at 14.50 per period')
+    """
+    factor = proration_ratio(active, days)
+    per_seat = model_name(type(charge)) == "per_seat"
+    priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats if per_seat else 1), factor))
+    who = f"{seats} seat(s), " if per_seat else ""
+    return {
+        "quantity": priced.quantity,
+        "unit_price": priced.unit_price,
+        "proration_factor": factor,
+        "precise": priced.amount,
+        "description": f"{charge.name}: {who}{active} of {days} days at {priced.unit_price} "
+        "per period",
+        "details": [d.as_json() | {"proration_factor": plain(factor)} for d in priced.details],
+    }
+
+
 def _scale(quantity: Decimal, factor: Fraction) -> Decimal:
     """The quantity in the price unit, at the frame scale (12 decimals).
 
@@ -641,11 +676,15 @@ class _Rater:
             self.invoices[key] = _Invoice(account_id, plan.currency, plan.rounding)
         return self.invoices[key]
 
-    def recurring(self, sub: Mapping[str, Any], plan: Plan) -> None:
+    def recurring(self, sub: Mapping[str, Any], plan: Plan, frames: _FrameLines) -> None:
         terms = self.terms.get(sub["account_id"])
         invoice = self.invoice(sub["account_id"], plan)
         for key, listed in self.catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
             if listed.kind != "recurring":
+                continue
+            framed = frames.refs.get((sub["subscription_id"], key))
+            if framed is not None:
+                self.add_line(sub["account_id"], plan, framed, frames)
                 continue
             pieces = _price_pieces(listed, key, sub["plan_id"], terms, self.period, self.notices)
             for charge, first, end, overridden in pieces:
@@ -654,11 +693,7 @@ class _Rater:
                 active = max((stop - start).days, 0)
                 if active == 0 and len(pieces) > 1:
                     continue
-                factor = proration_ratio(active, self.period.days)
-                seats = int(sub["quantity"]) if model_name(type(charge)) == "per_seat" else 1
-                priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats), factor))
-                details = [d.as_json() | {"proration_factor": str(factor)} for d in priced.details]
-                who = f"{seats} seat(s), " if model_name(type(charge)) == "per_seat" else ""
+                fields = fixed_fields(charge, int(sub["quantity"]), active, self.period.days)
                 price = " (account price)" if overridden else ""
                 if len(pieces) > 1:
                     last = stop - timedelta(days=1)
@@ -674,15 +709,14 @@ class _Rater:
                     charge_model=model_name(type(charge)),
                     kind="recurring",
                     metric=None,
-                    quantity=priced.quantity,
+                    quantity=fields["quantity"],
                     unit="period",
-                    unit_price=priced.unit_price,
-                    proration_factor=factor,
+                    unit_price=fields["unit_price"],
+                    proration_factor=fields["proration_factor"],
                     events=0,
-                    precise=priced.amount,
-                    description=f"{charge.name}: {who}{active} of {self.period.days} days at "
-                    f"{priced.unit_price} per period{price}",
-                    details=details,
+                    precise=fields["precise"],
+                    description=fields["description"] + price,
+                    details=fields["details"],
                 )
 
     def lifecycle(self, sub: Mapping[str, Any], history: History, by: Proration) -> None:
@@ -716,13 +750,12 @@ class _Rater:
             while line_id in taken:
                 line_id += "+"
             taken.add(line_id)
-            sign = -1 if line.role == "unused" else 1
             last = line.end_day - timedelta(days=1)
             details = [
                 d.as_json()
                 | {
-                    "amount": str(sign * d.amount),
-                    "proration_factor": str(line.factor),
+                    "amount": plain(d.amount.copy_negate() if line.role == "unused" else d.amount),
+                    "proration_factor": plain(line.factor),
                     "service": f"{line.first_day} to {last}",
                 }
                 for d in line.priced.details
@@ -841,7 +874,7 @@ class _Rater:
             f"{plain(spent)}: true-up {plain(shortfall)}",
             details=[
                 ChargeDetail("commitment for the period", factor, committed).as_json(),
-                ChargeDetail("billed for the period", Decimal(1), -spent).as_json(),
+                ChargeDetail("billed for the period", Decimal(1), spent.copy_negate()).as_json(),
             ],
         )
 
@@ -873,8 +906,10 @@ class _Rater:
                         f"for {covers}, billed {plain(billed)}: true-up {plain(shortfall)}",
                         [
                             ChargeDetail(f"committed for {covers}", Decimal(1), committed),
-                            ChargeDetail("billed earlier in the year", Decimal(1), -earlier),
-                            ChargeDetail("billed this period", Decimal(1), -spent),
+                            ChargeDetail(
+                                "billed earlier in the year", Decimal(1), earlier.copy_negate()
+                            ),
+                            ChargeDetail("billed this period", Decimal(1), spent.copy_negate()),
                         ],
                     )
             fee = contract.termination_fee_due(first, end)
@@ -957,7 +992,7 @@ class _Rater:
                 unit_price=None,
                 proration_factor=None if covered == self.period.days else share,
                 events=0,
-                precise=-precise,
+                precise=precise.copy_negate(),
                 description=f"{discount.name}: {label} off {plain(base)} "
                 f"({discount.applies_to})"
                 + (
@@ -965,7 +1000,11 @@ class _Rater:
                     if covered == self.period.days
                     else f", valid {covered} of {self.period.days} days"
                 ),
-                details=[ChargeDetail(f"{label} of {plain(base)}", share, -precise).as_json()],
+                details=[
+                    ChargeDetail(
+                        f"{label} of {plain(base)}", share, precise.copy_negate()
+                    ).as_json()
+                ],
             )
 
     def tax(self, invoice: _Invoice) -> None:
@@ -1047,12 +1086,12 @@ class _Rater:
                 unit_price=None,
                 proration_factor=None,
                 events=0,
-                precise=-drawn,
+                precise=drawn.copy_negate(),
                 description=f"Prepaid credit {credit.id}: {plain(drawn)} drawn, "
                 f"{plain(balance - drawn)} left",
                 details=[
                     ChargeDetail("balance before", balance, Decimal(0)).as_json(),
-                    ChargeDetail("drawn on this invoice", drawn, -drawn).as_json(),
+                    ChargeDetail("drawn on this invoice", drawn, drawn.copy_negate()).as_json(),
                 ],
             )
 
@@ -1101,6 +1140,46 @@ class _FrameLines:
             )
             parts.append(pl.concat(self.frames).join(placed, on="line_id"))
         return pl.concat(parts, how="diagonal").sort("_position").drop("_position")
+
+
+def _fixed_frame_lines(
+    frames: _FrameLines,
+    subs: pl.DataFrame,
+    catalog: Catalog,
+    period: BillingPeriod,
+    histories: Mapping[str, History],
+    own: set[tuple[str, str, str]],
+) -> None:
+    """Fixed fees of the subscriptions billed for the whole period, priced as frames
+    (`aggregate_rating.price_fixed_lines`). Subscriptions with a history, part of the
+    period, or an account price for the fee are priced one by one (`_Rater.recurring`)."""
+    whole = subs.filter(
+        ~pl.col("subscription_id").is_in(list(histories))
+        & (pl.col("start_date") <= period.start)
+        & (pl.col("end_date").is_null() | (pl.col("end_date") >= period.end))
+    ).select(
+        "subscription_id", "account_id", "plan_id", "add_ons", pl.col("quantity").alias("seats")
+    )
+    combos = whole.select("plan_id", "add_ons").unique().sort("plan_id", "add_ons", nulls_last=True)
+    for plan_id, add_ons in combos.iter_rows():
+        plan = catalog.plans.get(plan_id)
+        if plan is None:
+            continue
+        scope = whole.filter((pl.col("plan_id") == plan_id) & pl.col("add_ons").eq_missing(add_ons))
+        for key, charge in catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons})):
+            if charge.kind != "recurring" or not fixed_frame_ready(charge):
+                continue
+            own_price = [a for a, p, k in own if p == plan_id and k == key]
+            listed = scope.filter(~pl.col("account_id").is_in(own_price))
+            priced = price_fixed_lines(
+                charge, listed, days=period.days, currency=plan.currency, rounding=plan.rounding
+            )
+            frames.add(
+                key,
+                line_frame(
+                    priced, key=key, charge=charge, currency=plan.currency, rounding=plan.rounding
+                ),
+            )
 
 
 def _own_prices(terms: Mapping[str, AccountTerms]) -> set[tuple[str, str, str]]:
@@ -1422,6 +1501,7 @@ def rate(
                     events,
                 )
 
+    _fixed_frame_lines(frame_lines, subs, catalog, period, histories, own)
     event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
     for key, priced_calls in event_lines:
         frame_lines.add(key, priced_calls)
@@ -1451,7 +1531,7 @@ def rate(
         if sub["subscription_id"] in histories:
             rater.lifecycle(sub, histories[sub["subscription_id"]], proration)
         else:
-            rater.recurring(sub, plan)
+            rater.recurring(sub, plan, frame_lines)
         for key, charge in catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
             if charge.kind != "usage" or charge.metric is None:
                 continue

@@ -12,7 +12,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pricing_rules.aggregate_rating import frame_ready, price_usage_lines
+from pricing_rules.aggregate_rating import (
+    fixed_frame_ready,
+    frame_ready,
+    price_fixed_lines,
+    price_usage_lines,
+)
 from pricing_rules.catalog import parse_catalog
 from pricing_rules.charges import (
     Allowance,
@@ -20,13 +25,14 @@ from pricing_rules.charges import (
     FlatCharge,
     GraduatedCharge,
     PackageCharge,
+    PerSeatCharge,
     PerUnitCharge,
     Tier,
     VolumeCharge,
 )
 from pricing_rules.money import RoundingMode, plain, round_money, to_minor_units
 from pricing_rules.periods import BillingPeriod
-from pricing_rules.rating import rate, subscription_frame, usage_fields
+from pricing_rules.rating import fixed_fields, rate, subscription_frame, usage_fields
 from pricing_rules.terms import AccountTerms
 from tests.pricing_rules.frames import at, usage_frame
 
@@ -138,6 +144,39 @@ def test_a_frame_of_quantities_is_priced_as_each_quantity_alone(
     assert_same_as_one_by_one(charge, quantities, [seats] * len(quantities), currency)
 
 
+@st.composite
+def fixed_fees(draw: st.DrawFn) -> ChargeBase:
+    common = {"id": "f", "name": "Fee", "timing": draw(st.sampled_from(["advance", "arrears"]))}
+    if draw(st.booleans()):
+        return PerSeatCharge(model="per_seat", unit_price=draw(prices), **common)  # type: ignore[arg-type]
+    return FlatCharge(model="flat", amount=draw(prices), **common)  # type: ignore[arg-type]
+
+
+@EQUIVALENCE
+@given(
+    charge=fixed_fees(),
+    seats=st.lists(st.integers(0, 5000), min_size=1, max_size=5),
+    days=st.sampled_from([28, 29, 30, 31, 90, 92, 365]),
+    currency=st.sampled_from(["USD", "JPY", "BHD"]),
+)
+def test_a_frame_of_whole_period_fees_is_priced_as_each_fee_alone(
+    charge: ChargeBase, seats: list[int], days: int, currency: str
+) -> None:
+    assert fixed_frame_ready(charge)
+    mode = RoundingMode.HALF_EVEN
+    priced = price_fixed_lines(
+        charge, pl.DataFrame({"seats": seats}), days=days, currency=currency, rounding=mode
+    )
+    for row in priced.iter_rows(named=True):
+        one = fixed_fields(charge, row["seats"], days, days)
+        assert row["description"] == one["description"]
+        assert row["details"] == json.dumps(one["details"], default=str)
+        assert row["precise_amount"] == plain(one["precise"])
+        assert (row["quantity"], row["unit_price"]) == (one["quantity"], one["unit_price"])
+        assert row["proration_factor"] == one["proration_factor"] == 1
+        assert row["amount"] == round_money(one["precise"], currency, mode)
+
+
 def test_graduated_golden_line_with_allowance_tiers_and_flat_fee() -> None:
     # 60 GB, 5 GB free: 55 GB billable
     # tier 1 (0, 50]: 50 x 0.10 = 5.00 ; tier 2 (50, ∞): 5 x 0.08 = 0.40 + 2.00 flat
@@ -184,6 +223,10 @@ def test_charges_the_frame_form_leaves_to_one_by_one_pricing() -> None:
         id="v", name="Voice", metric="m", model="per_unit", unit_price=Decimal("0.0000001")
     )
     assert not frame_ready(fine_price, "event")
+    capped_fee = FlatCharge(
+        id="f", name="Fee", model="flat", amount=Decimal(10), maximum_amount=Decimal(5)
+    )
+    assert not fixed_frame_ready(capped_fee)
     free_package = PackageCharge(
         id="p",
         name="P",

@@ -866,6 +866,42 @@ def test_arrears_of_a_quarter_cut_short_are_billed_when_the_service_ends() -> No
     assert december == []
 
 
+def test_arrears_of_a_service_ending_on_a_runs_first_day_are_billed_by_that_run_once() -> None:
+    # Quarterly Plus from October 1 (Q4: 92 days), cancelled at once on December 1: its
+    # last day is November 30, but November's run knows only what happened by then.
+    # December's run learns of the end and bills Support's 61 of 92 days in arrears:
+    # 15.00 x 61/92 = 9.9456.. -> 9.95. January's run bills nothing more.
+    h = history(
+        start("2026-10-01", "quarterly_plus", seats=1),
+        {"action": "cancel", "day": "2026-12-01", "timing": "immediate"},
+    )
+    november, december, january = runs(h, [(2026, 11), (2026, 12), (2027, 1)])
+    assert november == []
+    assert [amount for role, amount in december if role == "arrears"] == [Decimal("9.95")]
+    assert january == []
+
+
+def test_a_credit_for_unused_time_is_the_exact_negative_of_what_was_charged() -> None:
+    # May's run charges 180.00 x 58/91 for May 4 to June 30 (a factor of 30 decimals, so
+    # an amount of 33 digits); June's run credits it all back when the service ends on
+    # June 1. The two must cancel to the last digit: a negation rounded to 28 digits
+    # would leave a remainder.
+    h = history(
+        start("2026-05-04", "quarterly_plus", seats=2),
+        {"action": "cancel", "day": "2026-06-01", "timing": "immediate"},
+    )
+    cycle = cycle_for(h, CATALOG)
+    may = closing_lines(h, CATALOG, cycle, date(2026, 5, 1), date(2026, 6, 1))
+    june = closing_lines(h, CATALOG, cycle, date(2026, 6, 1), date(2026, 7, 1))
+    charged = {line.charge_key: line.amount for line in may if line.role == "remaining"}
+    credited = {line.charge_key: line.amount for line in june if line.role == "unused"}
+    assert len(str(charged["fee"]).replace(".", "")) > 28
+    assert {key: charged[key] + credited[key] for key in charged} == {
+        "fee": Decimal(0),
+        "seats": Decimal(0),
+    }
+
+
 def test_a_run_bills_the_arrears_of_a_quarterly_subscription_in_its_last_month() -> None:
     # The same subscription as a plain row: Quarterly Plus from October 1, ending on
     # November 16 (its last day is the 15th). November's run bills Support's 46 of 92
