@@ -187,13 +187,15 @@ def _property_value(catalog: Catalog) -> pl.Expr:
 
 
 def partial_usage(
-    usage: pl.LazyFrame, catalog: Catalog, whole_period_accounts: Sequence[str] = ()
+    usage: pl.LazyFrame, catalog: Catalog, by_day: Sequence[str] | None = None
 ) -> pl.LazyFrame:
     """Partial aggregates per (account, metric, local day, filter dimensions).
 
     Sums, maxima, counts, the latest reading and the distinct property values combine
-    exactly across days, files or workers; this is the unit of scale-out. Accounts whose
-    one subscription covers the whole period need no split by day (`day` is null).
+    exactly across days, files or workers; this is the unit of scale-out. Only the
+    accounts in `by_day` (every account when it is None) are split by day; for the others
+    `day` is null: an account whose one subscription covers the whole period needs no
+    split, nor does usage no subscription covers.
     """
     dims = used_dimensions(catalog)
     present = set(usage.collect_schema().names())
@@ -201,9 +203,13 @@ def partial_usage(
         *(pl.lit(None, pl.String).alias(d) for d in dims if d not in present),
     ).with_columns(_property_value(catalog).alias("_property"))
     day = pl.col("local_day")
-    if whole_period_accounts:
-        whole = pl.Series(list(whole_period_accounts), dtype=pl.String)
-        day = pl.when(pl.col("account_id").is_in(whole.implode())).then(None).otherwise(day)
+    if by_day is not None:
+        split = pl.Series(list(by_day), dtype=pl.String)
+        day = (
+            pl.when(pl.col("account_id").is_in(split.implode())).then(day).otherwise(None)
+            if len(split)
+            else pl.lit(None, pl.Date)
+        )
     aggregations = {m.aggregation for m in catalog.metrics.values()}
     # The latest reading and the distinct values cost a sort and a set per group; a
     # catalog with no metric that needs them gets typed nulls.
@@ -1255,13 +1261,14 @@ def _unmatched_overrides(
     return notices
 
 
-def _whole_period_accounts(subs: pl.DataFrame, period: BillingPeriod) -> list[str]:
-    """Accounts with exactly one subscription in the period, active on every day of it."""
+def _split_by_day(subs: pl.DataFrame, period: BillingPeriod) -> list[str]:
+    """Accounts whose usage is attributed day by day: all with a subscription in the
+    period, except those with exactly one, active on every day of it."""
     covering = (pl.col("start_date") <= period.start) & (
         pl.col("end_date").is_null() | (pl.col("end_date") >= period.end)
     )
     counted = subs.group_by("account_id").agg(pl.len(), covering.all().alias("covers"))
-    return counted.filter((pl.col("len") == 1) & pl.col("covers"))["account_id"].to_list()
+    return counted.filter((pl.col("len") > 1) | ~pl.col("covers"))["account_id"].to_list()
 
 
 def _known_add_ons(
@@ -1431,7 +1438,7 @@ def rate(
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {}, contract_spend)
     subs = _known_add_ons(subs, catalog, rater.notices)
     rater.notices.extend(_versions_not_offered(subs, histories, catalog))
-    partials = partial_usage(usage, catalog, _whole_period_accounts(subs, period)).collect(
+    partials = partial_usage(usage, catalog, _split_by_day(subs, period)).collect(
         engine="streaming"
     )
     covered, orphan = attribute(partials, subs)
