@@ -104,10 +104,11 @@ def _lit(value: Decimal) -> pl.Expr:
 
 def _plain(value: pl.Expr) -> pl.Expr:
     """`plain` of a Decimal column: no trailing zeros, no exponent."""
+    text = value.cast(pl.String)
     return (
-        value.cast(pl.String)
-        .str.replace(r"^(-?[0-9]+)\.0*$", "${1}")
-        .str.replace(r"^(-?[0-9]+\.[0-9]*[1-9])0+$", "${1}")
+        pl.when(text.str.contains(".", literal=True))
+        .then(text.str.strip_chars_end("0").str.strip_chars_end("."))
+        .otherwise(text)
     )
 
 
