@@ -55,8 +55,8 @@ plans:
     charges:
       - {id: platform, name: Platform, model: flat, amount: "49.00"}
       - {id: voice, name: Calls, model: call_deck, metric: voice, deck: bench}
-      - {id: sms, name: SMS, model: package, metric: sms, block_size: "1000",
-         block_price: "7.50", free_blocks: 1}
+      - {id: sms, name: SMS, model: package, metric: sms, block_size: "100",
+         block_price: "0.75", free_blocks: 1}
       - id: data
         name: Data
         model: graduated
@@ -75,7 +75,7 @@ plans:
           - {up_to: "1000", unit_price: "0.18"}
           - {up_to: null, unit_price: "0.12"}
       - {id: api, name: API, model: per_unit, metric: api, unit_price: "0.0004",
-         free_units: {units: "10000"}}
+         free_units: {units: "100"}}
 """
 
 
@@ -266,7 +266,7 @@ voice AS (
 ),
 sms AS (
   SELECT account_id,
-         greatest(CAST(ceil(q_sum / 1000) AS BIGINT) - 1, 0) * 750 AS cents
+         greatest(CAST(ceil(q_sum / 100) AS BIGINT) - 1, 0) * 75 AS cents
   FROM agg WHERE metric = 'sms'
 ),
 data AS (
@@ -283,7 +283,7 @@ storage AS (
   FROM agg WHERE metric = 'storage'
 ),
 api AS (
-  SELECT account_id, round(greatest(n - 10000, 0) * 0.0004 * 100, 0) AS cents
+  SELECT account_id, round(greatest(n - 100, 0) * 0.0004 * 100, 0) AS cents
   FROM agg WHERE metric = 'api'
 )
 SELECT 'voice' AS charge_id, CAST(sum(cents) AS BIGINT) FROM voice
@@ -369,6 +369,7 @@ def main() -> None:
     if not (folder / "meta.json").exists():
         print(f"generating {args.events:,} events into {folder} ...", flush=True)
         generate(folder, args.events, args.calls, args.prefixes, args.accounts)
+    (folder / "catalog.yaml").write_text(CATALOG)  # the prices may change; the data not
     meta = json.loads((folder / "meta.json").read_text())
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ENGINES}
     for attempt in range(args.repeat):
