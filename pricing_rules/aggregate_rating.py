@@ -431,12 +431,15 @@ def price_usage_lines(
 
 def fixed_frame_ready(charge: ChargeBase) -> bool:
     """Whether `price_fixed_lines` prices this charge: a flat or per-seat fee with no
-    allowance, minimum or maximum."""
+    allowance, minimum or maximum, and a price of at most 18 decimals."""
+    if not isinstance(charge, FlatCharge | PerSeatCharge):
+        return False
+    price = charge.unit_price if isinstance(charge, PerSeatCharge) else charge.amount
     return (
-        isinstance(charge, FlatCharge | PerSeatCharge)
-        and charge.free_units is None
+        charge.free_units is None
         and charge.minimum_amount is None
         and charge.maximum_amount is None
+        and _decimals(price) <= _AMOUNT_SCALE
     )
 
 

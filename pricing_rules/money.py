@@ -102,9 +102,11 @@ def plain(value: Decimal) -> str:
     """The exact value in plain notation without trailing zeros: how explanation rows and
     precise amounts are written, whatever arithmetic produced the value.
 
-    >>> plain(Decimal("0E-12")), plain(Decimal("6.000")), plain(Decimal("1E+2"))
-    ('0', '6', '100')
+    >>> plain(Decimal("0E-12")), plain(Decimal("-0.00")), plain(Decimal("6.000"))
+    ('0', '0', '6')
     """
+    if not value:
+        return "0"  # a negated zero is still zero
     return f"{value.normalize(context=MONEY_CONTEXT):f}"
 
 

@@ -1119,8 +1119,14 @@ class _FrameLines:
         fields = lines.select(*self._REF_COLUMNS, "amount", "rounding")
         for ref in fields.iter_rows(named=True):
             ref["_frame"] = index
+            if (ref["subscription_id"], key) in self.refs:
+                raise RatingError(f"line {ref['line_id']} was priced twice")
             self.refs[(ref["subscription_id"], key)] = ref
-        self.frames.append(lines.select(list(LINE_SCHEMA)).cast(LINE_SCHEMA))
+        self.frames.append(
+            lines.select(list(LINE_SCHEMA))
+            .cast(LINE_SCHEMA)
+            .with_columns(pl.lit(index, pl.Int64).alias("_frame"))
+        )
 
     def row(self, ref: Mapping[str, Any]) -> dict[str, Any]:
         """The whole line behind a ref, with amounts at the currency's scale."""
@@ -1128,23 +1134,31 @@ class _FrameLines:
         row: dict[str, Any] = frame.row(
             by_predicate=pl.col("line_id") == ref["line_id"], named=True
         )
+        del row["_frame"]
         return {**row, "amount": ref["amount"]}
 
     def assemble(self, ordered: list[dict[str, Any]]) -> pl.DataFrame:
         """Every line in `ordered` (dicts, and refs to frame lines) as one frame, in order."""
         own = [(i, line) for i, line in enumerate(ordered) if "_frame" not in line]
-        framed = [(i, line["line_id"]) for i, line in enumerate(ordered) if "_frame" in line]
-        position = pl.Int64
+        framed = [
+            (i, line["_frame"], line["line_id"])
+            for i, line in enumerate(ordered)
+            if "_frame" in line
+        ]
         parts = [
             pl.from_dicts([line for _, line in own], schema=LINE_SCHEMA).with_columns(
-                pl.Series("_position", [i for i, _ in own], dtype=position)
+                pl.Series("_position", [i for i, _ in own], dtype=pl.Int64)
             )
         ]
         if self.frames:
             placed = pl.DataFrame(
-                framed, schema={"_position": position, "line_id": pl.String}, orient="row"
+                framed,
+                schema={"_position": pl.Int64, "_frame": pl.Int64, "line_id": pl.String},
+                orient="row",
             )
-            parts.append(pl.concat(self.frames).join(placed, on="line_id"))
+            parts.append(
+                pl.concat(self.frames).join(placed, on=["_frame", "line_id"]).drop("_frame")
+            )
         return pl.concat(parts, how="diagonal").sort("_position").drop("_position")
 
 
@@ -1314,8 +1328,10 @@ def _known_add_ons(
 
 
 def _add_ons(sub: Mapping[str, Any]) -> list[str]:
+    """The subscription's add-on names, each once: an add-on listed twice is billed once."""
     text = sub.get("add_ons")
-    return [a.strip() for a in str(text).split(",") if a.strip()] if text else []
+    names = [a.strip() for a in str(text).split(",") if a.strip()] if text else []
+    return list(dict.fromkeys(names))
 
 
 def charge_filter(charge: ChargeBase) -> pl.Expr:
@@ -1553,13 +1569,15 @@ def rate(
             rater.usage_line(sub, plan, key, charge, quantity, events)
         rater.commitment(sub, plan)
 
-    # A history starting after the period is billed in advance on this invoice.
-    upcoming = conform_subscriptions(subscriptions).filter(
+    # A history starting after the period is billed in advance on this invoice. One whose
+    # service ended on the period's first day is settled on it: the credits and arrears
+    # the last run could not know of.
+    outside = conform_subscriptions(subscriptions).filter(
         pl.col("subscription_id").is_in(list(histories))
         & ~pl.col("subscription_id").is_in(subs["subscription_id"].implode())
-        & (pl.col("start_date") >= period.end)
+        & ((pl.col("start_date") >= period.end) | (pl.col("end_date") == period.start))
     )
-    for sub in upcoming.iter_rows(named=True):
+    for sub in outside.iter_rows(named=True):
         if sub["plan_id"] in catalog.plans:
             rater.lifecycle(sub, histories[sub["subscription_id"]], proration)
 

@@ -227,6 +227,10 @@ def test_charges_the_frame_form_leaves_to_one_by_one_pricing() -> None:
         id="f", name="Fee", model="flat", amount=Decimal(10), maximum_amount=Decimal(5)
     )
     assert not fixed_frame_ready(capped_fee)
+    fine_fee = FlatCharge(
+        id="f", name="Fee", model="flat", amount=Decimal("10.0000000000000000001")
+    )
+    assert not fixed_frame_ready(fine_fee)
     free_package = PackageCharge(
         id="p",
         name="P",

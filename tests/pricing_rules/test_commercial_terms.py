@@ -273,6 +273,13 @@ def test_an_add_on_named_twice_is_billed_once(catalog: Catalog) -> None:
     assert [k for k in minor(result) if k.startswith("S:recording")] == ["S:recording.fee"]
 
 
+def test_an_add_on_listed_twice_on_the_subscription_is_billed_once(catalog: Catalog) -> None:
+    # "recording, recording" on a plan that does not bundle it: one fee of 20.00 (2000)
+    result = run(catalog, [sub("committed", add_ons="recording, recording")])
+    fees = result.lines.filter(pl.col("line_id") == "S:recording.fee")
+    assert fees["amount_minor"].to_list() == [2000]
+
+
 def test_unknown_add_on_on_a_subscription_is_reported(catalog: Catalog) -> None:
     # The plan is billed; the unknown add-on bills nothing and becomes a notice (a finding).
     result = run(catalog, [sub("biz", add_ons="nope")])

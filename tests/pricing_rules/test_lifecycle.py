@@ -881,6 +881,33 @@ def test_arrears_of_a_service_ending_on_a_runs_first_day_are_billed_by_that_run_
     assert january == []
 
 
+def test_a_quarterly_row_ending_on_a_runs_first_day_is_settled_by_that_run() -> None:
+    # A plain row: Quarterly Plus from October 1 (Q4: 92 days), 1 seat, ending December 1.
+    # November's run does not know of the end yet. December's run no longer lists the
+    # row as active, but settles it: Support in arrears 15.00 x 61/92 = 9.95, and the
+    # unused December days of the fees billed ahead: -180.00 x 31/92 = -60.65 and
+    # -30.00 x 31/92 = -10.11. January's run bills nothing.
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "S",
+                "account_id": "A",
+                "plan_id": "quarterly_plus",
+                "start_date": date(2026, 10, 1),
+                "end_date": date(2026, 12, 1),
+            }
+        ]
+    )
+
+    def billed(month: str) -> list[tuple[str, int]]:
+        lines = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse(month)).lines
+        return sorted(lines.select("charge_id", "amount_minor").rows())
+
+    assert billed("2026-11") == []
+    assert billed("2026-12") == [("fee", -6065), ("seats", -1011), ("support", 995)]
+    assert billed("2027-01") == []
+
+
 def test_a_credit_for_unused_time_is_the_exact_negative_of_what_was_charged() -> None:
     # May's run charges 180.00 x 58/91 for May 4 to June 30 (a factor of 30 decimals, so
     # an amount of 33 digits); June's run credits it all back when the service ends on
