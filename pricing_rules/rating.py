@@ -574,31 +574,39 @@ def _price_pieces(
     return pieces
 
 
-def _contract_line(
+def _invoice_line(
     invoice: _Invoice,
-    contract_id: str,
-    what: str,
+    charge_id: str,
+    *,
     name: str,
-    model: str,
+    kind: str,
     precise: Decimal,
     description: str,
     details: list[ChargeDetail],
+    model: str | None = None,
+    line_key: str | None = None,
+    quantity: Decimal = Decimal(1),
+    unit: str = "period",
+    unit_price: Decimal | None = None,
+    proration_factor: Decimal | None = None,
 ) -> None:
-    """One contract line on the invoice (a true-up or a termination fee)."""
+    """A line of the invoice as a whole (contract, discount, tax, credit): no
+    subscription, plan or metric. Its id is `<account>:<currency>:<line_key or charge_id>`,
+    and its model is `kind` unless given."""
     _line(
         invoice,
-        line_id=f"{invoice.account_id}:{invoice.currency}:contract:{contract_id}:{what}",
+        line_id=f"{invoice.account_id}:{invoice.currency}:{line_key or charge_id}",
         subscription_id=None,
         plan_id=None,
-        charge_id=f"contract:{contract_id}:{what}",
+        charge_id=charge_id,
         charge_name=name,
-        charge_model=model,
-        kind="commitment",
+        charge_model=model or kind,
+        kind=kind,
         metric=None,
-        quantity=Decimal(1),
-        unit="period",
-        unit_price=None,
-        proration_factor=None,
+        quantity=quantity,
+        unit=unit,
+        unit_price=unit_price,
+        proration_factor=proration_factor,
         events=0,
         precise=precise,
         description=description,
@@ -901,16 +909,15 @@ class _Rater:
                 billed = earlier + spent
                 if billed < committed:
                     shortfall = MONEY_CONTEXT.subtract(committed, billed)
-                    _contract_line(
+                    _invoice_line(
                         invoice,
-                        contract.id,
-                        "commitment",
-                        f"Contract {contract.id} commitment true-up",
-                        "commitment",
-                        shortfall,
-                        f"Contract {contract.id}: committed {plain(committed)} "
+                        f"contract:{contract.id}:commitment",
+                        name=f"Contract {contract.id} commitment true-up",
+                        kind="commitment",
+                        precise=shortfall,
+                        description=f"Contract {contract.id}: committed {plain(committed)} "
                         f"for {covers}, billed {plain(billed)}: true-up {plain(shortfall)}",
-                        [
+                        details=[
                             ChargeDetail(f"committed for {covers}", Decimal(1), committed),
                             ChargeDetail(
                                 "billed earlier in the year", Decimal(1), earlier.copy_negate()
@@ -920,16 +927,17 @@ class _Rater:
                     )
             fee = contract.termination_fee_due(first, end)
             if fee:
-                _contract_line(
+                _invoice_line(
                     invoice,
-                    contract.id,
-                    "termination",
-                    f"Contract {contract.id} early termination",
-                    "termination_fee",
-                    fee,
-                    f"Contract {contract.id} ended on {contract.terminated_on}, before its term "
-                    f"ends on {contract.term_end}: early-termination fee {plain(fee)}",
-                    [
+                    f"contract:{contract.id}:termination",
+                    name=f"Contract {contract.id} early termination",
+                    kind="commitment",
+                    model="termination_fee",
+                    precise=fee,
+                    description=f"Contract {contract.id} ended on {contract.terminated_on}, "
+                    f"before its term ends on {contract.term_end}: early-termination fee "
+                    f"{plain(fee)}",
+                    details=[
                         ChargeDetail(
                             f"fixed fee {plain(contract.termination_fee)} + "
                             f"{plain(contract.termination_fee_percent)}% of the commitment left",
@@ -983,21 +991,14 @@ class _Rater:
                 if discount.kind == "percentage"
                 else f"{plain(discount.value)} {invoice.currency}"
             )
-            _line(
+            _invoice_line(
                 invoice,
-                line_id=f"{invoice.account_id}:{invoice.currency}:discount:{source}:{discount.id}",
-                subscription_id=None,
-                plan_id=None,
-                charge_id=f"discount:{discount.id}",
-                charge_name=discount.name,
-                charge_model="discount",
+                f"discount:{discount.id}",
+                line_key=f"discount:{source}:{discount.id}",
+                name=discount.name,
                 kind="discount",
-                metric=None,
-                quantity=Decimal(1),
                 unit="discount",
-                unit_price=None,
                 proration_factor=None if covered == self.period.days else share,
-                events=0,
                 precise=precise.copy_negate(),
                 description=f"{discount.name}: {label} off {plain(base)} "
                 f"({discount.applies_to})"
@@ -1006,11 +1007,7 @@ class _Rater:
                     if covered == self.period.days
                     else f", valid {covered} of {self.period.days} days"
                 ),
-                details=[
-                    ChargeDetail(
-                        f"{label} of {plain(base)}", share, precise.copy_negate()
-                    ).as_json()
-                ],
+                details=[ChargeDetail(f"{label} of {plain(base)}", share, precise.copy_negate())],
             )
 
     def tax(self, invoice: _Invoice) -> None:
@@ -1034,28 +1031,19 @@ class _Rater:
             return
         base = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
         precise = MONEY_CONTEXT.multiply(base, rate.rate)
-        _line(
+        _invoice_line(
             invoice,
-            line_id=f"{invoice.account_id}:{invoice.currency}:tax:{jurisdiction}",
-            subscription_id=None,
-            plan_id=None,
-            charge_id=f"tax:{jurisdiction}",
-            charge_name=rate.name,
-            charge_model="tax",
+            f"tax:{jurisdiction}",
+            name=rate.name,
             kind="tax",
-            metric=None,
             quantity=base,
             unit=invoice.currency,
             unit_price=rate.rate,
-            proration_factor=None,
-            events=0,
             precise=precise,
             description=f"{rate.name} ({jurisdiction}) {plain(rate.rate * 100)}% of "
             f"{base:,f} {invoice.currency}",
             details=[
-                ChargeDetail(
-                    f"{rate.name} on the subtotal", base, precise, unit_price=rate.rate
-                ).as_json()
+                ChargeDetail(f"{rate.name} on the subtotal", base, precise, unit_price=rate.rate)
             ],
         )
 
@@ -1077,27 +1065,19 @@ class _Rater:
             if drawn <= 0:
                 continue
             due -= drawn
-            _line(
+            _invoice_line(
                 invoice,
-                line_id=f"{invoice.account_id}:{invoice.currency}:credit:{credit.id}",
-                subscription_id=None,
-                plan_id=None,
-                charge_id=f"credit:{credit.id}",
-                charge_name="Prepaid credit",
-                charge_model="credit",
+                f"credit:{credit.id}",
+                name="Prepaid credit",
                 kind="credit",
-                metric=None,
                 quantity=drawn,
                 unit=invoice.currency,
-                unit_price=None,
-                proration_factor=None,
-                events=0,
                 precise=drawn.copy_negate(),
                 description=f"Prepaid credit {credit.id}: {plain(drawn)} drawn, "
                 f"{plain(balance - drawn)} left",
                 details=[
-                    ChargeDetail("balance before", balance, Decimal(0)).as_json(),
-                    ChargeDetail("drawn on this invoice", drawn, drawn.copy_negate()).as_json(),
+                    ChargeDetail("balance before", balance, Decimal(0)),
+                    ChargeDetail("drawn on this invoice", drawn, drawn.copy_negate()),
                 ],
             )
 
