@@ -37,6 +37,7 @@ from pricing_rules.charges import (
     PricedCharge,
     model_name,
     price_charge,
+    price_prorated,
 )
 from pricing_rules.localtime import with_local_day
 from pricing_rules.money import (
@@ -44,10 +45,11 @@ from pricing_rules.money import (
     RoundingMode,
     plain,
     round_money,
+    share,
     show_quantity,
     to_minor_units,
 )
-from pricing_rules.periods import BillingPeriod, local_midnight, proration_ratio
+from pricing_rules.periods import BillingPeriod, local_midnight
 from pricing_rules.terms import AccountTerms, Discount
 
 if TYPE_CHECKING:
@@ -363,10 +365,8 @@ def fixed_fields(charge: ChargeBase, seats: int, active: int, days: int) -> dict
     >>> plain(fields["precise"]), fields["description"]
     ('181.25', 'Seats: 25 seat(s), 15 of 30 days at 14.50 per period')
     """
-    factor = proration_ratio(active, days)
-    per_seat = model_name(type(charge)) == "per_seat"
-    priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats if per_seat else 1), factor))
-    who = f"{seats} seat(s), " if per_seat else ""
+    factor, priced = price_prorated(charge, seats, active, days)
+    who = f"{seats} seat(s), " if model_name(type(charge)) == "per_seat" else ""
     return {
         "quantity": priced.quantity,
         "unit_price": priced.unit_price,
@@ -855,7 +855,8 @@ class _Rater:
             return
         invoice = self.invoice(sub["account_id"], plan)
         factor = self.period.proration_factor(sub["start_date"], sub["end_date"])
-        committed = MONEY_CONTEXT.multiply(plan.minimum_commitment, factor)
+        active = self.period.active_days(sub["start_date"], sub["end_date"])
+        committed = share(plan.minimum_commitment, active, self.period.days)
         spent = self.billed_before.get(sub["subscription_id"], Decimal(0)) + sum(
             (
                 line["amount"]
@@ -956,7 +957,7 @@ class _Rater:
             covered = discount.covered_days(self.period.start, self.period.end)
             if covered == 0:
                 continue
-            share = MONEY_CONTEXT.divide(Decimal(covered), Decimal(self.period.days))
+            portion = MONEY_CONTEXT.divide(Decimal(covered), Decimal(self.period.days))
             # A plan's discount reaches only that plan's lines; an account's, every line.
             lines = [
                 line for line in invoice.lines if source == "account" or line["plan_id"] == source
@@ -978,12 +979,13 @@ class _Rater:
             if base <= 0:
                 continue
             if discount.kind == "percentage":
-                full = MONEY_CONTEXT.multiply(base, discount.value / Decimal(100))
+                full = share(base, discount.value, 100)
             else:
                 full = min(discount.value, base)
             # Stacked discounts never take the invoice below zero.
             remaining = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
-            precise = min(MONEY_CONTEXT.multiply(full, share), max(remaining, Decimal(0)))
+            valid = share(full, covered, self.period.days)
+            precise = min(valid, max(remaining, Decimal(0)))
             if precise <= 0:
                 continue
             label = (
@@ -998,7 +1000,7 @@ class _Rater:
                 name=discount.name,
                 kind="discount",
                 unit="discount",
-                proration_factor=None if covered == self.period.days else share,
+                proration_factor=None if covered == self.period.days else portion,
                 precise=precise.copy_negate(),
                 description=f"{discount.name}: {label} off {plain(base)} "
                 f"({discount.applies_to})"
@@ -1007,7 +1009,7 @@ class _Rater:
                     if covered == self.period.days
                     else f", valid {covered} of {self.period.days} days"
                 ),
-                details=[ChargeDetail(f"{label} of {plain(base)}", share, precise.copy_negate())],
+                details=[ChargeDetail(f"{label} of {plain(base)}", portion, precise.copy_negate())],
             )
 
     def tax(self, invoice: _Invoice) -> None:

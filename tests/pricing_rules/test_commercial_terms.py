@@ -888,3 +888,41 @@ def test_an_override_starting_mid_period_splits_the_fixed_fee(catalog: Catalog) 
     assert by_id(result, "S:sms")["amount"] == Decimal("10.00")
     partly = result.notices.filter(pl.col("kind") == "override_partly_effective")
     assert [m.split()[3] for m in partly["message"]] == ["biz/sms"]
+
+
+# --- prorations divide once ---------------------------------------------------------------
+
+TIE_CATALOG = """
+version: "tie"
+metrics: {}
+plans:
+  tie:
+    name: Tie
+    currency: USD
+    rounding: half_up
+    minimum_commitment: "71.25"
+    charges:
+      - {id: fee, name: Fee, model: flat, amount: "71.25"}
+"""
+
+
+def test_a_prorated_fee_that_is_exactly_half_a_cent_rounds_as_a_tie() -> None:
+    # November has 30 days; from the 6th the fee runs 25 of them:
+    # 71.25 x 25 / 30 = 59.375 exactly, half up -> 59.38. A 30-place factor
+    # (0.8333..3) would give 59.37499.. -> 59.37. The commitment, 71.25 prorated the
+    # same way to 59.375, is met by the 59.38 billed: no true-up line.
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "S",
+                "account_id": "A",
+                "plan_id": "tie",
+                "start_date": date(2026, 11, 6),
+                "end_date": None,
+            }
+        ]
+    )
+    result = rate(usage_frame([]), subs, parse_catalog(TIE_CATALOG), BillingPeriod.parse("2026-11"))
+    lines = dict(result.lines.select("charge_id", "precise_amount").iter_rows())
+    assert lines == {"fee": "59.375"}
+    assert minor(result) == {"S:fee": 5938}
