@@ -121,6 +121,28 @@ class History(BaseModel):
         return self.changes[0].day
 
 
+def ended_by(history: History, day: date) -> History:
+    """The history of a subscription whose row ends on `day`. A history that records its
+    own cancellation is kept as it is; one that does not is cancelled at once on `day`,
+    and its changes dated after that day are dropped, so nothing past the row's end is
+    billed.
+
+    >>> h = History.model_validate({"subscription_id": "S", "changes": [
+    ...     {"action": "start", "day": "2026-07-01", "plan": "pro"},
+    ...     {"action": "change_plan", "day": "2026-12-15", "plan": "basic"}]})
+    >>> [(c.action, str(c.day)) for c in ended_by(h, date(2026, 12, 1)).changes]
+    [('start', '2026-07-01'), ('cancel', '2026-12-01')]
+    """
+    if any(c.action == "cancel" for c in history.changes) or history.start > day:
+        return history
+    kept = [c for c in history.changes if c.day <= day]
+    return History(
+        subscription_id=history.subscription_id,
+        changes=[*kept, Change(action="cancel", day=day, timing="immediate")],
+        billing_from=history.billing_from,
+    )
+
+
 def migrate_history(
     history: History | None,
     subscription_id: str,

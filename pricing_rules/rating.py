@@ -1408,11 +1408,14 @@ def rate(
     Usage falls on the account's local days (its `timezone` in `accounts`); with
     `local_months=False` (a month billed in UTC months) on UTC days.
     """
-    histories = {
-        **_own_cycle_histories(subscriptions, catalog),
-        **_stored_histories(subscriptions),
-        **(histories or {}),
-    }
+    histories = _ended_by_rows(
+        {
+            **_own_cycle_histories(subscriptions, catalog),
+            **_stored_histories(subscriptions),
+            **(histories or {}),
+        },
+        subscriptions,
+    )
     subs = _in_force(active_subscriptions(subscriptions, period), histories, catalog, period)
     present = set(usage.collect_schema().names())
     usage = usage.with_columns(
@@ -1554,10 +1557,14 @@ def rate(
     # A history starting after the period is billed in advance on this invoice. One whose
     # service ended on the period's first day is settled on it: the credits and arrears
     # the last run could not know of.
-    outside = conform_subscriptions(subscriptions).filter(
-        pl.col("subscription_id").is_in(list(histories))
-        & ~pl.col("subscription_id").is_in(subs["subscription_id"].implode())
-        & ((pl.col("start_date") >= period.end) | (pl.col("end_date") == period.start))
+    outside = (
+        conform_subscriptions(subscriptions)
+        .filter(
+            pl.col("subscription_id").is_in(list(histories))
+            & ~pl.col("subscription_id").is_in(subs["subscription_id"].implode())
+            & ((pl.col("start_date") >= period.end) | (pl.col("end_date") == period.start))
+        )
+        .unique("subscription_id", keep="first", maintain_order=True)
     )
     for sub in outside.iter_rows(named=True):
         if sub["plan_id"] in catalog.plans:
@@ -1610,6 +1617,25 @@ def _stored_histories(subscriptions: pl.DataFrame) -> dict[str, History]:
         except ValidationError as exc:
             raise RatingError(f"subscription {sub_id} has an invalid history: {exc}") from exc
     return found
+
+
+def _ended_by_rows(
+    histories: Mapping[str, History], subscriptions: pl.DataFrame
+) -> dict[str, History]:
+    """Each history cut at its row's `end_date` where it records no end of its own
+    (`lifecycle.ended_by`)."""
+    from pricing_rules.lifecycle import ended_by
+
+    ends = dict(
+        conform_subscriptions(subscriptions)
+        .filter(pl.col("end_date").is_not_null())
+        .select("subscription_id", "end_date")
+        .iter_rows()
+    )
+    return {
+        sub_id: ended_by(history, ends[sub_id]) if sub_id in ends else history
+        for sub_id, history in histories.items()
+    }
 
 
 def _own_cycle_histories(subscriptions: pl.DataFrame, catalog: Catalog) -> dict[str, History]:

@@ -23,6 +23,7 @@ from pricing_rules.lifecycle import (
     cycle_for,
     describe,
     fixed_fee_lines,
+    migrate_history,
     timeline,
 )
 from pricing_rules.money import RoundingMode, round_money
@@ -906,6 +907,59 @@ def test_a_quarterly_row_ending_on_a_runs_first_day_is_settled_by_that_run() -> 
     assert billed("2026-11") == []
     assert billed("2026-12") == [("fee", -6065), ("seats", -1011), ("support", 995)]
     assert billed("2027-01") == []
+
+
+def test_a_stored_history_without_an_end_is_ended_by_its_row() -> None:
+    # A quarterly row moved to Quarterly Plus on October 15 (what `migrate-plan` stores:
+    # no cancellation in the history), whose row ends on December 1. December's run
+    # settles Q4 to December 1: the fees billed ahead on October 15 are credited for
+    # the rest of the quarter, Support is billed in arrears to December 1, and no later
+    # quarter is billed in advance, then or after.
+    history = migrate_history(
+        None, "Q", date(2026, 7, 1), "quarterly", 1, "quarterly_plus", date(2026, 10, 15)
+    )
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "Q",
+                "account_id": "A",
+                "plan_id": "quarterly",
+                "start_date": date(2026, 7, 1),
+                "end_date": date(2026, 12, 1),
+                "history": history.model_dump_json(),
+            }
+        ]
+    )
+    months = ["2026-11", "2026-12", "2027-01", "2027-03"]
+    billed = {
+        m: rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse(m)).lines["line_id"].to_list()
+        for m in months
+    }
+    assert billed["2026-11"] == billed["2027-01"] == billed["2027-03"] == []
+    assert not [line for line in billed["2026-12"] if ":advance:" in line]
+    assert "Q:support:arrears:quarterly_plus:2026-10-15:2026-12-01:1" in billed["2026-12"]
+    assert "Q:fee:unused:quarterly_plus:2026-10-15:2027-01-01:1" in billed["2026-12"]
+
+
+def test_a_subscription_on_two_rows_outside_the_period_is_settled_once() -> None:
+    # One row ended on December 1, the next starts on January 1: December's run bills
+    # Q1 2027 in advance (90.00) once.
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": "S",
+                "account_id": "A",
+                "plan_id": "quarterly",
+                "start_date": start,
+                "end_date": end,
+            }
+            for start, end in ((date(2026, 10, 1), date(2026, 12, 1)), (date(2027, 1, 1), None))
+        ]
+    )
+    lines = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse("2026-12")).lines
+    assert lines.select("line_id", "amount_minor").rows() == [
+        ("S:fee:advance:quarterly:2027-01-01:2027-04-01:1", 9000)
+    ]
 
 
 def test_a_credit_for_unused_time_is_the_exact_negative_of_what_was_charged() -> None:
