@@ -1408,13 +1408,13 @@ def rate(
     Usage falls on the account's local days (its `timezone` in `accounts`); with
     `local_months=False` (a month billed in UTC months) on UTC days.
     """
+    given = {**_stored_histories(subscriptions), **(histories or {})}
     histories = _ended_by_rows(
-        {
-            **_own_cycle_histories(subscriptions, catalog),
-            **_stored_histories(subscriptions),
-            **(histories or {}),
-        },
-        subscriptions,
+        {**_own_cycle_histories(subscriptions, catalog), **given}, subscriptions
+    )
+    # A plain row's own-cycle history mirrors the row; a given history may outlast it.
+    subscriptions = _ended_as_served(
+        subscriptions, {sub_id: histories[sub_id] for sub_id in given}, catalog
     )
     subs = _in_force(active_subscriptions(subscriptions, period), histories, catalog, period)
     present = set(usage.collect_schema().names())
@@ -1636,6 +1636,43 @@ def _ended_by_rows(
         sub_id: ended_by(history, ends[sub_id]) if sub_id in ends else history
         for sub_id, history in histories.items()
     }
+
+
+def _ended_as_served(
+    subscriptions: pl.DataFrame, histories: Mapping[str, History], catalog: Catalog
+) -> pl.DataFrame:
+    """Rows whose history records its own end, ending when that service ends. A cancel
+    at the period's end on a quarterly plan serves to the quarter's end, whatever end
+    date the row was given, and the runs up to it bill and settle it."""
+    from pricing_rules.lifecycle import LifecycleError, cycle_for, timeline
+
+    ends: dict[str, date | None] = {}
+    for sub_id, history in histories.items():
+        if not any(c.action == "cancel" for c in history.changes):
+            continue
+        try:
+            segments = timeline(history, catalog, cycle_for(history, catalog))
+        except (LifecycleError, KeyError, StopIteration):
+            continue  # `_in_force` and the lifecycle report what is wrong with it
+        if segments:
+            ends[sub_id] = segments[-1].end
+    if not ends:
+        return subscriptions
+    frame = conform_subscriptions(subscriptions)
+    served = pl.DataFrame(
+        {"subscription_id": list(ends), "_served_to": list(ends.values())},
+        schema={"subscription_id": pl.String, "_served_to": pl.Date},
+    )
+    return (
+        frame.join(served, on="subscription_id", how="left")
+        .with_columns(
+            pl.when(pl.col("subscription_id").is_in(list(ends)))
+            .then(pl.col("_served_to"))
+            .otherwise(pl.col("end_date"))
+            .alias("end_date")
+        )
+        .drop("_served_to")
+    )
 
 
 def _own_cycle_histories(subscriptions: pl.DataFrame, catalog: Catalog) -> dict[str, History]:
