@@ -1,10 +1,13 @@
 """Rating: attribute valid usage to subscriptions and price every charge, exactly.
 
-Usage is reduced with Polars to partial aggregates per (account, metric, UTC day and the
-dimensions charges filter on), attributed to the subscription active that day, and
-combined per (subscription, charge) with the metric's aggregation. Charges are priced on
-those totals in Python `Decimal`; calls rated from a deck are priced per call in Polars
-`Decimal`. No amount passes through a float.
+Usage is reduced with Polars to partial aggregates per (account, metric, local day and
+the dimensions charges filter on), attributed to the subscription active that day, and
+combined per (subscription, charge) with the metric's aggregation. Each charge is priced
+on those totals for all its subscriptions at once in Polars `Decimal`
+(`aggregate_rating`), or one total at a time in Python `Decimal` where that form does not
+apply (`usage_fields`, `fixed_fields`: the reference both are tested against). Calls
+rated from a deck are priced per call in Polars `Decimal`. No amount passes through a
+float.
 
 Line order on an invoice: recurring, usage, commitment true-up, discounts, tax, credits.
 """
