@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pricing_rules.money import MONEY_CONTEXT, is_currency, share
+from pricing_rules.money import MONEY_CONTEXT, is_currency
 from pricing_rules.terms import Discount, PriceOverride
 
 
@@ -204,8 +204,8 @@ class Contract(BaseModel):
         stop = self.ends
         if self.commitment_per == "period":
             if stop is not None and stop < end_day:
-                due = share(self.commitment, (stop - first_day).days, (end_day - first_day).days)
-                return due, "this period, prorated"
+                days = Decimal((stop - first_day).days) / Decimal((end_day - first_day).days)
+                return MONEY_CONTEXT.multiply(self.commitment, days), "this period, prorated"
             return self.commitment, "this period"
         year_start, year_end = self.year_of(first_day)
         # A year cut short (a term that is not whole years, or a termination) is due on
@@ -216,8 +216,9 @@ class Contract(BaseModel):
         if close == year_end:
             return self.commitment, f"contract year {year_start} to {year_end}"
         used, whole = (close - year_start).days, (year_end - year_start).days
+        share = MONEY_CONTEXT.divide(Decimal(used), Decimal(whole))
         return (
-            share(self.commitment, used, whole),
+            MONEY_CONTEXT.multiply(self.commitment, share),
             f"contract year {year_start} to {close}, prorated {used}/{whole} days",
         )
 
@@ -230,8 +231,11 @@ class Contract(BaseModel):
         if self.termination_fee_percent and self.commitment is not None:
             # Commitment left: whole months from the next month to the term's end.
             months = (self.term_end.year - end_day.year) * 12 + self.term_end.month - end_day.month
-            # percent x commitment x months / (100, or 1200 for a yearly commitment)
-            divisor = 100 if self.commitment_per == "period" else 1200
-            left = MONEY_CONTEXT.multiply(self.commitment, Decimal(max(months, 0)))
-            fee += share(left, self.termination_fee_percent, divisor)
+            monthly = (
+                self.commitment
+                if self.commitment_per == "period"
+                else MONEY_CONTEXT.divide(self.commitment, Decimal(12))
+            )
+            left = MONEY_CONTEXT.multiply(monthly, Decimal(max(months, 0)))
+            fee += MONEY_CONTEXT.multiply(left, self.termination_fee_percent / Decimal(100))
         return fee

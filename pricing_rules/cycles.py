@@ -144,25 +144,25 @@ class BillingCycle:
         return found
 
 
-def proration_parts(
+def proration_factor(
     period: Period, active_from: datetime, active_to: datetime | None, by: str = "day"
-) -> tuple[int, int]:
-    """The share of the period a subscription is active, as (part, whole).
+) -> Decimal:
+    """Share of the period a subscription is active, to 30 decimal places.
 
     By `day`: local days, a day counting when the subscription is active at any time of
-    it. By `second`: exact microseconds. `proration_factor` is part / whole to 30 places.
+    it. By `second`: exact seconds. Either way the factors of a split period add up to 1.
 
     # Active from the 17th of a 31-day month: 15 / 31
     >>> from datetime import UTC
     >>> cycle = BillingCycle()
     >>> october = cycle.period_of(datetime(2026, 10, 5, tzinfo=UTC))
-    >>> proration_parts(october, datetime(2026, 10, 17, tzinfo=UTC), None)
-    (15, 31)
+    >>> proration_factor(october, datetime(2026, 10, 17, tzinfo=UTC), None)
+    Decimal('0.483870967741935483870967741935')
     """
     start = max(active_from, period.start)
     stop = period.end if active_to is None else min(active_to, period.end)
     if stop <= start:
-        return 0, 1
+        return Decimal(0)
     if by == "second":
         # whole microseconds, never a float
         micro = timedelta(microseconds=1)
@@ -173,12 +173,4 @@ def proration_parts(
         whole = period.days
     else:
         raise ValueError(f"proration is by day or by second, got {by!r}")
-    return part, whole
-
-
-def proration_factor(
-    period: Period, active_from: datetime, active_to: datetime | None, by: str = "day"
-) -> Decimal:
-    """Share of the period a subscription is active, to 30 decimal places
-    (`proration_parts`); the factors of a split period add up to 1."""
-    return proration_ratio(*proration_parts(period, active_from, active_to, by))
+    return proration_ratio(part, whole)

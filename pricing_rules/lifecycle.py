@@ -36,8 +36,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pricing_rules.catalog import Catalog
-from pricing_rules.charges import ChargeBase, PricedCharge, model_name, price_charge, price_prorated
-from pricing_rules.cycles import BillingCycle, Period, proration_parts
+from pricing_rules.charges import ChargeBase, PricedCharge, model_name, price_charge
+from pricing_rules.cycles import BillingCycle, Period, proration_factor
 from pricing_rules.money import MONEY_CONTEXT
 
 Action = Literal["start", "change_plan", "change_seats", "pause", "resume", "cancel"]
@@ -414,8 +414,8 @@ def _line(
     by: Proration,
 ) -> ProratedLine:
     charge, seats = item
-    part, whole = proration_parts(period, cycle.start_of(first), cycle.start_of(end), by)
-    factor, priced = price_prorated(charge, seats, part, whole)
+    factor = proration_factor(period, cycle.start_of(first), cycle.start_of(end), by)
+    priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats), factor))
     return ProratedLine(key[0], key[1], charge, role, first, end, factor, seats, priced)
 
 

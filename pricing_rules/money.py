@@ -98,17 +98,6 @@ def from_minor_units(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-minor_unit_exponent(currency), context=MONEY_CONTEXT)
 
 
-def share(amount: Decimal, part: Decimal | int, whole: Decimal | int) -> Decimal:
-    """amount x part / whole, dividing once, last: exact whenever the result ends within
-    50 digits, so an amount that is a tie at the minor unit stays one.
-
-    # 71.25 x 25/30 = 59.375 exactly (a 30-place factor 0.8333.. would give 59.37499..)
-    >>> share(Decimal("71.25"), 25, 30)
-    Decimal('59.375')
-    """
-    return MONEY_CONTEXT.divide(MONEY_CONTEXT.multiply(amount, Decimal(part)), Decimal(whole))
-
-
 def plain(value: Decimal) -> str:
     """The exact value in plain notation without trailing zeros: how explanation rows and
     precise amounts are written, whatever arithmetic produced the value.

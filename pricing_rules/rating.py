@@ -40,7 +40,6 @@ from pricing_rules.charges import (
     PricedCharge,
     model_name,
     price_charge,
-    price_prorated,
 )
 from pricing_rules.localtime import with_local_day
 from pricing_rules.money import (
@@ -48,11 +47,10 @@ from pricing_rules.money import (
     RoundingMode,
     plain,
     round_money,
-    share,
     show_quantity,
     to_minor_units,
 )
-from pricing_rules.periods import BillingPeriod, local_midnight
+from pricing_rules.periods import BillingPeriod, local_midnight, proration_ratio
 from pricing_rules.terms import AccountTerms, Discount
 
 if TYPE_CHECKING:
@@ -368,8 +366,10 @@ def fixed_fields(charge: ChargeBase, seats: int, active: int, days: int) -> dict
     >>> plain(fields["precise"]), fields["description"]
     ('181.25', 'Seats: 25 seat(s), 15 of 30 days at 14.50 per period')
     """
-    factor, priced = price_prorated(charge, seats, active, days)
-    who = f"{seats} seat(s), " if model_name(type(charge)) == "per_seat" else ""
+    factor = proration_ratio(active, days)
+    per_seat = model_name(type(charge)) == "per_seat"
+    priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats if per_seat else 1), factor))
+    who = f"{seats} seat(s), " if per_seat else ""
     return {
         "quantity": priced.quantity,
         "unit_price": priced.unit_price,
@@ -858,8 +858,7 @@ class _Rater:
             return
         invoice = self.invoice(sub["account_id"], plan)
         factor = self.period.proration_factor(sub["start_date"], sub["end_date"])
-        active = self.period.active_days(sub["start_date"], sub["end_date"])
-        committed = share(plan.minimum_commitment, active, self.period.days)
+        committed = MONEY_CONTEXT.multiply(plan.minimum_commitment, factor)
         spent = self.billed_before.get(sub["subscription_id"], Decimal(0)) + sum(
             (
                 line["amount"]
@@ -960,7 +959,7 @@ class _Rater:
             covered = discount.covered_days(self.period.start, self.period.end)
             if covered == 0:
                 continue
-            portion = MONEY_CONTEXT.divide(Decimal(covered), Decimal(self.period.days))
+            share = MONEY_CONTEXT.divide(Decimal(covered), Decimal(self.period.days))
             # A plan's discount reaches only that plan's lines; an account's, every line.
             lines = [
                 line for line in invoice.lines if source == "account" or line["plan_id"] == source
@@ -982,13 +981,12 @@ class _Rater:
             if base <= 0:
                 continue
             if discount.kind == "percentage":
-                full = share(base, discount.value, 100)
+                full = MONEY_CONTEXT.multiply(base, discount.value / Decimal(100))
             else:
                 full = min(discount.value, base)
             # Stacked discounts never take the invoice below zero.
             remaining = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
-            valid = share(full, covered, self.period.days)
-            precise = min(valid, max(remaining, Decimal(0)))
+            precise = min(MONEY_CONTEXT.multiply(full, share), max(remaining, Decimal(0)))
             if precise <= 0:
                 continue
             label = (
@@ -1003,7 +1001,7 @@ class _Rater:
                 name=discount.name,
                 kind="discount",
                 unit="discount",
-                proration_factor=None if covered == self.period.days else portion,
+                proration_factor=None if covered == self.period.days else share,
                 precise=precise.copy_negate(),
                 description=f"{discount.name}: {label} off {plain(base)} "
                 f"({discount.applies_to})"
@@ -1012,7 +1010,7 @@ class _Rater:
                     if covered == self.period.days
                     else f", valid {covered} of {self.period.days} days"
                 ),
-                details=[ChargeDetail(f"{label} of {plain(base)}", portion, precise.copy_negate())],
+                details=[ChargeDetail(f"{label} of {plain(base)}", share, precise.copy_negate())],
             )
 
     def tax(self, invoice: _Invoice) -> None:
@@ -1411,13 +1409,21 @@ def rate(
     Usage falls on the account's local days (its `timezone` in `accounts`); with
     `local_months=False` (a month billed in UTC months) on UTC days.
     """
-    given = {**_stored_histories(subscriptions), **(histories or {})}
-    histories = _ended_by_rows(
-        {**_own_cycle_histories(subscriptions, catalog), **given}, subscriptions
+    repeated = conform_subscriptions(subscriptions).filter(
+        pl.col("subscription_id").is_duplicated()
     )
-    # A plain row's own-cycle history mirrors the row; a given history may outlast it.
-    subscriptions = _ended_as_served(
-        subscriptions, {sub_id: histories[sub_id] for sub_id in given}, catalog
+    if repeated.height:
+        raise RatingError(
+            f"subscription {repeated['subscription_id'][0]} is on {repeated.height} rows; "
+            "a subscription id names one row (a history holds its changes)"
+        )
+    histories = _ended_by_rows(
+        {
+            **_own_cycle_histories(subscriptions, catalog),
+            **_stored_histories(subscriptions),
+            **(histories or {}),
+        },
+        subscriptions,
     )
     subs = _in_force(active_subscriptions(subscriptions, period), histories, catalog, period)
     present = set(usage.collect_schema().names())
@@ -1560,14 +1566,10 @@ def rate(
     # A history starting after the period is billed in advance on this invoice. One whose
     # service ended on the period's first day is settled on it: the credits and arrears
     # the last run could not know of.
-    outside = (
-        conform_subscriptions(subscriptions)
-        .filter(
-            pl.col("subscription_id").is_in(list(histories))
-            & ~pl.col("subscription_id").is_in(subs["subscription_id"].implode())
-            & ((pl.col("start_date") >= period.end) | (pl.col("end_date") == period.start))
-        )
-        .unique("subscription_id", keep="first", maintain_order=True)
+    outside = conform_subscriptions(subscriptions).filter(
+        pl.col("subscription_id").is_in(list(histories))
+        & ~pl.col("subscription_id").is_in(subs["subscription_id"].implode())
+        & ((pl.col("start_date") >= period.end) | (pl.col("end_date") == period.start))
     )
     for sub in outside.iter_rows(named=True):
         if sub["plan_id"] in catalog.plans:
@@ -1639,43 +1641,6 @@ def _ended_by_rows(
         sub_id: ended_by(history, ends[sub_id]) if sub_id in ends else history
         for sub_id, history in histories.items()
     }
-
-
-def _ended_as_served(
-    subscriptions: pl.DataFrame, histories: Mapping[str, History], catalog: Catalog
-) -> pl.DataFrame:
-    """Rows whose history records its own end, ending when that service ends. A cancel
-    at the period's end on a quarterly plan serves to the quarter's end, whatever end
-    date the row was given, and the runs up to it bill and settle it."""
-    from pricing_rules.lifecycle import LifecycleError, cycle_for, timeline
-
-    ends: dict[str, date | None] = {}
-    for sub_id, history in histories.items():
-        if not any(c.action == "cancel" for c in history.changes):
-            continue
-        try:
-            segments = timeline(history, catalog, cycle_for(history, catalog))
-        except (LifecycleError, KeyError, StopIteration):
-            continue  # `_in_force` and the lifecycle report what is wrong with it
-        if segments:
-            ends[sub_id] = segments[-1].end
-    if not ends:
-        return subscriptions
-    frame = conform_subscriptions(subscriptions)
-    served = pl.DataFrame(
-        {"subscription_id": list(ends), "_served_to": list(ends.values())},
-        schema={"subscription_id": pl.String, "_served_to": pl.Date},
-    )
-    return (
-        frame.join(served, on="subscription_id", how="left")
-        .with_columns(
-            pl.when(pl.col("subscription_id").is_in(list(ends)))
-            .then(pl.col("_served_to"))
-            .otherwise(pl.col("end_date"))
-            .alias("end_date")
-        )
-        .drop("_served_to")
-    )
 
 
 def _own_cycle_histories(subscriptions: pl.DataFrame, catalog: Catalog) -> dict[str, History]:

@@ -21,7 +21,6 @@ from pricing_rules.charges.graduated import GraduatedCharge
 from pricing_rules.charges.package import PackageCharge
 from pricing_rules.charges.per_seat import PerSeatCharge
 from pricing_rules.charges.per_unit import PerUnitCharge
-from pricing_rules.charges.prorated import price_prorated
 from pricing_rules.charges.volume import VolumeCharge
 
 CHARGE_MODELS: tuple[type[ChargeBase], ...] = (
@@ -61,5 +60,4 @@ __all__ = [
     "VolumeCharge",
     "model_name",
     "price_charge",
-    "price_prorated",
 ]

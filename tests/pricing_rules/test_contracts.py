@@ -126,21 +126,6 @@ def test_early_termination_fee_and_nothing_committed_after() -> None:
     assert "contract:C1:commitment" not in amounts(bill("2027-12", terms, Decimal(0)))
 
 
-def test_a_termination_fee_that_is_exactly_half_a_cent_rounds_as_a_tie() -> None:
-    # Commitment 19 a year, terminated on 2028-09-10: 3 months left (October to
-    # December 2028). 10% x 19 x 3 / 12 = 0.475 exactly -> 0.48 (the EUR plan rounds half
-    # even). Dividing by 12 first (1.58333..3 x 3 x 0.1 = 0.47499..) would round to 0.47.
-    terms = contract(
-        ramps=[],
-        commitment="19",
-        termination_fee="0",
-        termination_fee_percent="10",
-        terminated_on="2028-09-10",
-    )
-    assert terms.termination_fee_due(date(2028, 9, 1), date(2028, 10, 1)) == Decimal("0.475")
-    assert amounts(bill("2028-09", terms))["contract:C1:termination"] == Decimal("0.48")
-
-
 def test_a_year_cut_short_by_a_termination_is_trued_up_pro_rata() -> None:
     # 3,000 a contract year; terminated on 2027-03-10, so year 2 (2027) stops after 68 of
     # its 365 days: 3,000 x 68/365 = 558.904...; January and February billed 370.00 and

@@ -28,7 +28,7 @@ from pricing_rules.lifecycle import (
 )
 from pricing_rules.money import RoundingMode, round_money
 from pricing_rules.periods import BillingPeriod, proration_ratio
-from pricing_rules.rating import rate, subscription_frame
+from pricing_rules.rating import RatingError, rate, subscription_frame
 from tests.pricing_rules.frames import usage_frame
 
 CATALOG = parse_catalog(
@@ -941,44 +941,9 @@ def test_a_stored_history_without_an_end_is_ended_by_its_row() -> None:
     assert "Q:fee:unused:quarterly_plus:2026-10-15:2027-01-01:1" in billed["2026-12"]
 
 
-def test_a_history_that_serves_past_its_rows_end_is_billed_to_its_end() -> None:
-    # Quarterly Plus from October 1, cancelled on October 20 at the period's end: it
-    # serves Q4 to January 1, though its row (as `import --histories-file` writes it)
-    # ends on November 1. December's run, when the quarter ends, bills Support's whole
-    # quarter in arrears, 15.00; November and January bill nothing.
-    history = History.model_validate(
-        {
-            "subscription_id": "S",
-            "changes": [
-                {"action": "start", "day": "2026-10-01", "plan": "quarterly_plus", "seats": 1},
-                {"action": "cancel", "day": "2026-10-20"},
-            ],
-        }
-    )
-    subs = subscription_frame(
-        [
-            {
-                "subscription_id": "S",
-                "account_id": "A",
-                "plan_id": "quarterly_plus",
-                "start_date": date(2026, 10, 1),
-                "end_date": date(2026, 11, 1),
-                "history": history.model_dump_json(),
-            }
-        ]
-    )
-
-    def billed(month: str) -> list[tuple[str, int]]:
-        lines = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse(month)).lines
-        return lines.select("charge_id", "amount_minor").rows()
-
-    assert billed("2026-11") == billed("2027-01") == []
-    assert billed("2026-12") == [("support", 1500)]
-
-
-def test_a_subscription_on_two_rows_outside_the_period_is_settled_once() -> None:
-    # One row ended on December 1, the next starts on January 1: December's run bills
-    # Q1 2027 in advance (90.00) once.
+def test_a_subscription_id_on_two_rows_stops_the_rating() -> None:
+    # The ledger keys subscriptions by id; a frame with one id on two rows (an ended row
+    # and a restart) would be billed from two histories, so rating refuses it.
     subs = subscription_frame(
         [
             {
@@ -991,10 +956,8 @@ def test_a_subscription_on_two_rows_outside_the_period_is_settled_once() -> None
             for start, end in ((date(2026, 10, 1), date(2026, 12, 1)), (date(2027, 1, 1), None))
         ]
     )
-    lines = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse("2026-12")).lines
-    assert lines.select("line_id", "amount_minor").rows() == [
-        ("S:fee:advance:quarterly:2027-01-01:2027-04-01:1", 9000)
-    ]
+    with pytest.raises(RatingError, match="subscription S is on 2 rows"):
+        rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse("2026-12"))
 
 
 def test_a_credit_for_unused_time_is_the_exact_negative_of_what_was_charged() -> None:
