@@ -218,6 +218,7 @@ def _import(
         read_subscriptions,
         read_terms,
     )
+    from pricing_rules.catalog import CatalogError, load_catalog
     from tasks.common import ledger
 
     db = ledger(settings)
@@ -235,10 +236,12 @@ def _import(
             console.print(f"Imported terms for {len(terms)} accounts")
         if histories_file:
             before = db.subscriptions()
-            count = db.upsert_subscriptions(read_histories(histories_file))
+            # The catalog's cycles say where a cancelled history's service ends.
+            catalog = load_catalog(settings.catalog_path)
+            count = db.upsert_subscriptions(read_histories(histories_file, catalog))
             console.print(f"Imported {count} subscription histories")
             _warn_backdated(db, before)
-    except (DirectoryError, KeyError) as exc:
+    except (DirectoryError, CatalogError, KeyError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
 
