@@ -218,7 +218,6 @@ def _import(
         read_subscriptions,
         read_terms,
     )
-    from pricing_rules.catalog import CatalogError, load_catalog
     from tasks.common import ledger
 
     db = ledger(settings)
@@ -236,12 +235,10 @@ def _import(
             console.print(f"Imported terms for {len(terms)} accounts")
         if histories_file:
             before = db.subscriptions()
-            # The catalog's cycles say where a cancelled history's service ends.
-            catalog = load_catalog(settings.catalog_path)
-            count = db.upsert_subscriptions(read_histories(histories_file, catalog))
+            count = db.upsert_subscriptions(read_histories(histories_file))
             console.print(f"Imported {count} subscription histories")
             _warn_backdated(db, before)
-    except (DirectoryError, CatalogError, KeyError) as exc:
+    except (DirectoryError, KeyError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
 

@@ -11,8 +11,7 @@ import polars as pl
 import yaml
 from pydantic import ValidationError
 
-from pricing_rules.catalog import Catalog
-from pricing_rules.lifecycle import History, LifecycleError, cycle_for, timeline
+from pricing_rules.lifecycle import History
 from pricing_rules.terms import AccountTerms
 
 ACCOUNT_SCHEMA: dict[str, type[pl.DataType]] = {
@@ -163,16 +162,14 @@ def read_terms(path: Path) -> list[AccountTerms]:
     return terms
 
 
-def read_histories(path: Path, catalog: Catalog | None = None) -> pl.DataFrame:
+def read_histories(path: Path) -> pl.DataFrame:
     """A YAML list of subscription histories, as subscription rows that keep the history.
 
     Each entry has `subscription_id`, `account_id` and `changes` (see
     `pricing_rules.lifecycle.History`). The row's start is the history's start, its plan
     and seats the first ones (rating uses those in force each period), and its end the
-    end of service: with a catalog, where the history's timeline ends (a cancel at the
-    period's end of a quarterly plan serves to the quarter's end); without one, the
-    cancel day, or with `timing: period_end` (the default) the end of that calendar
-    month.
+    cancellation: the cancel day, or with `timing: period_end` (the default) the end of
+    that calendar month.
     """
     if not path.is_file():
         raise DirectoryError(f"{path} does not exist")
@@ -197,13 +194,6 @@ def read_histories(path: Path, catalog: Catalog | None = None) -> pl.DataFrame:
         end = None
         if last.action == "cancel":
             end = last.day if last.timing == "immediate" else _next_month(last.day)
-            if catalog is not None:
-                try:
-                    segments = timeline(history, catalog, cycle_for(history, catalog))
-                except (LifecycleError, KeyError) as exc:
-                    problems.append(f"[{index}]: {exc}")
-                    continue
-                end = segments[-1].end if segments else end
         rows.append(
             {
                 "subscription_id": history.subscription_id,

@@ -1409,13 +1409,13 @@ def rate(
     Usage falls on the account's local days (its `timezone` in `accounts`); with
     `local_months=False` (a month billed in UTC months) on UTC days.
     """
-    repeated = conform_subscriptions(subscriptions).filter(
-        pl.col("subscription_id").is_duplicated()
-    )
-    if repeated.height:
+    ids = conform_subscriptions(subscriptions)["subscription_id"]
+    counts = ids.value_counts().filter(pl.col("count") > 1)
+    if counts.height:
+        repeated, rows = counts.row(0)
         raise RatingError(
-            f"subscription {repeated['subscription_id'][0]} is on {repeated.height} rows; "
-            "a subscription id names one row (a history holds its changes)"
+            f"subscription {repeated} is on {rows} rows; a subscription id names one row "
+            "(a history holds its changes)"
         )
     histories = _ended_by_rows(
         {

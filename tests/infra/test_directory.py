@@ -20,10 +20,6 @@ from infra.directory import (
     read_subscriptions,
     read_terms,
 )
-from pricing_rules.catalog import parse_catalog
-from pricing_rules.periods import BillingPeriod
-from pricing_rules.rating import rate
-from tests.pricing_rules.frames import usage_frame
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -417,60 +413,6 @@ def test_histories_become_subscription_rows_that_keep_them(tmp_path: Path) -> No
     ]
     stored = read_histories(path)["history"][0]
     assert '"billing_from":"2026-10-01"' in stored and '"plan":"max"' in stored
-
-
-QUARTERLY_CATALOG = """
-version: "q"
-metrics: {}
-plans:
-  quarterly:
-    name: Quarterly
-    currency: USD
-    interval: quarter
-    charges:
-      - {id: fee, name: Subscription, model: flat, amount: "90.00"}
-      - {id: support, name: Support, model: flat, amount: "15.00", timing: arrears}
-"""
-
-
-def test_with_the_catalog_a_row_ends_where_its_service_does(tmp_path: Path) -> None:
-    # Cancelled on October 20 at the period's end: a quarterly plan serves Q4 to
-    # January 1, and its row ends there, so the runs up to it see the subscription
-    # (and bill Support's quarter in arrears). Without the catalog the row ends with the
-    # calendar month, November 1.
-    path = write(
-        tmp_path,
-        "histories.yaml",
-        """
-- subscription_id: S-1
-  account_id: ACC-1
-  changes:
-    - {action: start, day: 2026-10-01, plan: quarterly}
-    - {action: cancel, day: 2026-10-20}
-""",
-    )
-    catalog = parse_catalog(QUARTERLY_CATALOG)
-    assert read_histories(path, catalog)["end_date"].to_list() == [date(2027, 1, 1)]
-    assert read_histories(path)["end_date"].to_list() == [date(2026, 11, 1)]
-    subs = read_histories(path, catalog)
-    december = rate(usage_frame([]), subs, catalog, BillingPeriod.parse("2026-12")).lines
-    assert december.select("charge_id", "amount_minor").rows() == [("support", 1500)]
-
-
-def test_a_history_on_a_plan_the_catalog_lacks_is_reported(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        "histories.yaml",
-        """
-- subscription_id: S-1
-  account_id: ACC-1
-  changes:
-    - {action: start, day: 2026-10-01, plan: nowhere}
-    - {action: cancel, day: 2026-10-20}
-""",
-    )
-    with pytest.raises(DirectoryError, match=r"\[0\]"):
-        read_histories(path, parse_catalog(QUARTERLY_CATALOG))
 
 
 def test_bad_histories_are_reported_with_their_place(tmp_path: Path) -> None:
