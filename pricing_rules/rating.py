@@ -1086,9 +1086,10 @@ class _Rater:
 
 
 class _FrameLines:
-    """Usage lines priced as frames. The invoice steps see each line as a small dict of
-    the fields they read (`refs`, by subscription and charge key); the frames themselves
-    go into the rated lines as they are (`assemble`)."""
+    """Lines priced as frames (usage and call-deck charges, whole-period fixed fees). The
+    invoice steps see each line as a small dict of the fields they read (`refs`, by
+    subscription and charge key); the frames themselves go into the rated lines as they
+    are (`assemble`)."""
 
     _REF_COLUMNS = ("line_id", "subscription_id", "plan_id", "charge_id", "charge_kind")
 
@@ -1128,6 +1129,9 @@ class _FrameLines:
             for i, line in enumerate(ordered)
             if "_frame" in line
         ]
+        priced = sum("_frame" in ref for ref in self.refs.values())
+        if len(framed) != priced:
+            raise RatingError(f"{priced} lines were priced as frames, {len(framed)} invoiced")
         parts = [
             pl.from_dicts([line for _, line in own], schema=LINE_SCHEMA).with_columns(
                 pl.Series("_position", [i for i, _ in own], dtype=pl.Int64)

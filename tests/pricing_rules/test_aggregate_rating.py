@@ -344,3 +344,23 @@ def test_a_frame_line_is_rounded_as_its_invoice_rounds() -> None:
         ("S1:sms", 451, "half_up"),
         ("S2:sms", 451, "half_up"),
     ]
+
+
+def test_a_frame_line_left_off_every_invoice_stops_the_rating() -> None:
+    # Nothing priced may vanish: assembling without one of the priced lines is an error.
+    from pricing_rules.aggregate_rating import line_frame
+    from pricing_rules.rating import RatingError, _FrameLines
+
+    charge = FlatCharge(id="f", name="Fee", model="flat", amount=Decimal(10))
+    subs = pl.DataFrame(
+        {"subscription_id": ["S"], "account_id": ["A"], "plan_id": ["p"], "seats": [1]}
+    )
+    priced = price_fixed_lines(charge, subs, days=30, currency="USD", rounding=RoundingMode.HALF_UP)
+    frames = _FrameLines()
+    frames.add(
+        "f",
+        line_frame(priced, key="f", charge=charge, currency="USD", rounding=RoundingMode.HALF_UP),
+    )
+    assert frames.assemble([frames.refs[("S", "f")]])["amount_minor"].to_list() == [1000]
+    with pytest.raises(RatingError, match="1 lines were priced as frames, 0 invoiced"):
+        frames.assemble([])
