@@ -633,6 +633,25 @@ def runs(
     return billed
 
 
+def row(
+    plan_id: str,
+    start: date,
+    end: date | None = None,
+    *,
+    subscription_id: str = "S",
+    history: History | None = None,
+) -> dict[str, object]:
+    """One subscription row of account A."""
+    return {
+        "subscription_id": subscription_id,
+        "account_id": "A",
+        "plan_id": plan_id,
+        "start_date": start,
+        "end_date": end,
+        **({"history": history.model_dump_json()} if history is not None else {}),
+    }
+
+
 def test_a_quarterly_plan_bills_its_first_part_quarter_then_whole_quarters_ahead() -> None:
     # Q1 2026 has 90 days; from February 10 the rest is 50 days: 90.00 x 50/90 = 50.00 on
     # February's invoice; Q2 (90.00) on March's, in advance; nothing in April or May.
@@ -888,17 +907,7 @@ def test_a_quarterly_row_ending_on_a_runs_first_day_is_settled_by_that_run() -> 
     # row as active, but settles it: Support in arrears 15.00 x 61/92 = 9.95, and the
     # unused December days of the fees billed ahead: -180.00 x 31/92 = -60.65 and
     # -30.00 x 31/92 = -10.11. January's run bills nothing.
-    subs = subscription_frame(
-        [
-            {
-                "subscription_id": "S",
-                "account_id": "A",
-                "plan_id": "quarterly_plus",
-                "start_date": date(2026, 10, 1),
-                "end_date": date(2026, 12, 1),
-            }
-        ]
-    )
+    subs = subscription_frame([row("quarterly_plus", date(2026, 10, 1), date(2026, 12, 1))])
 
     def billed(month: str) -> list[tuple[str, int]]:
         lines = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse(month)).lines
@@ -920,14 +929,13 @@ def test_a_stored_history_without_an_end_is_ended_by_its_row() -> None:
     )
     subs = subscription_frame(
         [
-            {
-                "subscription_id": "Q",
-                "account_id": "A",
-                "plan_id": "quarterly",
-                "start_date": date(2026, 7, 1),
-                "end_date": date(2026, 12, 1),
-                "history": history.model_dump_json(),
-            }
+            row(
+                "quarterly",
+                date(2026, 7, 1),
+                date(2026, 12, 1),
+                subscription_id="Q",
+                history=history,
+            )
         ]
     )
     months = ["2026-11", "2026-12", "2027-01", "2027-03"]
@@ -946,14 +954,8 @@ def test_a_subscription_id_on_two_rows_stops_the_rating() -> None:
     # and a restart) would be billed from two histories, so rating refuses it.
     subs = subscription_frame(
         [
-            {
-                "subscription_id": "S",
-                "account_id": "A",
-                "plan_id": "quarterly",
-                "start_date": start,
-                "end_date": end,
-            }
-            for start, end in ((date(2026, 10, 1), date(2026, 12, 1)), (date(2027, 1, 1), None))
+            row("quarterly", date(2026, 10, 1), date(2026, 12, 1)),
+            row("quarterly", date(2027, 1, 1)),
         ]
     )
     with pytest.raises(RatingError, match="subscription S is on 2 rows"):
