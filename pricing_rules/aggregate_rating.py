@@ -429,14 +429,20 @@ def price_usage_lines(
     return rounded(priced, currency, rounding)
 
 
+def _fee_price(charge: ChargeBase) -> Decimal | None:
+    """A flat fee's amount or a per-seat fee's price per seat; None for other charges."""
+    if isinstance(charge, PerSeatCharge):
+        return charge.unit_price
+    return charge.amount if isinstance(charge, FlatCharge) else None
+
+
 def fixed_frame_ready(charge: ChargeBase) -> bool:
     """Whether `price_fixed_lines` prices this charge: a flat or per-seat fee with no
     allowance, minimum or maximum, and a price of at most 18 decimals."""
-    if not isinstance(charge, FlatCharge | PerSeatCharge):
-        return False
-    price = charge.unit_price if isinstance(charge, PerSeatCharge) else charge.amount
+    price = _fee_price(charge)
     return (
-        charge.free_units is None
+        price is not None
+        and charge.free_units is None
         and charge.minimum_amount is None
         and charge.maximum_amount is None
         and _decimals(price) <= _AMOUNT_SCALE
@@ -465,10 +471,11 @@ def price_fixed_lines(
     >>> line["amount_minor"], line["description"]
     (36250, 'Seats: 25 seat(s), 31 of 31 days at 14.50 per period')
     """
-    if not isinstance(charge, FlatCharge | PerSeatCharge) or not fixed_frame_ready(charge):
+    price = _fee_price(charge)
+    if price is None or not fixed_frame_ready(charge):
         raise ValueError(f"charge {charge.id!r} ({model_name(type(charge))}) is priced one by one")
+    assert isinstance(charge, FlatCharge | PerSeatCharge)
     per_seat = isinstance(charge, PerSeatCharge)
-    price = charge.unit_price if isinstance(charge, PerSeatCharge) else charge.amount
     quantity = (
         pl.col("seats").cast(pl.Decimal(38, 0)) if per_seat else pl.lit(Decimal(1), _QUANTITY)
     ).cast(_QUANTITY)

@@ -1161,9 +1161,7 @@ def _fixed_frame_lines(
     (`aggregate_rating.price_fixed_lines`). Subscriptions with a history, part of the
     period, or an account price for the fee are priced one by one (`_Rater.recurring`)."""
     whole = subs.filter(
-        ~pl.col("subscription_id").is_in(list(histories))
-        & (pl.col("start_date") <= period.start)
-        & (pl.col("end_date").is_null() | (pl.col("end_date") >= period.end))
+        ~pl.col("subscription_id").is_in(list(histories)) & _covers_period(period)
     ).select(
         "subscription_id", "account_id", "plan_id", "add_ons", pl.col("quantity").alias("seats")
     )
@@ -1176,10 +1174,12 @@ def _fixed_frame_lines(
         for key, charge in catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons})):
             if charge.kind != "recurring" or not fixed_frame_ready(charge):
                 continue
-            own_price = [a for a, p, k in own if p == plan_id and k == key]
-            listed = scope.filter(~pl.col("account_id").is_in(own_price))
             priced = price_fixed_lines(
-                charge, listed, days=period.days, currency=plan.currency, rounding=plan.rounding
+                charge,
+                _list_priced(scope, own, plan_id, key),
+                days=period.days,
+                currency=plan.currency,
+                rounding=plan.rounding,
             )
             frames.add(
                 key,
@@ -1196,6 +1196,15 @@ def _own_prices(terms: Mapping[str, AccountTerms]) -> set[tuple[str, str, str]]:
         for account_id, t in terms.items()
         for o in t.effective_overrides()
     }
+
+
+def _list_priced(
+    frame: pl.DataFrame, own: set[tuple[str, str, str]], plan_id: str, key: str
+) -> pl.DataFrame:
+    """The rows of `frame` (one plan's subscriptions) whose account has no price of its
+    own for the charge: those `_override` would leave at the list price."""
+    accounts = [a for a, p, k in own if p == plan_id and k == key]
+    return frame.filter(~pl.col("account_id").is_in(accounts)) if accounts else frame
 
 
 def _frame_lines(
@@ -1216,14 +1225,7 @@ def _frame_lines(
         subs.select("subscription_id", "account_id", "plan_id", pl.col("quantity").alias("seats")),
         on="subscription_id",
     )
-    own_price = pl.DataFrame(
-        [(a, p) for a, p, k in own if p == plan_id and k == key],
-        schema={"account_id": pl.String, "plan_id": pl.String},
-        orient="row",
-    )
-    framed = scoped.join(own_price, on=["account_id", "plan_id"], how="anti").filter(
-        pl.col("quantity") >= 0
-    )
+    framed = _list_priced(scoped, own, plan_id, key).filter(pl.col("quantity") >= 0)
     priced = price_usage_lines(
         charge, framed, metric_unit=metric_unit, currency=plan.currency, rounding=plan.rounding
     )
@@ -1262,13 +1264,19 @@ def _unmatched_overrides(
     return notices
 
 
+def _covers_period(period: BillingPeriod) -> pl.Expr:
+    """A subscription row active on every day of the period."""
+    return (pl.col("start_date") <= period.start) & (
+        pl.col("end_date").is_null() | (pl.col("end_date") >= period.end)
+    )
+
+
 def _split_by_day(subs: pl.DataFrame, period: BillingPeriod) -> list[str]:
     """Accounts whose usage is attributed day by day: all with a subscription in the
     period, except those with exactly one, active on every day of it."""
-    covering = (pl.col("start_date") <= period.start) & (
-        pl.col("end_date").is_null() | (pl.col("end_date") >= period.end)
+    counted = subs.group_by("account_id").agg(
+        pl.len(), _covers_period(period).all().alias("covers")
     )
-    counted = subs.group_by("account_id").agg(pl.len(), covering.all().alias("covers"))
     return counted.filter((pl.col("len") > 1) | ~pl.col("covers"))["account_id"].to_list()
 
 
@@ -1413,8 +1421,7 @@ def rate(
     Usage falls on the account's local days (its `timezone` in `accounts`); with
     `local_months=False` (a month billed in UTC months) on UTC days.
     """
-    ids = conform_subscriptions(subscriptions)["subscription_id"]
-    counts = ids.value_counts().filter(pl.col("count") > 1)
+    counts = subscriptions["subscription_id"].value_counts().filter(pl.col("count") > 1)
     if counts.height:
         repeated, rows = counts.row(0)
         raise RatingError(
