@@ -46,6 +46,9 @@ EXACT_DTYPE: Final = pl.Decimal(38, EXACT_SCALE)
 MAX_ROUNDING_DECIMALS: Final = 12
 # E.164 numbers have at most 15 digits; numbers and prefixes are keyed at that width.
 KEY_DIGITS: Final = 15
+_HEAD_DIGITS: Final = 6
+_SEARCH: Final = -2  # a head whose numbers must be searched (see `RateDeck._head_rows`)
+_POWERS_OF_TEN: Final = pl.Series([10**i for i in range(KEY_DIGITS + 1)], dtype=pl.Int64)
 
 RATES_SCHEMA: Final[dict[str, pl.DataType]] = {
     "prefix": pl.String(),
@@ -185,6 +188,29 @@ class RateDeck:
     def amount_dtype(self) -> pl.Decimal:
         return pl.Decimal(38, self.rounding_decimals)
 
+    @cached_property
+    def prefix_table(self) -> pl.DataFrame:
+        """One row per prefix, by destination then prefix: `prefix`, `destination` and
+        its rate per band, `rate_all`, `rate_peak`... (null where it has none). The
+        `range_column` of `rate_calls` is a row of this table."""
+        by_prefix: dict[str, dict[str, Any]] = {}
+        for prefix, destination, band, rate in self.rates.select(list(RATES_SCHEMA)).iter_rows():
+            entry = by_prefix.setdefault(prefix, {"destination": destination})
+            entry[band] = rate
+        listed = sorted(by_prefix, key=lambda p: (by_prefix[p]["destination"], p))
+        return pl.DataFrame(
+            {
+                "prefix": listed,
+                "destination": [by_prefix[p]["destination"] for p in listed],
+                **{f"rate_{band}": [by_prefix[p].get(band) for p in listed] for band in BANDS},
+            },
+            schema={
+                "prefix": pl.String,
+                "destination": pl.String,
+                **{f"rate_{band}": RATE_DTYPE for band in BANDS},
+            },
+        )
+
     @property
     def has_time_bands(self) -> bool:
         return bool(self._prefix_ranges[f"{_TMP}rate_all"].null_count())
@@ -201,13 +227,10 @@ class RateDeck:
         so a sweep splits each parent range around its children: every key then lies in
         at most one range, that of its longest matching prefix.
         """
-        rates = self.rates
-        by_prefix: dict[str, dict[str, Any]] = {}
-        for prefix, destination, band, rate in rates.select(list(RATES_SCHEMA)).iter_rows():
-            entry = by_prefix.setdefault(prefix, {"destination": destination})
-            entry[band] = rate
+        table = self.prefix_table
+        row_of = {prefix: row for row, prefix in enumerate(table["prefix"])}
         # By start; no two prefixes share a start, and a parent starts before its children.
-        spans = sorted((_key_range(prefix), prefix) for prefix in by_prefix)
+        spans = sorted((_key_range(prefix), prefix) for prefix in row_of)
         ranges: list[tuple[int, int, str]] = []
         stack: list[tuple[int, str]] = []  # (end, prefix) of the open ranges, innermost last
         cursor = 0
@@ -229,25 +252,62 @@ class RateDeck:
             top_end, top = stack.pop()
             emit(cursor, top_end, top)
             cursor = top_end + 1
-        return pl.DataFrame(
-            {
-                f"{_TMP}range_start": [r[0] for r in ranges],
-                f"{_TMP}range_end": [r[1] for r in ranges],
-                f"{_TMP}prefix": [r[2] for r in ranges],
-                f"{_TMP}destination": [by_prefix[r[2]]["destination"] for r in ranges],
-                **{
-                    f"{_TMP}rate_{band}": [by_prefix[r[2]].get(band) for r in ranges]
-                    for band in BANDS
+        row = pl.col(f"{_TMP}prefix_row")
+        return (
+            pl.DataFrame(
+                {
+                    f"{_TMP}range_start": [r[0] for r in ranges],
+                    f"{_TMP}range_end": [r[1] for r in ranges],
+                    f"{_TMP}prefix_row": [row_of[r[2]] for r in ranges],
                 },
-            },
-            schema={
-                f"{_TMP}range_start": pl.Int64,
-                f"{_TMP}range_end": pl.Int64,
-                f"{_TMP}prefix": pl.String,
-                f"{_TMP}destination": pl.String,
-                **{f"{_TMP}rate_{band}": RATE_DTYPE for band in BANDS},
-            },
-        ).set_sorted(f"{_TMP}range_start")
+                schema={
+                    f"{_TMP}range_start": pl.Int64,
+                    f"{_TMP}range_end": pl.Int64,
+                    f"{_TMP}prefix_row": pl.Int64,
+                },
+            )
+            .with_columns(pl.lit(table[c]).gather(row).alias(f"{_TMP}{c}") for c in table.columns)
+            .set_sorted(f"{_TMP}range_start")
+        )
+
+    @cached_property
+    def _head_rows(self) -> tuple[int, pl.Series]:
+        """(width w, the range row of each w-digit head): a look-up that spares most calls
+        the binary search. Every number of w digits or more that starts with head h lies
+        in range row `rows[h]`, or in no range when it is -1; -2 means the numbers of h
+        span several ranges (a longer prefix starts with h) and must be searched. A width
+        of at most 6 keeps the table at a million rows."""
+        ranges = self._prefix_ranges
+        width = max(1, min(_HEAD_DIGITS, max((len(p) for p in ranges[f"{_TMP}prefix"]), default=1)))
+        step = 10 ** (KEY_DIGITS - width)
+        head = pl.int_range(0, 10**width, dtype=pl.Int64, eager=True)
+        starts = pl.lit(ranges[f"{_TMP}range_start"])
+        ends = pl.lit(ranges[f"{_TMP}range_end"])
+        # The lowest and highest keys of the head's numbers of w digits or more.
+        low, high = pl.col("low"), pl.col("high")
+        first = starts.search_sorted(low, side="right").cast(pl.Int64) - 1
+        last = starts.search_sorted(high, side="right").cast(pl.Int64) - 1
+        end = ends.gather(pl.col("first").clip(0))
+        rows = (
+            pl.DataFrame({"head": head})
+            .with_columns(
+                (pl.col("head") * step * 16 + width).alias("low"),
+                (((pl.col("head") + 1) * step - 1) * 16 + 15).alias("high"),
+            )
+            .with_columns(first.alias("first"), last.alias("last"))
+            .select(
+                pl.when(pl.col("first") != pl.col("last"))
+                .then(pl.lit(_SEARCH))
+                .when((pl.col("first") < 0) | (low > end))
+                .then(pl.lit(-1))
+                .when(high <= end)
+                .then(pl.col("first"))
+                .otherwise(pl.lit(_SEARCH))
+                .cast(pl.Int64)
+                .alias("row")
+            )
+        )
+        return width, rows["row"]
 
 
 def _key_range(prefix: str) -> tuple[int, int]:
@@ -534,37 +594,59 @@ def _parse_time_bands(raw: Mapping[str, Any] | None, problem: Any) -> TimeBands 
 # ---------------------------------------------------------------------------------------
 
 
-def _number_key(column: str) -> pl.Expr:
-    """The range key of an E.164 number (see `RateDeck._prefix_ranges`); null when the
-    text is not 1 to 15 digits after an optional leading "+"."""
-    digits = pl.col(column).str.strip_prefix("+")
-    padded = digits.str.pad_end(KEY_DIGITS, "0").cast(pl.Int64, strict=False)
+def _with_number_key(frame: pl.LazyFrame, column: str) -> pl.LazyFrame:
+    """Add `__deck_key`, the range key of an E.164 number (see `RateDeck._prefix_ranges`);
+    null when the text is not 1 to 15 digits after an optional leading "+".
+
+    The digits are cut, measured and parsed once each, in steps: as one expression the
+    stripped text would be computed again for every use."""
+    digits, length, value = (pl.col(f"{_TMP}{c}") for c in ("digits", "length", "value"))
+    # The integer parse accepts one leading "+", so a second one is refused by hand.
+    valid = value.is_not_null() & length.is_between(1, KEY_DIGITS) & ~digits.str.starts_with("+")
+    pad = pl.lit(_POWERS_OF_TEN).gather((KEY_DIGITS - length).clip(0, KEY_DIGITS))
     return (
-        pl.when(digits.str.contains(r"^[0-9]{1,15}$"))
-        .then(padded * 16 + digits.str.len_bytes().cast(pl.Int64))
-        .otherwise(None)
+        frame.with_columns(pl.col(column).str.strip_prefix("+").alias(f"{_TMP}digits"))
+        .with_columns(
+            digits.str.len_bytes().cast(pl.Int64).alias(f"{_TMP}length"),
+            digits.cast(pl.UInt64, strict=False).cast(pl.Int64, strict=False).alias(f"{_TMP}value"),
+        )
+        .with_columns(
+            pl.when(valid).then(value * pad * 16 + length).alias(f"{_TMP}key"),
+        )
+        .drop(f"{_TMP}digits", f"{_TMP}length", f"{_TMP}value")
     )
 
 
 def _join_ranges(frame: pl.LazyFrame, deck: RateDeck, column: str) -> pl.LazyFrame:
-    """Find each number's range by binary search over the sorted range starts (the last
-    start at or before its key) and keep the match only if the key is also inside that
-    range. Row order is kept and nothing is sorted. Adds `__deck_hit` (false when nothing
-    matches) and the `__deck_*` range columns (their values are meaningless on a miss)."""
+    """Find each number's range: by its first digits in `RateDeck._head_rows` or, where
+    those leave it open, by binary search over the sorted range starts (the last start
+    at or before its key), kept only if the key is also inside that range. Row order is
+    kept and nothing is sorted. Adds `__deck_hit` (false when nothing matches) and the
+    `__deck_*` range columns (their values are meaningless on a miss)."""
     key = pl.col(f"{_TMP}key")
     ranges = deck._prefix_ranges
     columns = [c for c in ranges.columns if c != f"{_TMP}range_start"]
-    keyed = frame.with_columns(_number_key(column).alias(f"{_TMP}key"))
+    keyed = _with_number_key(frame, column)
     if ranges.height == 0:
         return keyed.with_columns(
             pl.lit(False).alias(f"{_TMP}hit"),
             *(pl.lit(None, ranges.schema[c]).alias(c) for c in columns),
         )
     starts = ranges[f"{_TMP}range_start"]
-    found = pl.lit(starts).search_sorted(key, side="right").cast(pl.Int64) - 1
+    width, heads = deck._head_rows
+    head = pl.col(f"{_TMP}head")
+    looked_up = (
+        pl.when(key % 16 >= width)
+        .then(pl.lit(heads).gather(key // (16 * 10 ** (KEY_DIGITS - width))))
+        .otherwise(pl.lit(_SEARCH, pl.Int64))
+    )
+    # Only the numbers the look-up leaves open are searched; the rest search a null.
+    searched = pl.lit(starts).search_sorted(pl.when(head == _SEARCH).then(key), side="right")
+    found = pl.when(head == _SEARCH).then(searched.cast(pl.Int64) - 1).otherwise(head)
     row = pl.col(f"{_TMP}row")
     return (
-        keyed.with_columns(found.alias(f"{_TMP}found"))
+        keyed.with_columns(looked_up.alias(f"{_TMP}head"))
+        .with_columns(found.alias(f"{_TMP}found"))
         .with_columns(pl.col(f"{_TMP}found").clip(0).alias(f"{_TMP}row"))
         .with_columns(*(pl.lit(ranges[c]).gather(row).alias(c) for c in columns))
         .with_columns(
@@ -574,7 +656,7 @@ def _join_ranges(frame: pl.LazyFrame, deck: RateDeck, column: str) -> pl.LazyFra
                 & (key <= pl.col(f"{_TMP}range_end"))
             ).alias(f"{_TMP}hit")
         )
-        .drop(f"{_TMP}found", f"{_TMP}row")
+        .drop(f"{_TMP}head", f"{_TMP}found", f"{_TMP}row")
     )
 
 
@@ -714,7 +796,11 @@ def _round(value: pl.Expr, decimals: int, mode: RoundingMode) -> pl.Expr:
 
 
 def rate_calls(
-    calls: pl.LazyFrame, deck: RateDeck, *, timezone_column: str = "timezone"
+    calls: pl.LazyFrame,
+    deck: RateDeck,
+    *,
+    timezone_column: str = "timezone",
+    range_column: str | None = None,
 ) -> pl.LazyFrame:
     """Price each call from the deck: longest-prefix match, time band, billing increments,
     connect fee, minimum charge and the deck's rounding, all in exact Decimal.
@@ -726,7 +812,9 @@ def rate_calls(
     the prefix has band rates), `rate_per_minute`, `billed_seconds`, `increments` (count,
     the first included), `usage_amount`, `connect_fee`, `minimum_adjustment`, `amount` and
     `unrated_reason`. Amounts are Decimal(38, rounding_decimals) and
-    `amount = usage_amount + connect_fee + minimum_adjustment`.
+    `amount = usage_amount + connect_fee + minimum_adjustment`. With `range_column`, each
+    call also carries the row of `deck.prefix_table` it matched (null when none): an
+    integer to group millions of calls on, far cheaper than the prefix text.
 
     An unrated call has null amounts and a reason (see `UNRATED_REASONS`), never a zero.
     A zero-second call is billed 0, with no connect fee and no minimum. Row order is
@@ -752,7 +840,8 @@ def rate_calls(
     missing = [c for c in needed if c not in names]
     if missing:
         raise ValueError(f"calls lack column(s) {', '.join(missing)}")
-    clash = [c for c in OUTPUT_COLUMNS if c in names] + [c for c in names if c.startswith(_TMP)]
+    added = [*OUTPUT_COLUMNS, *([range_column] if range_column else [])]
+    clash = [c for c in added if c in names] + [c for c in names if c.startswith(_TMP)]
     if clash:
         raise ValueError(f"calls already have column(s) {', '.join(clash)}")
     stamp = schema["timestamp"]
@@ -788,6 +877,8 @@ def rate_calls(
         .then(pl.col(f"{_TMP}rate_offpeak"))
         .when(banded == "weekend")
         .then(pl.col(f"{_TMP}rate_weekend"))
+        if deck.has_time_bands
+        else pl.lit(None, RATE_DTYPE)
     )
 
     duration = pl.col("duration").cast(pl.Int64)
@@ -850,7 +941,7 @@ def rate_calls(
         .with_columns(
             pl.when(~valid)
             .then(pl.lit("invalid_duration"))
-            .when(pl.col("prefix").is_null())
+            .when(~hit)
             .then(pl.lit("no_rate_for_destination"))
             .when(pl.col("rate_per_minute").is_null() & pl.col(f"{_TMP}time_band").is_null())
             .then(pl.lit("no_local_time"))
@@ -875,7 +966,15 @@ def rate_calls(
             .cast(money)
             .alias("amount"),
         )
-        .select(*names, *OUTPUT_COLUMNS)
+        .select(
+            *names,
+            *OUTPUT_COLUMNS,
+            *(
+                [pl.when(hit).then(pl.col(f"{_TMP}prefix_row")).alias(range_column)]
+                if range_column
+                else []
+            ),
+        )
         .cast(
             {
                 "billed_seconds": pl.Int64,

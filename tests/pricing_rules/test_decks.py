@@ -460,8 +460,10 @@ def test_plus_handling_and_malformed_numbers() -> None:
     good = ["+447700900123", "447700900123"]
     bad = ["++447700900123", "+44 7700 900123", "+44-77", "0044770090012", "", "+", None]
     too_long = "+4477009001231234"  # 16 digits: not E.164
-    found = [p for p, _ in matched(NESTED, [*good, *bad, too_long])]
-    assert found == ["447", "447"] + [None] * 8
+    # Past Int64 and past UInt64: refused, not an error.
+    huge = ["+9999999999999999999", "+447700900123123456789012"]
+    found = [p for p, _ in matched(NESTED, [*good, *bad, too_long, *huge])]
+    assert found == ["447", "447"] + [None] * 10
 
 
 def test_match_prefixes_keeps_other_columns() -> None:
@@ -644,7 +646,8 @@ digits = st.text(alphabet="0127", min_size=1, max_size=6)
         st.one_of(
             st.text(alphabet="0127", min_size=0, max_size=9),
             st.text(alphabet="0127", min_size=14, max_size=17),
-            st.text(alphabet="0127+ x", max_size=8),
+            # Signs, separators and non-ASCII digits are not E.164 digits.
+            st.text(alphabet="0127+ x-_\u0663", max_size=8),
         ),
         min_size=1,
         max_size=40,
@@ -659,13 +662,45 @@ def test_longest_prefix_match_agrees_with_brute_force(
 
     def brute_force(text: str) -> str | None:
         number = text.removeprefix("+")
-        if not (number.isdigit() and len(number) <= 15):
+        if not (number and set(number) <= set("0123456789") and len(number) <= 15):
             return None
         return max((p for p in prefixes if number.startswith(p)), key=len, default=None)
 
     found = matched(deck, texts)
     assert [p for p, _ in found] == [brute_force(t) for t in texts]
     assert [d for _, d in found] == [None if p is None else f"Dest {p}" for p, _ in found]
+
+
+@PROPERTY
+@given(
+    prefixes=st.sets(st.text(alphabet="01", min_size=1, max_size=10), min_size=1, max_size=25),
+    data=st.data(),
+)
+def test_longest_prefix_match_past_the_head_table_agrees_with_brute_force(
+    prefixes: set[str], data: st.DataObject
+) -> None:
+    """Prefixes longer than the 6-digit head table: numbers under their heads are
+    searched, the others looked up; both must find the longest prefix."""
+    deck = deck_of("".join(f"{p},Dest {p},all,0.01\n" for p in sorted(prefixes)))
+    texts = sorted(
+        {
+            data.draw(st.sampled_from(sorted(prefixes)))
+            + data.draw(st.text(alphabet="0129", max_size=8))
+            for _ in range(30)
+        }
+        | set(data.draw(st.lists(st.text(alphabet="019", min_size=1, max_size=15), max_size=10)))
+    )
+    width, heads = deck._head_rows
+    assert width == min(6, max(len(p) for p in prefixes))
+    # A prefix past the table's width leaves its head to the search.
+    assert (heads == -2).any() == any(len(p) > 6 for p in prefixes)
+
+    def brute_force(number: str) -> str | None:
+        if len(number) > 15:
+            return None
+        return max((p for p in prefixes if number.startswith(p)), key=len, default=None)
+
+    assert [p for p, _ in matched(deck, texts)] == [brute_force(t) for t in texts]
 
 
 increments_text = st.tuples(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pricing_rules.catalog import Catalog, CatalogError, parse_catalog
+from pricing_rules.decks import rate_calls
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import rate, subscription_frame
 
@@ -165,3 +169,95 @@ def test_a_deck_in_another_currency_is_a_catalog_error() -> None:
 def test_a_missing_deck_file_is_a_catalog_error() -> None:
     with pytest.raises(CatalogError, match=r"decks\.intl\.file"):
         parse_catalog(CATALOG, deck_texts={})
+
+
+NUMBERS = ["+442071234567", "+447700900123", "+4479", "+44", "+12125550100", "+81312345678", "x"]
+ZONES = {"A": "America/New_York", "B": "Europe/London", "C": "UTC"}
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(ZONES)),
+            st.sampled_from(NUMBERS),
+            st.integers(0, 400),
+            st.integers(0, 30 * 24 * 60 - 1),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_call_lines_list_what_each_call_was_priced(rows: list[tuple[str, str, int, int]]) -> None:
+    """Each line's rows are its calls, priced one by one by `rate_calls`, summed per
+    (prefix, band), listed by destination, prefix and band; unpriced calls are unrated."""
+    catalog = parse_catalog(CATALOG, deck_texts={"intl.csv": DECK})
+    start = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    usage = pl.DataFrame(
+        [
+            {
+                "event_id": f"c{i}",
+                "account_id": account,
+                "metric": "voice",
+                "quantity": Decimal(seconds),
+                "timestamp": start + timedelta(minutes=minute),
+                "destination": number,
+                "direction": "outbound",
+            }
+            for i, (account, number, seconds, minute) in enumerate(rows)
+        ],
+        schema=calls([]).collect_schema(),
+    )
+    subs = subscription_frame(
+        [
+            {
+                "subscription_id": f"S{account}",
+                "account_id": account,
+                "plan_id": "usd",
+                "start_date": date(2026, 1, 1),
+                "end_date": None,
+            }
+            for account in sorted(ZONES)
+        ]
+    )
+    accounts = pl.DataFrame({"account_id": list(ZONES), "timezone": list(ZONES.values())})
+    result = rate(usage.lazy(), subs, catalog, OCT, accounts=accounts)
+
+    priced = rate_calls(
+        usage.lazy().select(
+            "account_id",
+            "destination",
+            "timestamp",
+            pl.col("quantity").cast(pl.Int64).alias("duration"),
+            pl.col("account_id").replace_strict(ZONES).alias("timezone"),
+        ),
+        catalog.rate_deck("intl"),
+    ).collect()
+    expected: dict[str, dict[tuple[str, str, str], list[Any]]] = {}
+    for call in priced.filter(pl.col("unrated_reason").is_null()).iter_rows(named=True):
+        key = (call["deck_destination"], call["prefix"], call["band"])
+        row = expected.setdefault(f"S{call['account_id']}", {}).setdefault(key, [0, 0, 0, None])
+        row[0] += 1
+        row[1] += call["billed_seconds"]
+        row[2] += call["amount"]
+        row[3] = call["rate_per_minute"]
+    got = {
+        line["subscription_id"]: [
+            (d["prefix"], d["band"], d["calls"], d["billed_seconds"], Decimal(d["amount"]))
+            for d in json.loads(line["details"])
+        ]
+        for line in result.lines.iter_rows(named=True)
+    }
+    assert got == {
+        sub: [(k[1], k[2], v[0], v[1], v[2]) for k, v in sorted(rows_by_key.items())]
+        for sub, rows_by_key in expected.items()
+    }
+    for line in result.lines.iter_rows(named=True):
+        for d in json.loads(line["details"]):
+            rate_of = expected[line["subscription_id"]]
+            ((destination, *_), (*_, per_minute)) = next(
+                (k, v) for k, v in rate_of.items() if k[1:] == (d["prefix"], d["band"])
+            )
+            assert d["label"].startswith(f"{destination} (+{d['prefix']}, {d['band']})")
+            assert Decimal(d["unit_price"]) == per_minute
+    assert result.unrated["events"].sum() == priced["unrated_reason"].is_not_null().sum()
