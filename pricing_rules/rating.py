@@ -205,20 +205,22 @@ def partial_usage(
     frame = usage.with_columns(
         *(pl.lit(None, pl.String).alias(d) for d in dims if d not in present),
     ).with_columns(_property_value(catalog).alias("_property"))
-    day = pl.col("local_day")
+    day: pl.Expr | None = pl.col("local_day")
     if by_day is not None:
         split = pl.Series(list(by_day), dtype=pl.String)
+        # With no account to split, the day is no key at all: a key costs on every event.
         day = (
             pl.when(pl.col("account_id").is_in(split.implode())).then(day).otherwise(None)
             if len(split)
-            else pl.lit(None, pl.Date)
+            else None
         )
     aggregations = {m.aggregation for m in catalog.metrics.values()}
     # The latest reading and the distinct values cost a sort and a set per group; a
     # catalog with no metric that needs them gets typed nulls.
     latest = "latest" in aggregations
     distinct = "unique_count" in aggregations
-    return frame.group_by("account_id", "metric", day.alias("day"), *dims).agg(
+    keys = ["account_id", "metric", *([] if day is None else [day.alias("day")]), *dims]
+    partials = frame.group_by(keys).agg(
         pl.col("local_day").min().alias("first_day"),
         pl.col("local_day").max().alias("last_day"),
         pl.col("quantity").sum().alias("quantity_sum"),
@@ -236,6 +238,10 @@ def partial_usage(
             else pl.lit([], pl.List(pl.String))
         ).alias("values"),
     )
+    if day is None:
+        partials = partials.with_columns(pl.lit(None, pl.Date).alias("day"))
+    key_names = ["account_id", "metric", "day", *dims]
+    return partials.select(*key_names, pl.all().exclude(key_names))
 
 
 def _combine(metric: Metric) -> pl.Expr:
