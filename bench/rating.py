@@ -297,8 +297,10 @@ UNION ALL SELECT 'platform', CAST(count(*) * 4900 AS BIGINT) FROM subs
 """
 
 
-# The explanation rows Tallyflow writes for call lines: calls, billed seconds and amount
-# per account and deck prefix, kept as a table the totals are then summed from.
+# Explanation rows like those of Tallyflow's call lines (which are per subscription,
+# prefix and band; the bench deck has no bands and one subscription per account): calls,
+# billed seconds and amount per account and deck prefix, kept as a table the totals are
+# then summed from.
 DUCKDB_ROWS_SQL = (
     "CREATE TEMP TABLE explained AS "
     + DUCKDB_SQL.split("voice AS (")[0].rstrip().rstrip(",")
@@ -318,7 +320,7 @@ def run_duckdb(folder: Path) -> dict[str, int]:
 
 def run_duckdb_rows(folder: Path) -> dict[str, int]:
     """As `run_duckdb`, but the calls are first summed into explanation rows per account
-    and prefix (as Tallyflow's call lines list them), and the totals come from those."""
+    and prefix, and the totals come from those."""
     return _duckdb(folder, explained=True)
 
 

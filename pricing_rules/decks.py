@@ -217,7 +217,9 @@ class RateDeck:
 
     @cached_property
     def _prefix_ranges(self) -> pl.DataFrame:
-        """The deck's prefixes flattened into disjoint key ranges, with their rates.
+        """The deck's prefixes flattened into disjoint key ranges: `__deck_range_start`,
+        `__deck_range_end`, `__deck_prefix_row` (the prefix's row in `prefix_table`) and
+        that row's columns (`__deck_prefix`, `__deck_destination`, `__deck_rate_all`...).
 
         A number (digits d, length m) has the key `int(d padded with 0 to 15) * 16 + m`.
         Prefix P (length L) covers exactly the keys of the numbers that start with P:
@@ -278,7 +280,9 @@ class RateDeck:
         span several ranges (a longer prefix starts with h) and must be searched. A width
         of at most 6 keeps the table at a million rows."""
         ranges = self._prefix_ranges
-        width = max(1, min(_HEAD_DIGITS, max((len(p) for p in ranges[f"{_TMP}prefix"]), default=1)))
+        if ranges.height == 0:
+            return 1, pl.Series("row", [-1] * 10, dtype=pl.Int64)
+        width = min(_HEAD_DIGITS, max(len(p) for p in ranges[f"{_TMP}prefix"]))
         step = 10 ** (KEY_DIGITS - width)
         head = pl.int_range(0, 10**width, dtype=pl.Int64, eager=True)
         starts = pl.lit(ranges[f"{_TMP}range_start"])
@@ -599,7 +603,9 @@ def _with_number_key(frame: pl.LazyFrame, column: str) -> pl.LazyFrame:
     null when the text is not 1 to 15 digits after an optional leading "+".
 
     The digits are cut, measured and parsed once each, in steps: as one expression the
-    stripped text would be computed again for every use."""
+    stripped text would be computed again for every use. Polars' text-to-integer cast
+    refuses anything but ASCII digits after one optional "+" (the property tests feed it
+    spaces, signs, separators and other scripts' digits)."""
     digits, length, value = (pl.col(f"{_TMP}{c}") for c in ("digits", "length", "value"))
     # The integer parse accepts one leading "+", so a second one is refused by hand.
     valid = value.is_not_null() & length.is_between(1, KEY_DIGITS) & ~digits.str.starts_with("+")

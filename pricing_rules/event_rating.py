@@ -133,7 +133,8 @@ def _explained(priced: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
 
     The calls are summed on integers: `_group` is the subscription's row (`_sub`) and the
     row of the prefix in `deck.prefix_table` in one number, beside the band's code.
-    Millions of calls group far faster so than on text; `_lines` names the rows."""
+    Millions of calls group far faster on integers than on text; `_named` names the
+    rows."""
     prefixes = deck.prefix_table.height
     group = (pl.col("_sub").cast(pl.Int64) * prefixes + pl.col("_range")).alias("_group")
     bands = [pl.col("band").cast(_BAND_ORDER)] if deck.has_time_bands else []
