@@ -27,9 +27,12 @@ def _calls_for(
     charge: CallDeckCharge,
     metric_unit: str,
     accounts: Mapping[str, Mapping[str, Any]],
+    *,
+    zoned: bool,
 ) -> pl.LazyFrame:
     """The calls of `scoped` subscriptions the charge prices; each carries its
-    subscription's row in `scoped` as `_sub`."""
+    subscription's row in `scoped` as `_sub`, and its account's time zone when `zoned`
+    (UTC otherwise)."""
     from pricing_rules.rating import charge_filter
 
     to_seconds = exact_decimal(conversion_factor(metric_unit, "s"))
@@ -42,28 +45,36 @@ def _calls_for(
         },
         schema={"account_id": pl.String, "timezone": pl.String},
     )
-    seconds = pl.col("quantity") * pl.lit(to_seconds).cast(pl.Decimal(38, 12))
-    return (
+    seconds = (
+        pl.col("quantity")
+        if to_seconds == 1
+        else pl.col("quantity") * pl.lit(to_seconds).cast(pl.Decimal(38, 12))
+    )
+    calls = (
         usage.filter(charge_filter(charge))
         .join(scoped.select(*_SUB_COLUMNS, "_sub").lazy(), on="account_id")
         .filter(
             (pl.col("local_day") >= pl.col("start_date"))
             & (pl.col("end_date").is_null() | (pl.col("local_day") < pl.col("end_date")))
         )
-        .join(zones.lazy(), on="account_id", how="left")
-        .select(
-            "account_id",
-            "subscription_id",
-            "plan_id",
-            "_sub",
-            "timestamp",
-            "local_day",
-            "quantity",
-            "destination",
-            pl.col("timezone").fill_null("UTC"),
-            # A started second is a billed second.
-            seconds.ceil().cast(pl.Int64).alias("duration"),
-        )
+    )
+    calls = (
+        calls.join(zones.lazy(), on="account_id", how="left")
+        if zoned
+        else calls.with_columns(pl.lit(None, pl.String).alias("timezone"))
+    )
+    return calls.select(
+        "account_id",
+        "subscription_id",
+        "plan_id",
+        "_sub",
+        "timestamp",
+        "local_day",
+        "quantity",
+        "destination",
+        pl.col("timezone").fill_null("UTC"),
+        # A started second is a billed second.
+        seconds.ceil().cast(pl.Int64).alias("duration"),
     )
 
 
@@ -92,7 +103,9 @@ def rate_event_charges(
                 .with_row_index("_sub")
             )
             metric_unit = catalog.metrics[charge.metric].unit
-            calls = _calls_for(usage, scoped, charge, metric_unit, accounts)
+            # Only a deck with time bands reads the caller's zone.
+            zoned = deck.has_time_bands
+            calls = _calls_for(usage, scoped, charge, metric_unit, accounts, zoned=zoned)
             rated = rate_calls(calls, deck, range_column="_range")
             # Both aggregates in one streaming pass: the calls are never held in memory.
             failed, summary = pl.collect_all(
