@@ -412,7 +412,7 @@ def price_usage_lines(
         )
         amount = pl.when(over).then(high).otherwise(amount).cast(pl.Decimal(38, _AMOUNT_SCALE))
     words.extend(model_words)
-    priced = quantities.with_columns(
+    priced = quantities.lazy().with_columns(
         pl.lit(unit).alias("unit"),
         (pl.lit(None, pl.Decimal(38, 12)) if unit_price is None else unit_price)
         .cast(pl.Decimal(38, 12))
@@ -482,7 +482,7 @@ def price_fixed_lines(
     amount = quantity.cast(pl.Decimal(38, 0)) * _lit(price)
     who: list[Piece] = [pl.col("seats").cast(pl.String), " seat(s), "] if per_seat else []
     row = _row(f"{charge.name} ({charge.timing})", quantity, amount, unit_price=price)
-    priced = subscriptions.with_columns(
+    priced = subscriptions.lazy().with_columns(
         quantity.alias("quantity"),
         pl.lit("period").alias("unit"),
         _lit(price).cast(pl.Decimal(38, 12)).alias("unit_price"),
@@ -497,18 +497,29 @@ def price_fixed_lines(
     return rounded(priced, currency, rounding)
 
 
-def rounded(priced: pl.DataFrame, currency: str, rounding: RoundingMode) -> pl.DataFrame:
+def rounded(
+    priced: pl.DataFrame | pl.LazyFrame, currency: str, rounding: RoundingMode
+) -> pl.DataFrame:
     """Add `precise_amount` (`precise` as `plain` writes it), `amount` (`precise` rounded
-    once to the currency's minor unit in `rounding`) and `amount_minor`."""
+    once to the currency's minor unit in `rounding`) and `amount_minor`.
+
+    The pricing expressions repeat their parts (a package's block count appears in every
+    figure of its words), so they run lazily: the optimizer computes each shared part
+    once, which eager `with_columns` does not."""
     minor = minor_unit_exponent(currency)
     precise = pl.col("precise").cast(pl.Decimal(38, _AMOUNT_SCALE))
-    return priced.with_columns(
-        _plain(pl.col("precise")).alias("precise_amount"),
-        _round(precise, minor, rounding).cast(pl.Decimal(38, minor)).alias("amount"),
-    ).with_columns(
-        (pl.col("amount") * pl.lit(10**minor, pl.Decimal(38, 0)))
-        .cast(pl.Int64)
-        .alias("amount_minor")
+    return (
+        priced.lazy()
+        .with_columns(
+            _plain(pl.col("precise")).alias("precise_amount"),
+            _round(precise, minor, rounding).cast(pl.Decimal(38, minor)).alias("amount"),
+        )
+        .with_columns(
+            (pl.col("amount") * pl.lit(10**minor, pl.Decimal(38, 0)))
+            .cast(pl.Int64)
+            .alias("amount_minor")
+        )
+        .collect()
     )
 
 
