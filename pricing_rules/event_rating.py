@@ -158,13 +158,13 @@ def _explained(priced: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
     )
 
 
-def _named(summary: pl.DataFrame, deck: RateDeck) -> pl.DataFrame:
+def _named(summary: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
     """`_explained`'s sums with their subscription row, prefix, destination, band and
     rate, in the order of subscription, destination, prefix and band: the subscriptions
     are numbered in id order and the deck's prefix table is in destination order."""
     table = deck.prefix_table
     row = pl.col("_group") % table.height
-    banded = "band" in summary.columns
+    banded = deck.has_time_bands  # `_explained` keeps the band only then
     rate = pl.coalesce(
         *(
             pl.when(pl.col("band") == band).then(pl.lit(table[f"rate_{band}"]).gather(row))
@@ -196,7 +196,7 @@ def _lines(
     """One usage line per subscription from its explanation rows (`_explained`), built
     in Polars: a month has thousands of lines. The line's totals are the sums of its
     rows, so the rows add up to the line by construction."""
-    rows = _named(summary, deck).with_columns(
+    rows = _named(summary.lazy(), deck).with_columns(
         pl.struct(
             pl.format(
                 "{} (+{}, {}): {} call(s), {} s billed",
@@ -226,7 +226,7 @@ def _lines(
     )
     minutes = _minutes(pl.col("billed_seconds"))
     subs = scoped.select(pl.col("_sub").cast(pl.Int64), "subscription_id", "account_id", "plan_id")
-    priced = per_sub.join(subs, on="_sub").with_columns(
+    priced = per_sub.join(subs.lazy(), on="_sub").with_columns(
         minutes.alias("quantity"),
         pl.lit("min").alias("unit"),
         pl.lit(None, pl.Decimal(38, 12)).alias("unit_price"),
