@@ -692,6 +692,15 @@ class _Rater:
         self.notices: list[dict[str, str]] = []
         # fixed fees of this period that the previous invoice billed in advance
         self.billed_before: dict[str, Decimal] = {}
+        self._charges: dict[tuple[str, str | None], list[tuple[str, ChargeBase]]] = {}
+
+    def charges(self, sub: Mapping[str, Any]) -> list[tuple[str, ChargeBase]]:
+        """(line key, charge) of the subscription's plan and add-ons, looked up once per
+        combination: thousands of subscriptions share a few."""
+        combination = (sub["plan_id"], sub.get("add_ons"))
+        if combination not in self._charges:
+            self._charges[combination] = self.catalog.plan_charges(sub["plan_id"], _add_ons(sub))
+        return self._charges[combination]
 
     def invoice(self, account_id: str, plan: Plan) -> _Invoice:
         key = (account_id, plan.currency)
@@ -702,7 +711,7 @@ class _Rater:
     def recurring(self, sub: Mapping[str, Any], plan: Plan, frames: _FrameLines) -> None:
         terms = self.terms.get(sub["account_id"])
         invoice = self.invoice(sub["account_id"], plan)
-        for key, listed in self.catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
+        for key, listed in self.charges(sub):
             if listed.kind != "recurring":
                 continue
             framed = frames.refs.get((sub["subscription_id"], key))
@@ -1566,7 +1575,7 @@ def rate(
             rater.lifecycle(sub, histories[sub["subscription_id"]], proration)
         else:
             rater.recurring(sub, plan, frame_lines)
-        for key, charge in catalog.plan_charges(sub["plan_id"], _add_ons(sub)):
+        for key, charge in rater.charges(sub):
             if charge.kind != "usage" or charge.metric is None:
                 continue
             priced_line = frame_lines.refs.get((sub["subscription_id"], key))
