@@ -1300,8 +1300,9 @@ def _known_add_ons(
 ) -> pl.DataFrame:
     """Drop add-ons the catalog does not define or that are priced in another currency than
     the plan's, each with a notice (a finding later)."""
-    kept: list[str | None] = []
-    for sub in subs.iter_rows(named=True):
+    kept: list[str | None] = subs["add_ons"].to_list()
+    listed = subs.with_row_index("_index").filter(pl.col("add_ons").is_not_null())
+    for sub in listed.iter_rows(named=True):
         names = _add_ons(sub)
         unknown = [a for a in names if a not in catalog.add_ons]
         for name in unknown:
@@ -1333,7 +1334,7 @@ def _known_add_ons(
                 }
             )
         known = [a for a in known if a not in mismatched]
-        kept.append(",".join(known) or None)
+        kept[sub["_index"]] = ",".join(known) or None
     return subs.with_columns(pl.Series("add_ons", kept, dtype=pl.String))
 
 
