@@ -1605,7 +1605,7 @@ def rate(
     plan_discounts: dict[tuple[str, str], list[tuple[str, Discount]]] = {}
     for sub in subs.iter_rows(named=True):
         sub_plan = catalog.plans.get(sub["plan_id"])
-        if sub_plan is not None:
+        if sub_plan is not None and sub_plan.discounts:
             listed = plan_discounts.setdefault((sub["account_id"], sub_plan.currency), [])
             listed.extend(
                 (sub["plan_id"], d) for d in sub_plan.discounts if (sub["plan_id"], d) not in listed
