@@ -38,13 +38,6 @@ def _calls_for(
     to_seconds = exact_decimal(conversion_factor(metric_unit, "s"))
     if to_seconds is None:
         raise ValueError(f"{metric_unit} does not convert exactly to seconds")
-    zones = pl.DataFrame(
-        {
-            "account_id": list(accounts),
-            "timezone": [str(a.get("timezone") or "UTC") for a in accounts.values()],
-        },
-        schema={"account_id": pl.String, "timezone": pl.String},
-    )
     seconds = (
         pl.col("quantity")
         if to_seconds == 1
@@ -58,11 +51,17 @@ def _calls_for(
             & (pl.col("end_date").is_null() | (pl.col("local_day") < pl.col("end_date")))
         )
     )
-    calls = (
-        calls.join(zones.lazy(), on="account_id", how="left")
-        if zoned
-        else calls.with_columns(pl.lit(None, pl.String).alias("timezone"))
-    )
+    if zoned:
+        zones = pl.LazyFrame(
+            {
+                "account_id": list(accounts),
+                "timezone": [str(a.get("timezone") or "UTC") for a in accounts.values()],
+            },
+            schema={"account_id": pl.String, "timezone": pl.String},
+        )
+        calls = calls.join(zones, on="account_id", how="left")
+    else:
+        calls = calls.with_columns(pl.lit(None, pl.String).alias("timezone"))
     return calls.select(
         "account_id",
         "subscription_id",
@@ -221,7 +220,8 @@ def _lines(
         pl.col("amount").sum().alias("precise"),
         pl.col("billed_seconds").sum(),
         pl.col("calls").sum().alias("events"),
-        pl.col("row").str.join(","),
+        # Listed in the sorted order even if the group-by were to reorder rows.
+        pl.col("row").sort_by("_group", "band").str.join(","),
         pl.len().alias("rows"),
     )
     minutes = _minutes(pl.col("billed_seconds"))

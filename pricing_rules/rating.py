@@ -1618,7 +1618,14 @@ def rate(
 
     lines = [line for _, inv in sorted(rater.invoices.items()) for line in inv.lines]
     lines_frame = frame_lines.assemble(lines)
-    unrated_frame = pl.concat(unrated).sort("account_id", "metric", "reason", nulls_last=True)
+    # Every column is a sort key, so equal inputs list their unrated usage in one order.
+    unrated_frame = pl.concat(unrated).sort(
+        "account_id",
+        "metric",
+        "reason",
+        pl.all().exclude("account_id", "metric", "reason"),
+        nulls_last=True,
+    )
     # An event an event-level charge matched but could not price is unrated, not rated.
     rated_events = int(known.filter(pl.col("_row").is_in(list(rated_rows)))["events"].sum())
     rated_events -= int(event_unrated["events"].sum())
