@@ -159,8 +159,9 @@ def _explained(priced: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
 
 def _named(summary: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
     """`_explained`'s sums with their subscription row, prefix, destination, band and
-    rate, in the order of subscription, destination, prefix and band: the subscriptions
-    are numbered in id order and the deck's prefix table is in destination order."""
+    rate. Sorted on (`_group`, `band`) they are in the order of subscription,
+    destination, prefix and band: the subscriptions are numbered in id order and the
+    deck's prefix table is in destination order."""
     table = deck.prefix_table
     row = pl.col("_group") % table.height
     banded = deck.has_time_bands  # `_explained` keeps the band only then
@@ -170,17 +171,13 @@ def _named(summary: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
             for band in BANDS
         )
     )
-    return (
-        summary.sort("_group", *(["band"] if banded else []))
-        .with_columns(
-            (pl.col("_group") // table.height).alias("_sub"),
-            pl.lit(table["prefix"]).gather(row).alias("prefix"),
-            pl.lit(table["destination"]).gather(row).alias("deck_destination"),
-            (pl.col("band").cast(pl.String) if banded else pl.lit("all")).alias("band"),
-        )
-        .with_columns(
-            (rate if banded else pl.lit(table["rate_all"]).gather(row)).alias("rate_per_minute")
-        )
+    return summary.with_columns(
+        (pl.col("_group") // table.height).alias("_sub"),
+        pl.lit(table["prefix"]).gather(row).alias("prefix"),
+        pl.lit(table["destination"]).gather(row).alias("deck_destination"),
+        (pl.col("band").cast(pl.String) if banded else pl.lit("all")).alias("band"),
+    ).with_columns(
+        (rate if banded else pl.lit(table["rate_all"]).gather(row)).alias("rate_per_minute")
     )
 
 
@@ -220,7 +217,7 @@ def _lines(
         pl.col("amount").sum().alias("precise"),
         pl.col("billed_seconds").sum(),
         pl.col("calls").sum().alias("events"),
-        # Listed in the sorted order even if the group-by were to reorder rows.
+        # In subscription, destination, prefix and band order (see `_named`).
         pl.col("row").sort_by("_group", "band").str.join(","),
         pl.len().alias("rows"),
     )
