@@ -602,24 +602,26 @@ def _with_number_key(frame: pl.LazyFrame, column: str) -> pl.LazyFrame:
     """Add `__deck_key`, the range key of an E.164 number (see `RateDeck._prefix_ranges`);
     null when the text is not 1 to 15 digits after an optional leading "+".
 
-    The digits are cut, measured and parsed once each, in steps: as one expression the
-    stripped text would be computed again for every use. Polars' text-to-integer cast
-    refuses anything but ASCII digits after one optional "+" (the property tests feed it
-    spaces, signs, separators and other scripts' digits)."""
-    digits, length, value = (pl.col(f"{_TMP}{c}") for c in ("digits", "length", "value"))
-    # The integer parse accepts one leading "+", so a second one is refused by hand.
-    valid = value.is_not_null() & length.is_between(1, KEY_DIGITS) & ~digits.str.starts_with("+")
+    The number is measured and parsed once each, in steps: as one expression each part
+    would be computed again for every use. Polars' text-to-integer cast refuses anything
+    but ASCII digits after one optional "+" (the property tests feed it spaces, signs,
+    separators and other scripts' digits), so the text is parsed as it is, never copied
+    without its "+"."""
+    length, value = pl.col(f"{_TMP}length"), pl.col(f"{_TMP}value")
+    number = pl.col(column)
+    valid = value.is_not_null() & length.is_between(1, KEY_DIGITS)
     pad = pl.lit(_POWERS_OF_TEN).gather((KEY_DIGITS - length).clip(0, KEY_DIGITS))
     return (
-        frame.with_columns(pl.col(column).str.strip_prefix("+").alias(f"{_TMP}digits"))
-        .with_columns(
-            digits.str.len_bytes().cast(pl.Int64).alias(f"{_TMP}length"),
-            digits.cast(pl.UInt64, strict=False).cast(pl.Int64, strict=False).alias(f"{_TMP}value"),
+        frame.with_columns(
+            (
+                number.str.len_bytes().cast(pl.Int64) - number.str.starts_with("+").cast(pl.Int64)
+            ).alias(f"{_TMP}length"),
+            number.cast(pl.UInt64, strict=False).cast(pl.Int64, strict=False).alias(f"{_TMP}value"),
         )
         .with_columns(
             pl.when(valid).then(value * pad * 16 + length).alias(f"{_TMP}key"),
         )
-        .drop(f"{_TMP}digits", f"{_TMP}length", f"{_TMP}value")
+        .drop(f"{_TMP}length", f"{_TMP}value")
     )
 
 

@@ -189,8 +189,24 @@ def _property_value(catalog: Catalog) -> pl.Expr:
     return expr
 
 
+_PARTIAL_AGGREGATES = (
+    "first_day",
+    "last_day",
+    "quantity_sum",
+    "quantity_max",
+    "events",
+    "latest_at",
+    "latest_value",
+    "values",
+)
+
+
 def partial_usage(
-    usage: pl.LazyFrame, catalog: Catalog, by_day: Sequence[str] | None = None
+    usage: pl.LazyFrame,
+    catalog: Catalog,
+    by_day: Sequence[str] | None = None,
+    *,
+    spans: bool = True,
 ) -> pl.LazyFrame:
     """Partial aggregates per (account, metric, local day, filter dimensions).
 
@@ -199,6 +215,10 @@ def partial_usage(
     accounts in `by_day` (every account when it is None) are split by day; for the others
     `day` is null: an account whose one subscription covers the whole period needs no
     split, nor does usage no subscription covers.
+
+    `first_day` and `last_day` are the row's first and last local day of usage. With
+    `spans=False` they are the row's `day`, null where that is: reading every event's
+    time costs, and only unrated rows report their days (`_with_spans`).
     """
     dims = used_dimensions(catalog)
     present = set(usage.collect_schema().names())
@@ -220,9 +240,13 @@ def partial_usage(
     latest = "latest" in aggregations
     distinct = "unique_count" in aggregations
     keys = ["account_id", "metric", *([] if day is None else [day.alias("day")]), *dims]
+    first_last = (
+        [pl.col("local_day").min().alias("first_day"), pl.col("local_day").max().alias("last_day")]
+        if spans
+        else []
+    )
     partials = frame.group_by(keys).agg(
-        pl.col("local_day").min().alias("first_day"),
-        pl.col("local_day").max().alias("last_day"),
+        *first_last,
         pl.col("quantity").sum().alias("quantity_sum"),
         pl.col("quantity").max().alias("quantity_max"),
         pl.len().cast(pl.Int64).alias("events"),
@@ -240,8 +264,12 @@ def partial_usage(
     )
     if day is None:
         partials = partials.with_columns(pl.lit(None, pl.Date).alias("day"))
+    if not spans:
+        partials = partials.with_columns(
+            pl.col("day").alias("first_day"), pl.col("day").alias("last_day")
+        )
     key_names = ["account_id", "metric", "day", *dims]
-    return partials.select(*key_names, pl.all().exclude(key_names))
+    return partials.select(*key_names, *_PARTIAL_AGGREGATES)
 
 
 def _combine(metric: Metric) -> pl.Expr:
@@ -283,6 +311,36 @@ def attribute(partials: pl.DataFrame, subs: pl.DataFrame) -> tuple[pl.DataFrame,
         )
     orphan = indexed.join(matched.select("_row"), on="_row", how="anti")
     return matched, orphan
+
+
+def _with_spans(
+    frames: list[pl.DataFrame], usage: pl.LazyFrame, dims: list[str]
+) -> list[pl.DataFrame]:
+    """`frames` (rows of `partial_usage(..., spans=False)` with their `_row`) with the
+    first and last local day of each row's usage filled in: one pass over the usage of
+    the rows' accounts, and none when every row already has its day."""
+    keys = ["account_id", "metric", *dims]
+    open_rows = pl.concat(
+        [f.filter(pl.col("first_day").is_null()).select("_row", *keys) for f in frames]
+    ).unique("_row")
+    if open_rows.height == 0:
+        return frames
+    found = (
+        usage.filter(pl.col("account_id").is_in(open_rows["account_id"].unique().implode()))
+        .join(open_rows.lazy(), on=keys, nulls_equal=True)
+        .group_by("_row")
+        .agg(pl.col("local_day").min().alias("_first"), pl.col("local_day").max().alias("_last"))
+        .collect(engine="streaming")
+    )
+    return [
+        f.join(found, on="_row", how="left")
+        .with_columns(
+            pl.coalesce("first_day", "_first").alias("first_day"),
+            pl.coalesce("last_day", "_last").alias("last_day"),
+        )
+        .drop("_first", "_last")
+        for f in frames
+    ]
 
 
 def _unrated_rows(
@@ -1475,20 +1533,17 @@ def rate(
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {}, contract_spend)
     subs = _known_add_ons(subs, catalog, rater.notices)
     rater.notices.extend(_versions_not_offered(subs, histories, catalog))
-    partials = partial_usage(usage, catalog, _split_by_day(subs, period)).collect(
+    partials = partial_usage(usage, catalog, _split_by_day(subs, period), spans=False).collect(
         engine="streaming"
     )
     covered, orphan = attribute(partials, subs)
 
-    unrated = [_unrated_rows(orphan, ["account_id", "metric"], "no_subscription", catalog)]
+    keys = ["account_id", "subscription_id", "plan_id", "metric"]
+    # (partial rows, keys, reason) of usage nobody pays for; unrated once its days are known
+    unpriced = [(orphan, ["account_id", "metric"], "no_subscription")]
     known = covered.filter(pl.col("plan_id").is_in(list(catalog.plans)))
-    unrated.append(
-        _unrated_rows(
-            covered.filter(~pl.col("plan_id").is_in(list(catalog.plans))),
-            ["account_id", "subscription_id", "plan_id", "metric"],
-            "unknown_plan",
-            catalog,
-        )
+    unpriced.append(
+        (covered.filter(~pl.col("plan_id").is_in(list(catalog.plans))), keys, "unknown_plan")
     )
 
     rated_rows: set[int] = set()
@@ -1549,7 +1604,6 @@ def rate(
     event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
     for key, priced_calls in event_lines:
         frame_lines.add(key, priced_calls)
-    unrated.append(event_unrated)
     not_priced = known.filter(~pl.col("_row").is_in(list(rated_rows)))
     priced_metrics = {
         (p, c.metric) for p in catalog.plans for _, c in catalog.plan_charges(p) if c.metric
@@ -1564,9 +1618,14 @@ def rate(
         else not_priced
     )
     filter_gap = not_priced.join(metric_gap.select("_row"), on="_row", how="anti")
-    keys = ["account_id", "subscription_id", "plan_id", "metric"]
-    unrated.append(_unrated_rows(metric_gap, keys, "metric_not_priced", catalog))
-    unrated.append(_unrated_rows(filter_gap, keys, "no_matching_charge", catalog))
+    unpriced.append((metric_gap, keys, "metric_not_priced"))
+    unpriced.append((filter_gap, keys, "no_matching_charge"))
+    spanned = _with_spans([rows for rows, _, _ in unpriced], usage, used_dimensions(catalog))
+    unrated = [
+        _unrated_rows(rows, row_keys, reason, catalog)
+        for rows, (_, row_keys, reason) in zip(spanned, unpriced, strict=True)
+    ]
+    unrated.append(event_unrated)
 
     for sub in subs.iter_rows(named=True):
         plan = catalog.plans.get(sub["plan_id"])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from pricing_rules.catalog import Catalog, load_catalog, parse_catalog
@@ -20,7 +23,13 @@ from pricing_rules.rating import (
     rate,
     subscription_frame,
 )
-from tests.pricing_rules.frames import CATALOG_PATH, CATALOG_YAML, at, usage_frame
+from tests.pricing_rules.frames import (
+    CATALOG_PATH,
+    CATALOG_YAML,
+    FRAME_PROPERTY,
+    at,
+    usage_frame,
+)
 
 OCT = BillingPeriod.parse("2026-10")
 
@@ -544,3 +553,57 @@ def test_the_real_catalog_rates_the_eur_plan() -> None:
         "voice": 550,
         "seats": 15416,
     }
+
+
+_ZONES = ["UTC", "Asia/Tokyo", "America/Los_Angeles"]
+
+
+@FRAME_PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["SPLIT", "NOSUB", "GHOST", "A"]),
+            st.sampled_from(["sms", "video"]),
+            st.datetimes(min_value=datetime(2026, 9, 30, 12), max_value=datetime(2026, 11, 1, 12)),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.sampled_from(_ZONES),
+    st.integers(min_value=2, max_value=30),
+)
+def test_unrated_rows_span_the_local_days_of_their_events(
+    catalog: Catalog, events: list[tuple[str, str, datetime]], zone: str, starts: int
+) -> None:
+    # SPLIT's subscription starts mid-month, NOSUB has none, GHOST's plan is unknown and A's
+    # plan prices no video: every unrated row's first and last day are the least and
+    # greatest local day of the events it holds, each day taken in the account's zone.
+    start = date(2026, 10, starts)
+    subs = subscription_frame(
+        [
+            sub("S-SPLIT", "SPLIT", start=start),
+            sub("S-GHOST", "GHOST", "retired-plan"),
+            sub("S-A", "A"),
+        ]
+    )
+    accounts = pl.DataFrame({"account_id": ["SPLIT", "NOSUB", "GHOST", "A"], "timezone": zone})
+    usage = usage_frame([(a, m, 1, t.replace(tzinfo=UTC)) for a, m, t in events])
+    result = rate(usage, subs, catalog, OCT, accounts=accounts)
+
+    expected: dict[tuple[str, str, str], list[date]] = {}
+    for account, metric, moment in events:
+        local = moment.replace(tzinfo=UTC).astimezone(ZoneInfo(zone)).date()
+        if account in ("NOSUB", "SPLIT") and (account == "NOSUB" or local < start):
+            reason = "no_subscription"
+        elif account == "GHOST":
+            reason = "unknown_plan"
+        elif metric == "video":
+            reason = "metric_not_priced"
+        else:
+            continue
+        expected.setdefault((account, metric, reason), []).append(local)
+    found = {
+        (row["account_id"], row["metric"], row["reason"]): (row["first_day"], row["last_day"])
+        for row in result.unrated.iter_rows(named=True)
+    }
+    assert found == {key: (min(days), max(days)) for key, days in expected.items()}
