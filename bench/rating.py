@@ -27,6 +27,7 @@ import polars as pl
 
 OUT = Path(__file__).resolve().parent / "out"
 PERIOD = "2026-10"
+DATA_VERSION = 2  # in the data folder's name: a new version generates new files
 ROUNDING_DECIMALS = 4
 
 CATALOG = """
@@ -150,6 +151,18 @@ def generate(folder: Path, events: int, calls: int, prefixes: int, accounts: int
     )
 
 
+def orphan_accounts(accounts: int) -> int:
+    """Accounts with usage and no subscription, beside the subscribed ones (1 in 1,000).
+    They have 1 event in `ORPHAN_EVENT_EVERY`, all unbilled (`no_subscription`), as are
+    the calls to a number no prefix covers (1 in `UNKNOWN_NUMBER_EVERY`): real usage has
+    leakage, and every engine must find it."""
+    return max(1, accounts // 1000)
+
+
+ORPHAN_EVENT_EVERY = 1000
+UNKNOWN_NUMBER_EVERY = 1000
+
+
 def _events(metric: str, n: int, seed: int, accounts: int, prefixes: pl.Series) -> pl.DataFrame:
     base = pl.DataFrame({"k": pl.int_range(0, n, eager=True)})
     mix = (pl.col("k") * 2654435761 + seed * 97 + len(metric)) % 2**31
@@ -175,10 +188,14 @@ def _with_destination(
     pick: pl.Expr,
     digits: pl.Expr,
 ) -> pl.DataFrame:
+    orphans = orphan_accounts(accounts)
+    account = (
+        pl.when(mix % ORPHAN_EVENT_EVERY == 1)
+        .then(accounts + (mix // ORPHAN_EVENT_EVERY) % orphans)
+        .otherwise((mix // 3) % accounts)
+    )
     frame = base.with_columns(
-        pl.format("A{}", ((mix // 3) % accounts).cast(pl.String).str.pad_start(6, "0")).alias(
-            "account_id"
-        ),
+        pl.format("A{}", account.cast(pl.String).str.pad_start(6, "0")).alias("account_id"),
         pl.lit(metric).alias("metric"),
         quantity.cast(pl.Decimal(38, 12)).alias("quantity"),
         pl.lit(
@@ -189,6 +206,7 @@ def _with_destination(
         .alias("timestamp"),
         pick.cast(pl.UInt32).alias("pick"),
         digits.alias("digits"),
+        (mix % UNKNOWN_NUMBER_EVERY == 0).alias("unknown"),
         pl.lit("outbound" if metric in ("voice", "sms") else None, pl.String).alias("direction"),
     )
     if metric == "voice":
@@ -200,7 +218,13 @@ def _with_destination(
         )
         frame = (
             frame.join(lookup, on="pick", how="left")
-            .with_columns((pl.lit("+") + pl.col("prefix") + pl.col("digits")).alias("destination"))
+            .with_columns(
+                # The deck's prefixes start with 2 to 7: a number starting with 1 has no rate.
+                pl.when(pl.col("unknown"))
+                .then(pl.lit("+1") + pl.col("digits"))
+                .otherwise(pl.lit("+") + pl.col("prefix") + pl.col("digits"))
+                .alias("destination")
+            )
             .drop("prefix")
         )
     else:
@@ -215,7 +239,7 @@ def _with_destination(
 # --------------------------------------------------------------------------------------
 
 
-def run_polars(folder: Path) -> dict[str, int]:
+def run_polars(folder: Path) -> dict[str, Any]:
     """Tallyflow's own engine, `pricing_rules.rating.rate`, streaming from the files."""
     from pricing_rules.catalog import load_catalog
     from pricing_rules.periods import BillingPeriod
@@ -225,35 +249,55 @@ def run_polars(folder: Path) -> dict[str, int]:
     usage = pl.scan_parquet(sorted(folder.glob("usage-*.parquet")))
     subs = pl.read_parquet(folder / "subscriptions.parquet")
     result = rate(usage, subs, catalog, BillingPeriod.parse(PERIOD))
-    if result.unrated.height:
-        raise RuntimeError(f"unrated usage in the benchmark:\n{result.unrated}")
     totals = result.lines.group_by("charge_id").agg(pl.col("amount_minor").sum())
-    return dict(totals.iter_rows())
+    unrated = result.unrated.group_by("reason").agg(
+        pl.len().alias("rows"),
+        pl.col("events").sum(),
+        pl.col("first_day").min().cast(pl.String),
+        pl.col("last_day").max().cast(pl.String),
+    )
+    return {
+        "cents": dict(totals.iter_rows()),
+        "unrated": {reason: list(rest) for reason, *rest in unrated.iter_rows()},
+        "events": result.events,
+    }
 
 
+# Tallyflow's work as SQL: usage attributed to subscriptions (each call inside its
+# subscription's dates), what nobody pays for counted with its reason and days, and
+# every event either rated or unrated. The bench's subscriptions all cover the period,
+# so, as in Tallyflow, no account's usage is split by day.
 DUCKDB_SQL = """
-WITH usage AS NOT MATERIALIZED (SELECT * FROM read_parquet($files)),
-agg AS (
+WITH usage AS NOT MATERIALIZED (
+  SELECT *, CAST(timestamp AS DATE) AS day FROM read_parquet($files)
+),
+agg AS MATERIALIZED (
   SELECT account_id, metric, sum(quantity) AS q_sum, max(quantity) AS q_max,
          count(*) AS n
-  FROM usage WHERE metric <> 'voice' GROUP BY ALL
+  FROM usage GROUP BY ALL
+),
+owned AS (
+  SELECT a.*, s.subscription_id FROM agg a LEFT JOIN subs s USING (account_id)
 ),
 calls AS (
-  SELECT account_id,
-         CAST(ceil(quantity) AS BIGINT) AS d,
-         CAST(rpad(substr(destination, 2), 15, '0') AS BIGINT) * 16
-           + length(substr(destination, 2)) AS k
-  FROM usage WHERE metric = 'voice'
+  SELECT u.account_id, s.subscription_id, u.day,
+         CAST(ceil(u.quantity) AS BIGINT) AS d,
+         TRY_CAST(rpad(substr(u.destination, 2), 15, '0') AS BIGINT) * 16
+           + length(substr(u.destination, 2)) AS k
+  FROM usage u JOIN subs s ON u.account_id = s.account_id
+   AND u.day >= s.start_date AND (s.end_date IS NULL OR u.day < s.end_date)
+  WHERE u.metric = 'voice'
 ),
+-- a call outside the range it falls after has no rate: unrated, never free
 matched AS (
-  SELECT c.account_id, c.d, r.rate_micro, r.prefix_row
-  FROM calls c ASOF JOIN ranges r ON c.k >= r.range_start
-  WHERE c.k <= r.range_end
+  SELECT c.account_id, c.subscription_id, c.day, c.d, r.rate_micro,
+         CASE WHEN c.k <= r.range_end THEN r.prefix_row END AS prefix_row
+  FROM calls c ASOF LEFT JOIN ranges r ON c.k >= r.range_start
 ),
 -- per call in 1e-4 units: billed seconds per 30/6 increments, rate x s / 60 rounded
 -- half up, + connect fee 100, topped up to the minimum 200; zero-second calls are free
 priced AS (
-  SELECT account_id, prefix_row,
+  SELECT account_id, subscription_id, day, prefix_row,
          CASE WHEN d = 0 THEN 0 WHEN d <= 30 THEN 30
               ELSE 30 + CAST(ceil((d - 30) / 6.0) AS BIGINT) * 6 END AS billed,
          CASE WHEN d = 0 THEN 0 ELSE greatest(
@@ -263,68 +307,103 @@ priced AS (
            200) END AS amount_e4
   FROM matched
 ),
-voice AS (
-  SELECT account_id, (sum(amount_e4) + 50) // 100 AS cents FROM {calls} GROUP BY ALL
-),
+voice AS ({voice}),
 sms AS (
-  SELECT account_id,
-         greatest(CAST(ceil(q_sum / 100) AS BIGINT) - 1, 0) * 75 AS cents
-  FROM agg WHERE metric = 'sms'
+  SELECT greatest(CAST(ceil(q_sum / 100) AS BIGINT) - 1, 0) * 75 AS cents
+  FROM owned WHERE metric = 'sms' AND subscription_id IS NOT NULL
 ),
 data AS (
-  SELECT account_id,
+  SELECT
     round((least(greatest(q_sum - 5, 0), 50) * 0.10
       + greatest(least(greatest(q_sum - 5, 0), 500) - 50, 0) * 0.08
       + greatest(greatest(q_sum - 5, 0) - 500, 0) * 0.05) * 100, 0) AS cents
-  FROM agg WHERE metric = 'data'
+  FROM owned WHERE metric = 'data' AND subscription_id IS NOT NULL
 ),
 storage AS (
-  SELECT account_id,
+  SELECT
     round(q_max * CASE WHEN q_max <= 100 THEN 0.25 WHEN q_max <= 1000 THEN 0.18
                        ELSE 0.12 END * 100, 0) AS cents
-  FROM agg WHERE metric = 'storage'
+  FROM owned WHERE metric = 'storage' AND subscription_id IS NOT NULL
 ),
 api AS (
-  SELECT account_id, round(greatest(n - 100, 0) * 0.0004 * 100, 0) AS cents
-  FROM agg WHERE metric = 'api'
+  SELECT round(greatest(n - 100, 0) * 0.0004 * 100, 0) AS cents
+  FROM owned WHERE metric = 'api' AND subscription_id IS NOT NULL
+),
+-- the days of usage nobody pays for: one more pass, over those accounts' usage only
+orphans AS (
+  SELECT u.account_id, u.metric, count(*) AS n, min(u.day) AS first_day,
+         max(u.day) AS last_day
+  FROM usage u
+  WHERE u.account_id IN (SELECT account_id FROM owned WHERE subscription_id IS NULL)
+  GROUP BY ALL
 )
-SELECT 'voice' AS charge_id, CAST(sum(cents) AS BIGINT) FROM voice
-UNION ALL SELECT 'sms', CAST(sum(cents) AS BIGINT) FROM sms
-UNION ALL SELECT 'data', CAST(sum(cents) AS BIGINT) FROM data
-UNION ALL SELECT 'storage', CAST(sum(cents) AS BIGINT) FROM storage
-UNION ALL SELECT 'api', CAST(sum(cents) AS BIGINT) FROM api
-UNION ALL SELECT 'platform', CAST(count(*) * 4900 AS BIGINT) FROM subs
+SELECT 'cents' AS kind, 'voice' AS name, CAST(sum(cents) AS BIGINT) AS value,
+       NULL AS n, NULL AS first_day, NULL AS last_day FROM voice
+UNION ALL SELECT 'cents', 'sms', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL FROM sms
+UNION ALL SELECT 'cents', 'data', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL FROM data
+UNION ALL SELECT 'cents', 'storage', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL FROM storage
+UNION ALL SELECT 'cents', 'api', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL FROM api
+UNION ALL SELECT 'cents', 'platform', CAST(count(*) * 4900 AS BIGINT), NULL, NULL, NULL
+  FROM subs
+UNION ALL SELECT 'unrated', 'no_rate_for_destination', count(*), sum(unrated),
+       min(first_day), max(last_day)
+  FROM voice WHERE unrated > 0
+UNION ALL SELECT 'unrated', 'no_subscription', count(*), sum(n), min(first_day),
+       max(last_day)
+  FROM orphans
+UNION ALL SELECT 'events', 'read', sum(n), NULL, NULL, NULL FROM agg
+UNION ALL SELECT 'events', 'rated', sum(n), NULL, NULL, NULL
+  FROM owned WHERE subscription_id IS NOT NULL AND metric <> 'voice'
+UNION ALL SELECT 'events', 'rated', sum(calls - unrated), NULL, NULL, NULL FROM voice
 """
 
+# Call totals per subscription straight from the priced calls.
+VOICE_FROM_CALLS = """
+  SELECT subscription_id,
+         (sum(amount_e4) FILTER (WHERE prefix_row IS NOT NULL) + 50) // 100 AS cents,
+         count(*) AS calls, count(*) FILTER (WHERE prefix_row IS NULL) AS unrated,
+         min(day) FILTER (WHERE prefix_row IS NULL) AS first_day,
+         max(day) FILTER (WHERE prefix_row IS NULL) AS last_day
+  FROM priced GROUP BY ALL
+"""
 
 # Explanation rows like those of Tallyflow's call lines (which are per subscription,
-# prefix and band; the bench deck has no bands and one subscription per account): calls,
-# billed seconds and amount per account and deck prefix, kept as a table the totals are
-# then summed from.
+# prefix and band; the bench deck has no bands): calls, billed seconds and amount per
+# subscription and deck prefix, kept as a table the totals are then summed from.
 DUCKDB_ROWS_SQL = (
     "CREATE TEMP TABLE explained AS "
     + DUCKDB_SQL.split("voice AS (")[0].rstrip().rstrip(",")
     + """
-SELECT account_id, prefix_row, count(*) AS calls, sum(billed) AS billed_seconds,
-       sum(amount_e4) AS amount_e4
+SELECT subscription_id, prefix_row, count(*) AS calls, sum(billed) AS billed_seconds,
+       sum(amount_e4) AS amount_e4, min(day) AS first_day, max(day) AS last_day
 FROM priced GROUP BY ALL
 """
 )
 
+VOICE_FROM_ROWS = """
+  SELECT subscription_id,
+         (sum(amount_e4) FILTER (WHERE prefix_row IS NOT NULL) + 50) // 100 AS cents,
+         sum(calls) AS calls, coalesce(sum(calls) FILTER (WHERE prefix_row IS NULL), 0)
+           AS unrated,
+         min(first_day) FILTER (WHERE prefix_row IS NULL) AS first_day,
+         max(last_day) FILTER (WHERE prefix_row IS NULL) AS last_day
+  FROM explained GROUP BY ALL
+"""
 
-def run_duckdb(folder: Path) -> dict[str, int]:
+
+def run_duckdb(folder: Path) -> dict[str, Any]:
     """The same rating as SQL: DECIMAL aggregates, ASOF JOIN prefix match, integer money;
     call totals straight from the priced calls."""
     return _duckdb(folder, explained=False)
 
 
-def run_duckdb_rows(folder: Path) -> dict[str, int]:
-    """As `run_duckdb`, but the calls are first summed into explanation rows per account
-    and prefix, and the totals come from those."""
+def run_duckdb_rows(folder: Path) -> dict[str, Any]:
+    """As `run_duckdb`, but the calls are first summed into explanation rows per
+    subscription and prefix, and the totals come from those."""
     return _duckdb(folder, explained=True)
 
 
-def _duckdb(folder: Path, *, explained: bool) -> dict[str, int]:
+def _duckdb(folder: Path, *, explained: bool) -> dict[str, Any]:
     import duckdb
 
     from pricing_rules.catalog import load_catalog
@@ -338,17 +417,36 @@ def _duckdb(folder: Path, *, explained: bool) -> dict[str, int]:
     ).sort("range_start")
     con = duckdb.connect()
     con.execute(f"SET threads TO {os.cpu_count() or 2}")
+    con.execute("SET TimeZone = 'UTC'")
     con.register("ranges", ranges.to_arrow())
     con.execute(
         "CREATE TABLE subs AS SELECT * FROM read_parquet(?)",
         [str(folder / "subscriptions.parquet")],
     )
+    period_start, period_end = date(2026, 10, 1), date(2026, 11, 1)
+    covering = con.execute(
+        "SELECT count(*) FROM subs WHERE start_date > ? OR end_date < ?",
+        [period_start, period_end],
+    ).fetchone()
+    if covering != (0,):
+        raise RuntimeError("the SQL form expects subscriptions that cover the whole period")
     files = [str(p) for p in sorted(folder.glob("usage-*.parquet"))]
     if explained:
         con.execute(DUCKDB_ROWS_SQL, {"files": files})
-    sql = DUCKDB_SQL.format(calls="explained" if explained else "priced")
+    sql = DUCKDB_SQL.replace("{voice}", VOICE_FROM_ROWS if explained else VOICE_FROM_CALLS)
     rows = con.execute(sql, {"files": files}).fetchall()
-    return {str(charge): int(cents) for charge, cents in rows}
+    cents = {str(name): int(value) for kind, name, value, *_ in rows if kind == "cents"}
+    unrated: dict[str, list[Any]] = {
+        str(name): [int(value), int(n), str(first), str(last)]
+        for kind, name, value, n, first, last in rows
+        if kind == "unrated" and value
+    }
+    read = sum(int(value) for kind, name, value, *_ in rows if (kind, name) == ("events", "read"))
+    rated = sum(int(value) for kind, name, value, *_ in rows if (kind, name) == ("events", "rated"))
+    unbilled = sum(int(counts[1]) for counts in unrated.values())
+    if rated + unbilled != read:
+        raise RuntimeError(f"SQL rating lost events: {read} in, {rated} rated + {unbilled}")
+    return {"cents": cents, "unrated": unrated, "events": read}
 
 
 def run_floor(folder: Path) -> dict[str, int]:
@@ -402,7 +500,9 @@ def main() -> None:
     if args.engine:
         child(args.engine, args.data)
         return
-    folder = OUT / f"data-{args.events}-{args.calls}-{args.prefixes}-{args.accounts}"
+    folder = OUT / (
+        f"data-v{DATA_VERSION}-{args.events}-{args.calls}-{args.prefixes}-{args.accounts}"
+    )
     if not (folder / "meta.json").exists():
         print(f"generating {args.events:,} events into {folder} ...", flush=True)
         generate(folder, args.events, args.calls, args.prefixes, args.accounts)
@@ -414,6 +514,8 @@ def main() -> None:
             runs[name].append(measure(name, folder))
             print(f"  run {attempt + 1} {name}: {runs[name][-1]['seconds']:.2f} s", flush=True)
     polars_totals = runs["polars"][0]["result"]
+    if not polars_totals["unrated"]:
+        raise SystemExit("the bench data has no unbilled usage: every engine must find some")
     for name in ("duckdb", "duckdb+rows"):
         if runs[name][0]["result"] != polars_totals:
             raise SystemExit(
@@ -428,7 +530,7 @@ def main() -> None:
         "polars_over_duckdb": median["polars"] / median["duckdb"],
         "polars_over_duckdb_rows": median["polars"] / median["duckdb+rows"],
         "polars_over_floor": median["polars"] / median["floor"],
-        "totals_cents": polars_totals,
+        "results": polars_totals,
         "cpus": os.cpu_count(),
     }
     (OUT / "results.json").write_text(json.dumps(report, indent=2))
@@ -442,7 +544,7 @@ def main() -> None:
     print(
         f"polars / duckdb = {report['polars_over_duckdb']:.2f}; "
         f"polars / duckdb+rows = {report['polars_over_duckdb_rows']:.2f}; "
-        f"polars / floor = {report['polars_over_floor']:.2f}; totals agree to the cent"
+        f"polars / floor = {report['polars_over_floor']:.2f}; totals and unbilled usage agree"
     )
 
 

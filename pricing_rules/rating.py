@@ -913,7 +913,7 @@ class _Rater:
         """Put a line priced as a frame on the account's invoice, rounded as that invoice
         rounds (it may have started under a plan with another rounding mode)."""
         invoice = self.invoice(account_id, plan)
-        if invoice.rounding.value != line["rounding"]:
+        if invoice.rounding != line["rounding"]:  # a StrEnum equals its text
             full = frames.row(line)
             rounded = round_money(
                 Decimal(full["precise_amount"]), invoice.currency, invoice.rounding
@@ -1197,29 +1197,34 @@ class _FrameLines:
     def assemble(self, ordered: list[dict[str, Any]]) -> pl.DataFrame:
         """Every line in `ordered` (dicts, and refs to frame lines) as one frame, in order."""
         own = [(i, line) for i, line in enumerate(ordered) if "_frame" not in line]
-        framed = [
-            (i, line["_frame"], line["line_id"])
-            for i, line in enumerate(ordered)
-            if "_frame" in line
-        ]
+        placed: list[dict[str, int]] = [{} for _ in self.frames]  # line id -> position
+        for i, line in enumerate(ordered):
+            if "_frame" in line:
+                if line["line_id"] in placed[line["_frame"]]:
+                    raise RatingError(f"line {line['line_id']} was invoiced twice")
+                placed[line["_frame"]][line["line_id"]] = i
         priced = sum("_frame" in ref for ref in self.refs.values())
-        if len(framed) != priced:
-            raise RatingError(f"{priced} lines were priced as frames, {len(framed)} invoiced")
+        invoiced = sum(len(p) for p in placed)
+        if invoiced != priced:
+            raise RatingError(f"{priced} lines were priced as frames, {invoiced} invoiced")
         parts = [
             pl.from_dicts([line for _, line in own], schema=LINE_SCHEMA).with_columns(
                 pl.Series("_position", [i for i, _ in own], dtype=pl.Int64)
             )
         ]
-        if self.frames:
-            placed = pl.DataFrame(
-                framed,
-                schema={"_position": pl.Int64, "_frame": pl.Int64, "line_id": pl.String},
-                orient="row",
-            )
+        # A frame line gets its position as one more column; a line taken off its frame
+        # (re-rounded on an invoice that rounds otherwise) has none and is left out.
+        for frame, positions in zip(self.frames, placed, strict=True):
             parts.append(
-                pl.concat(self.frames).join(placed, on=["_frame", "line_id"]).drop("_frame")
+                frame.drop("_frame")
+                .with_columns(
+                    pl.col("line_id")
+                    .replace_strict(positions, default=None, return_dtype=pl.Int64)
+                    .alias("_position")
+                )
+                .filter(pl.col("_position").is_not_null())
             )
-        return pl.concat(parts, how="diagonal").sort("_position").drop("_position")
+        return pl.concat(parts).sort("_position").drop("_position")
 
 
 def _fixed_frame_lines(
