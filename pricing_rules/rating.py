@@ -45,6 +45,7 @@ from pricing_rules.localtime import with_local_day
 from pricing_rules.money import (
     MONEY_CONTEXT,
     RoundingMode,
+    minor_unit_exponent,
     plain,
     round_money,
     show_quantity,
@@ -529,10 +530,13 @@ class _Invoice:
     currency: str
     rounding: RoundingMode
     lines: list[dict[str, Any]] = field(default_factory=list)
+    # Sums by kind of the plain lines (`_FrameLines.split`), which are not in `lines`.
+    plain: dict[str, Decimal] = field(default_factory=dict)
 
     def subtotal(self, kinds: Sequence[str]) -> Decimal:
         return sum(
-            (line["amount"] for line in self.lines if line["charge_kind"] in kinds), Decimal(0)
+            (line["amount"] for line in self.lines if line["charge_kind"] in kinds),
+            sum((self.plain[kind] for kind in kinds if kind in self.plain), Decimal(0)),
         )
 
 
@@ -765,6 +769,25 @@ class _Rater:
         if key not in self.invoices:
             self.invoices[key] = _Invoice(account_id, plan.currency, plan.rounding)
         return self.invoices[key]
+
+    def open_plain(self, subs: pl.DataFrame, lines: pl.DataFrame) -> None:
+        """The invoices of the plain subscriptions (`_plain_subscriptions`, with their
+        plan's currency and rounding), with the sums by kind of their plain lines."""
+        sums = lines.group_by("account_id", "currency", "charge_kind").agg(
+            pl.col("amount_minor").sum()
+        )
+        for account_id, currency, rounding in (
+            subs.unique(["account_id", "currency"], keep="first", maintain_order=True)
+            .select("account_id", "currency", "rounding")
+            .iter_rows()
+        ):
+            key = (account_id, currency)
+            self.invoices[key] = _Invoice(account_id, currency, RoundingMode(rounding))
+        exponent = {c: minor_unit_exponent(c) for c in sums["currency"].unique().to_list()}
+        for account_id, currency, kind, minor in sums.iter_rows():
+            self.invoices[(account_id, currency)].plain[kind] = Decimal(minor).scaleb(
+                -exponent[currency]
+            )
 
     def recurring(self, sub: Mapping[str, Any], plan: Plan, frames: _FrameLines) -> None:
         terms = self.terms.get(sub["account_id"])
@@ -1158,31 +1181,57 @@ class _Rater:
             )
 
 
+# A line's place in the rated lines: its invoice's rank (`_inv`), then the invoice's
+# plain lines (`_listed` 0, in subscription and charge order) before the lines in its
+# `lines` (`_listed` 1, in their order); `_pos` orders each part.
+_ORDER = ("_inv", "_listed", "_pos")
+_INDEX_BITS = 32  # a listed line is known by (rank << _INDEX_BITS) | its index
+
+
 class _FrameLines:
-    """Lines priced as frames (usage and call-deck charges, whole-period fixed fees). The
-    invoice steps see each line as a small dict of the fields they read (`refs`, by
-    subscription and charge key); the frames themselves go into the rated lines as they
-    are (`assemble`)."""
+    """Lines priced as frames (usage and call-deck charges, whole-period fixed fees).
+
+    Most go into the rated lines as they are: the plain lines (`split`), on invoices that
+    need none of them one by one. The invoice steps see each other line as a small dict
+    of the fields they read (`refs`, by subscription and charge key)."""
 
     _REF_COLUMNS = ("line_id", "subscription_id", "plan_id", "charge_id", "charge_kind")
+    _KEYS = pl.Schema({"line_id": pl.String, "subscription_id": pl.String, "charge_id": pl.String})
 
     def __init__(self) -> None:
         self.frames: list[pl.DataFrame] = []
         self.refs: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def add(self, key: str, lines: pl.DataFrame) -> None:
-        index = len(self.frames)
-        # `amount` keeps the currency's scale, as lines priced one by one have it.
-        fields = lines.select(*self._REF_COLUMNS, "amount", "rounding")
-        for ref in fields.iter_rows(named=True):
-            ref["_frame"] = index
-            if (ref["subscription_id"], key) in self.refs:
-                raise RatingError(f"line {ref['line_id']} was priced twice")
-            self.refs[(ref["subscription_id"], key)] = ref
+    def add(self, lines: pl.DataFrame) -> None:
+        # A ref's `amount` keeps the currency's scale, as lines priced one by one have it.
         self.frames.append(
-            lines.select(list(LINE_SCHEMA))
+            lines.select(*LINE_SCHEMA, pl.col("amount").cast(pl.String).alias("_amount"))
             .cast(LINE_SCHEMA)
-            .with_columns(pl.lit(index, pl.Int64).alias("_frame"))
+            .with_columns(pl.lit(len(self.frames), pl.Int64).alias("_frame"))
+        )
+
+    def covered(self) -> pl.DataFrame:
+        """`subscription_id` and `charge_id` of every frame line; a line priced twice is
+        an error."""
+        keys = pl.concat(
+            [pl.DataFrame(schema=self._KEYS)] + [f.select(*self._KEYS) for f in self.frames]
+        )
+        twice = keys.filter(pl.struct("subscription_id", "charge_id").is_duplicated())
+        if twice.height:
+            raise RatingError(f"line {twice['line_id'][0]} was priced twice")
+        return keys.drop("line_id")
+
+    def split(self, plain: pl.Series) -> pl.DataFrame:
+        """The lines of the `plain` subscriptions, as one frame; a ref for every other."""
+        taken = pl.col("subscription_id").is_in(plain.implode())
+        for frame in self.frames:
+            rest = frame.filter(~taken).select(*self._REF_COLUMNS, "_amount", "rounding", "_frame")
+            for ref in rest.iter_rows(named=True):
+                ref["amount"] = Decimal(ref.pop("_amount"))
+                self.refs[(ref["subscription_id"], ref["charge_id"])] = ref
+        return pl.concat(
+            [pl.DataFrame(schema=LINE_SCHEMA)]
+            + [f.filter(taken).drop("_frame", "_amount") for f in self.frames]
         )
 
     def row(self, ref: Mapping[str, Any]) -> dict[str, Any]:
@@ -1191,40 +1240,182 @@ class _FrameLines:
         row: dict[str, Any] = frame.row(
             by_predicate=pl.col("line_id") == ref["line_id"], named=True
         )
-        del row["_frame"]
+        del row["_frame"], row["_amount"]
         return {**row, "amount": ref["amount"]}
 
-    def assemble(self, ordered: list[dict[str, Any]]) -> pl.DataFrame:
-        """Every line in `ordered` (dicts, and refs to frame lines) as one frame, in order."""
-        own = [(i, line) for i, line in enumerate(ordered) if "_frame" not in line]
+    def assemble(self, invoices: list[_Invoice], plain: pl.DataFrame) -> pl.DataFrame:
+        """Every line, invoice by invoice in the order of `invoices`: first the invoice's
+        plain lines (`plain`, placed by `_placed`), then its `lines` (dicts, and refs to
+        frame lines) in their order."""
+        own: list[dict[str, Any]] = []
+        own_at: list[int] = []
         placed: list[dict[str, int]] = [{} for _ in self.frames]  # line id -> position
-        for i, line in enumerate(ordered):
-            if "_frame" in line:
-                if line["line_id"] in placed[line["_frame"]]:
+        for rank, invoice in enumerate(invoices):
+            for index, line in enumerate(invoice.lines):
+                at = (rank << _INDEX_BITS) | index
+                if "_frame" not in line:
+                    own.append(line)
+                    own_at.append(at)
+                elif line["line_id"] in placed[line["_frame"]]:
                     raise RatingError(f"line {line['line_id']} was invoiced twice")
-                placed[line["_frame"]][line["line_id"]] = i
+                else:
+                    placed[line["_frame"]][line["line_id"]] = at
         priced = sum("_frame" in ref for ref in self.refs.values())
         invoiced = sum(len(p) for p in placed)
         if invoiced != priced:
-            raise RatingError(f"{priced} lines were priced as frames, {invoiced} invoiced")
-        parts = [
-            pl.from_dicts([line for _, line in own], schema=LINE_SCHEMA).with_columns(
-                pl.Series("_position", [i for i, _ in own], dtype=pl.Int64)
-            )
+            raise RatingError(f"{priced} lines were priced as refs, {invoiced} invoiced")
+        code = pl.col("_at")
+        listed: list[pl.Expr] = [
+            (code // (1 << _INDEX_BITS)).alias("_inv"),
+            pl.lit(1, pl.Int64).alias("_listed"),
+            (code % (1 << _INDEX_BITS)).alias("_pos"),
         ]
-        # A frame line gets its position as one more column; a line taken off its frame
+        parts = [
+            plain.select(*LINE_SCHEMA, *_ORDER),
+            pl.from_dicts(own, schema=LINE_SCHEMA)
+            .with_columns(pl.Series("_at", own_at, dtype=pl.Int64))
+            .select(*LINE_SCHEMA, *listed),
+        ]
+        # A frame line gets its place as one more column; a line taken off its frame
         # (re-rounded on an invoice that rounds otherwise) has none and is left out.
         for frame, positions in zip(self.frames, placed, strict=True):
             parts.append(
-                frame.drop("_frame")
-                .with_columns(
+                frame.with_columns(
                     pl.col("line_id")
                     .replace_strict(positions, default=None, return_dtype=pl.Int64)
-                    .alias("_position")
+                    .alias("_at")
                 )
-                .filter(pl.col("_position").is_not_null())
+                .filter(code.is_not_null())
+                .select(*LINE_SCHEMA, *listed)
             )
-        return pl.concat(parts).sort("_position").drop("_position")
+        return pl.concat(parts).sort(*_ORDER).drop(*_ORDER)
+
+
+_USAGE_RANK = 1 << 16  # a subscription's usage lines come after its recurring fees
+
+
+def _charge_table(subs: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
+    """For each plan and add-ons of `subs`: every charge key, its line's rank among a
+    subscription's lines (recurring fees in charge order, then usage in charge order, as
+    `rate` adds them), and whether every subscription gets that line (`_always`: a fixed
+    fee, or a usage charge with a minimum amount)."""
+    rows = []
+    for plan_id, add_ons in subs.select("plan_id", "add_ons").unique().iter_rows():
+        if plan_id not in catalog.plans:
+            continue
+        charges = catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons}))
+        for index, (key, charge) in enumerate(charges):
+            recurring = charge.kind == "recurring"
+            always = recurring or (
+                charge.metric is not None
+                and charge.level == "aggregate"
+                and charge.minimum_amount is not None
+            )
+            rows.append((plan_id, add_ons, key, index + (0 if recurring else _USAGE_RANK), always))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "plan_id": pl.String,
+            "add_ons": pl.String,
+            "charge_id": pl.String,
+            "_charge_rank": pl.Int64,
+            "_always": pl.Boolean,
+        },
+        orient="row",
+    )
+
+
+def _plain_subscriptions(
+    ranked: pl.DataFrame,
+    subscriptions: pl.DataFrame,
+    catalog: Catalog,
+    histories: Mapping[str, History],
+    terms: Mapping[str, AccountTerms],
+    priced_alone: set[str],
+    charges: pl.DataFrame,
+    covered: pl.DataFrame,
+) -> pl.DataFrame:
+    """The subscriptions (rows of `ranked`) of the accounts whose invoices are plain:
+    every line is a frame line rounded as its invoice rounds, and no invoice step reads
+    a line one by one. Such an account has no terms (contracts, discounts, credits or
+    prices of its own) and no subscription with a history; its plans have no commitment
+    and no discount and round alike per currency; and none of its subscriptions has a
+    line priced alone (`priced_alone`) or a line that every subscription gets missing
+    from the frames. Tax reads only each invoice's subtotals (`_Invoice.plain`)."""
+    plans = pl.DataFrame(
+        [
+            (
+                plan_id,
+                plan.currency,
+                plan.rounding.value,
+                plan.minimum_commitment is None and not plan.discounts,
+            )
+            for plan_id, plan in catalog.plans.items()
+        ],
+        schema={
+            "plan_id": pl.String,
+            "currency": pl.String,
+            "rounding": pl.String,
+            "_plain": pl.Boolean,
+        },
+        orient="row",
+    )
+    subs = ranked.join(plans, on="plan_id", how="left")
+    missing = ranked.join(
+        charges.filter("_always"), on=["plan_id", "add_ons"], nulls_equal=True
+    ).join(covered, on=["subscription_id", "charge_id"], how="anti")
+    mixed = subs.group_by("account_id", "currency").agg(pl.col("rounding").n_unique() > 1)
+    histories_of = conform_subscriptions(subscriptions).filter(
+        pl.col("subscription_id").is_in(list(histories))
+    )
+    not_plain = pl.concat(
+        [
+            pl.Series(list(terms), dtype=pl.String),
+            histories_of["account_id"],
+            subs.filter(
+                ~pl.col("_plain").fill_null(False)
+                | pl.col("subscription_id").is_in(list(priced_alone))
+            )["account_id"],
+            missing["account_id"],
+            mixed.filter("rounding")["account_id"],
+        ]
+    )
+    return subs.filter(~pl.col("account_id").is_in(not_plain.implode()))
+
+
+def _placed(
+    plain: pl.DataFrame, subs: pl.DataFrame, charges: pl.DataFrame, invoices: list[_Invoice]
+) -> pl.DataFrame:
+    """The plain lines with their place (`_ORDER`, see `_FrameLines.assemble`): by
+    invoice, then by subscription (`_sub_rank` in `subs`) and the charge's rank."""
+    ranks = pl.DataFrame(
+        {
+            "account_id": [i.account_id for i in invoices],
+            "currency": [i.currency for i in invoices],
+            "_inv": range(len(invoices)),
+        },
+        schema={"account_id": pl.String, "currency": pl.String, "_inv": pl.Int64},
+    )
+    keys = plain.select("subscription_id", "charge_id", "account_id", "currency").with_row_index(
+        "_line"
+    )
+    where = (
+        keys.join(
+            subs.select("subscription_id", "add_ons", "plan_id", "_sub_rank"), on="subscription_id"
+        )
+        .join(charges.drop("_always"), on=["plan_id", "add_ons", "charge_id"], nulls_equal=True)
+        .join(ranks, on=["account_id", "currency"])
+        .sort("_line")
+    )
+    if where.height != plain.height:
+        raise RatingError(f"{plain.height} plain lines, {where.height} placed on invoices")
+    return plain.with_columns(
+        where["_inv"],
+        pl.lit(0, pl.Int64).alias("_listed"),
+        (where["_sub_rank"].cast(pl.Int64) * (2 * _USAGE_RANK) + where["_charge_rank"]).alias(
+            "_pos"
+        ),
+    )
 
 
 def _fixed_frame_lines(
@@ -1260,7 +1451,6 @@ def _fixed_frame_lines(
                 rounding=plan.rounding,
             )
             frames.add(
-                key,
                 line_frame(
                     priced, key=key, charge=charge, currency=plan.currency, rounding=plan.rounding
                 ),
@@ -1597,7 +1787,7 @@ def rate(
                 framed, totals = _frame_lines(
                     catalog.plans[plan_id], plan_id, key, charge, metric.unit, totals, subs, own
                 )
-                frame_lines.add(key, framed)
+                frame_lines.add(framed)
             for sub_id, quantity, events in totals.iter_rows():
                 # A time-weighted metric's readings are weighed, never summed.
                 usage_by_sub[(sub_id, key)] = (
@@ -1607,8 +1797,8 @@ def rate(
 
     _fixed_frame_lines(frame_lines, subs, catalog, period, histories, own)
     event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
-    for key, priced_calls in event_lines:
-        frame_lines.add(key, priced_calls)
+    for _, priced_calls in event_lines:
+        frame_lines.add(priced_calls)
     not_priced = known.filter(~pl.col("_row").is_in(list(rated_rows)))
     priced_metrics = {
         (p, c.metric) for p in catalog.plans for _, c in catalog.plan_charges(p) if c.metric
@@ -1632,7 +1822,23 @@ def rate(
     ]
     unrated.append(event_unrated)
 
-    for sub in subs.iter_rows(named=True):
+    ranked = subs.with_row_index("_sub_rank")
+    charge_table = _charge_table(subs, catalog)
+    plain_subs = _plain_subscriptions(
+        ranked,
+        subscriptions,
+        catalog,
+        histories,
+        terms or {},
+        {sub_id for sub_id, _ in usage_by_sub},
+        charge_table,
+        frame_lines.covered(),
+    )
+    plain_lines = frame_lines.split(plain_subs["subscription_id"])
+    rater.open_plain(plain_subs, plain_lines)
+    for sub in subs.filter(
+        ~pl.col("subscription_id").is_in(plain_subs["subscription_id"].implode())
+    ).iter_rows(named=True):
         plan = catalog.plans.get(sub["plan_id"])
         if plan is None:
             continue
@@ -1680,8 +1886,10 @@ def rate(
         rater.tax(invoice)
         rater.credits(invoice)
 
-    lines = [line for _, inv in sorted(rater.invoices.items()) for line in inv.lines]
-    lines_frame = frame_lines.assemble(lines)
+    invoices = [invoice for _, invoice in sorted(rater.invoices.items())]
+    lines_frame = frame_lines.assemble(
+        invoices, _placed(plain_lines, ranked, charge_table, invoices)
+    )
     # Every column is a sort key, so equal inputs list their unrated usage in one order.
     unrated_frame = pl.concat(unrated).sort(
         "account_id",

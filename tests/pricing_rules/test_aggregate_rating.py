@@ -347,20 +347,29 @@ def test_a_frame_line_is_rounded_as_its_invoice_rounds() -> None:
 
 
 def test_a_frame_line_left_off_every_invoice_stops_the_rating() -> None:
-    # Nothing priced may vanish: assembling without one of the priced lines is an error.
+    # Nothing priced may vanish: assembling without one of the priced lines is an error,
+    # and so is a line priced twice.
     from pricing_rules.aggregate_rating import line_frame
-    from pricing_rules.rating import RatingError, _FrameLines
+    from pricing_rules.rating import RatingError, _FrameLines, _Invoice
 
     charge = FlatCharge(id="f", name="Fee", model="flat", amount=Decimal(10))
     subs = pl.DataFrame(
         {"subscription_id": ["S"], "account_id": ["A"], "plan_id": ["p"], "seats": [1]}
     )
     priced = price_fixed_lines(charge, subs, days=30, currency="USD", rounding=RoundingMode.HALF_UP)
-    frames = _FrameLines()
-    frames.add(
-        "f",
-        line_frame(priced, key="f", charge=charge, currency="USD", rounding=RoundingMode.HALF_UP),
+    lines = line_frame(
+        priced, key="f", charge=charge, currency="USD", rounding=RoundingMode.HALF_UP
     )
-    assert frames.assemble([frames.refs[("S", "f")]])["amount_minor"].to_list() == [1000]
-    with pytest.raises(RatingError, match="1 lines were priced as frames, 0 invoiced"):
-        frames.assemble([])
+    frames = _FrameLines()
+    frames.add(lines)
+    assert frames.covered().rows() == [("S", "f")]
+    plain = frames.split(pl.Series([], dtype=pl.String))
+    assert plain.height == 0
+    invoice = _Invoice("A", "USD", RoundingMode.HALF_UP, lines=[frames.refs[("S", "f")]])
+    no_plain = plain.with_columns(pl.lit(0, pl.Int64).alias(c) for c in ("_inv", "_listed", "_pos"))
+    assert frames.assemble([invoice], no_plain)["amount_minor"].to_list() == [1000]
+    with pytest.raises(RatingError, match="1 lines were priced as refs, 0 invoiced"):
+        frames.assemble([], no_plain)
+    frames.add(lines)
+    with pytest.raises(RatingError, match="line S:f was priced twice"):
+        frames.covered()

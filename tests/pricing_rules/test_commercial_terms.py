@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from unittest.mock import patch
 
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from pricing_rules.catalog import Catalog, CatalogError, parse_catalog
 from pricing_rules.money import RoundingMode, round_money, to_minor_units
@@ -888,3 +890,131 @@ def test_an_override_starting_mid_period_splits_the_fixed_fee(catalog: Catalog) 
     assert by_id(result, "S:sms")["amount"] == Decimal("10.00")
     partly = result.notices.filter(pl.col("kind") == "override_partly_effective")
     assert [m.split()[3] for m in partly["message"]] == ["biz/sms"]
+
+
+# --- plain invoices ----------------------------------------------------------------------
+
+_PLANS = ["biz", "committed", "promo", "even", "up", "euro"]
+
+
+@st.composite
+def accounts_and_usage(
+    draw: st.DrawFn,
+) -> tuple[list[dict[str, object]], list[tuple[str, str, int, datetime]], list[AccountTerms]]:
+    """1-4 accounts of 1-2 subscriptions each: any plan (with or without add-ons), for the
+    whole period or from a day in it, some with terms; SMS and storage usage."""
+    subs: list[dict[str, object]] = []
+    usage: list[tuple[str, str, int, datetime]] = []
+    terms: list[AccountTerms] = []
+    for a in range(draw(st.integers(1, 4))):
+        account = f"A{a}"
+        plans = draw(st.lists(st.sampled_from(_PLANS), min_size=1, max_size=2))
+        # one account's subscriptions follow each other: the second starts on the first's end
+        split = draw(st.integers(2, 30)) if len(plans) == 2 else None
+        for i, plan_id in enumerate(plans):
+            start = date(2026, 1, 1) if i == 0 else date(2026, 10, split or 1)
+            end = date(2026, 10, split) if split and i == 0 else None
+            if i == 0 and len(plans) == 1 and draw(st.booleans()):
+                start = date(2026, 10, draw(st.integers(2, 28)))
+            subs.append(
+                sub(
+                    plan_id,
+                    subscription_id=f"S{a}{i}",
+                    account_id=account,
+                    start=start,
+                    end=end,
+                    add_ons=draw(st.sampled_from([None, "recording"]))
+                    if plan_id == "biz"
+                    else None,
+                )
+            )
+        for day in draw(st.lists(st.integers(1, 31), max_size=4)):
+            usage.append((account, "sms", draw(st.integers(0, 5_000)), at(day)))
+        if draw(st.booleans()):
+            usage.append((account, "rec", draw(st.integers(0, 300)), at(draw(st.integers(1, 31)))))
+        if draw(st.integers(0, 3)) == 0:
+            terms.append(
+                AccountTerms.model_validate(
+                    {
+                        "account_id": account,
+                        "discounts": [
+                            {"id": "d", "name": "Deal", "kind": "percentage", "value": "10"}
+                        ],
+                    }
+                )
+            )
+    return subs, usage, terms
+
+
+@settings(FRAME_PROPERTY, max_examples=60)
+@given(
+    scenario=accounts_and_usage(),
+    countries=st.lists(st.sampled_from(["GB", "DE", "FR", None]), min_size=4, max_size=4),
+)
+def test_plain_invoices_are_the_invoices_rated_line_by_line(
+    catalog: Catalog,
+    scenario: tuple[
+        list[dict[str, object]], list[tuple[str, str, int, datetime]], list[AccountTerms]
+    ],
+    countries: list[str | None],
+) -> None:
+    # The accounts whose invoices need no line one by one skip the invoice loop; their
+    # lines, tax lines, notices and order are what the loop would have made of them.
+    from pricing_rules import rating
+
+    subs, usage, terms = scenario
+    where = {f"A{i}": country for i, country in enumerate(countries)}
+    fast = run(catalog, subs, usage, terms=terms, countries=where)
+    found = rating._plain_subscriptions
+    with patch.object(rating, "_plain_subscriptions", lambda *a: found(*a).head(0)):
+        slow = run(catalog, subs, usage, terms=terms, countries=where)
+    assert_frame_equal(fast.lines, slow.lines)
+    assert_frame_equal(fast.unrated, slow.unrated)
+    assert_frame_equal(fast.notices, slow.notices)
+
+
+def test_only_accounts_with_nothing_to_read_line_by_line_are_plain(catalog: Catalog) -> None:
+    # A and G (taxed) are plain; B's plan has a commitment, C's a discount, D has terms,
+    # E's plans round differently, F starts mid-period (its fee is prorated one by one).
+    from pricing_rules import rating
+
+    taken: list[list[str]] = []
+    found = rating._plain_subscriptions
+
+    def spy(*args: object) -> pl.DataFrame:
+        plain = found(*args)
+        taken.append(sorted(set(plain["account_id"])))
+        return plain
+
+    subs = [
+        sub("biz", subscription_id="A1", account_id="A", add_ons="recording"),
+        sub("committed", subscription_id="B1", account_id="B"),
+        sub("promo", subscription_id="C1", account_id="C"),
+        sub("biz", subscription_id="D1", account_id="D"),
+        sub("even", subscription_id="E1", account_id="E"),
+        sub("up", subscription_id="E2", account_id="E"),
+        sub("biz", subscription_id="F1", account_id="F", start=date(2026, 10, 5)),
+        sub("euro", subscription_id="G1", account_id="G"),
+    ]
+    with patch.object(rating, "_plain_subscriptions", spy):
+        result = run(
+            catalog,
+            subs,
+            [("A", "sms", 100, at(3)), ("A", "rec", 7, at(4))],
+            terms=[AccountTerms(account_id="D")],
+            countries={"A": "DE", "G": "DE"},
+        )
+    assert taken == [["A", "G"]]
+    # Each subscription's fees, then its usage, then the invoice's tax: 100.00 + 20.00
+    # recording fee + 100 x 0.01 SMS + 7 x 0.10 storage = 121.70 x 19% = 23.123 => 23.12;
+    # G: 40.00 x 19% = 7.60.
+    plain = result.lines.filter(pl.col("account_id").is_in(["A", "G"]))
+    assert plain.select("line_id", "amount_minor").rows() == [
+        ("A1:platform", 10000),
+        ("A1:recording.fee", 2000),
+        ("A1:sms", 100),
+        ("A1:recording.storage", 70),
+        ("A:USD:tax:DE", 2312),
+        ("G1:platform", 4000),
+        ("G:EUR:tax:DE", 760),
+    ]
