@@ -7,7 +7,7 @@ up exactly to the line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -27,12 +27,18 @@ def _calls_for(
     charge: CallDeckCharge,
     metric_unit: str,
     accounts: Mapping[str, Mapping[str, Any]],
+    by_day: Sequence[str],
     *,
     zoned: bool,
 ) -> pl.LazyFrame:
     """The calls of `scoped` subscriptions the charge prices; each carries its
     subscription's row in `scoped` as `_sub`, and its account's time zone when `zoned`
-    (UTC otherwise)."""
+    (UTC otherwise).
+
+    A call goes to its subscription as the account's other usage does (`rating.attribute`):
+    by its day for the accounts in `by_day`, and whatever its day for the others, whose one
+    subscription covers the period. A call the calls query dropped would be counted rated
+    in the partials and billed nowhere."""
     from pricing_rules.rating import charge_filter
 
     to_seconds = exact_decimal(conversion_factor(metric_unit, "s"))
@@ -43,14 +49,17 @@ def _calls_for(
         if to_seconds == 1
         else pl.col("quantity") * pl.lit(to_seconds).cast(pl.Decimal(38, 12))
     )
-    calls = (
-        usage.filter(charge_filter(charge))
-        .join(scoped.select(*_SUB_COLUMNS, "_sub").lazy(), on="account_id")
-        .filter(
-            (pl.col("local_day") >= pl.col("start_date"))
-            & (pl.col("end_date").is_null() | (pl.col("local_day") < pl.col("end_date")))
-        )
+    calls = usage.filter(charge_filter(charge)).join(
+        scoped.select(*_SUB_COLUMNS, "_sub").lazy(), on="account_id"
     )
+    if by_day:
+        calls = calls.filter(
+            ~pl.col("account_id").is_in(pl.Series(list(by_day), dtype=pl.String).implode())
+            | (
+                (pl.col("local_day") >= pl.col("start_date"))
+                & (pl.col("end_date").is_null() | (pl.col("local_day") < pl.col("end_date")))
+            )
+        )
     if zoned:
         zones = pl.LazyFrame(
             {
@@ -83,9 +92,11 @@ def rate_event_charges(
     known: pl.DataFrame,
     catalog: Catalog,
     accounts: Mapping[str, Mapping[str, Any]],
+    by_day: Sequence[str],
 ) -> tuple[list[tuple[str, pl.DataFrame]], pl.DataFrame]:
-    """Price every call of every call-deck charge; see `pricing_rules.rating.rate`.
-    Returns the usage lines (charge key, lines) and the calls not priced."""
+    """Price every call of every call-deck charge; see `pricing_rules.rating.rate`
+    (`by_day`: the accounts whose usage is attributed day by day). Returns the usage
+    lines (charge key, lines) and the calls not priced."""
     from pricing_rules.rating import UNRATED_SCHEMA, _add_ons
 
     lines: list[tuple[str, pl.DataFrame]] = []
@@ -104,7 +115,7 @@ def rate_event_charges(
             metric_unit = catalog.metrics[charge.metric].unit
             # Only a deck with time bands reads the caller's zone.
             zoned = deck.has_time_bands
-            calls = _calls_for(usage, scoped, charge, metric_unit, accounts, zoned=zoned)
+            calls = _calls_for(usage, scoped, charge, metric_unit, accounts, by_day, zoned=zoned)
             rated = rate_calls(calls, deck, range_column="_range")
             # Both aggregates in one streaming pass: the calls are never held in memory.
             failed, summary = pl.collect_all(
@@ -213,15 +224,19 @@ def _lines(
         .struct.json_encode()
         .alias("row")
     )
-    per_sub = rows.group_by("_sub").agg(
-        pl.col("amount").sum().alias("precise"),
-        pl.col("billed_seconds").sum(),
-        pl.col("calls").sum().alias("events"),
-        # In subscription, destination, prefix and band order (see `_named`). Joined
-        # after the group-by: a text join inside it costs far more on long lines.
-        pl.col("row").sort_by("_group", "band"),
-        pl.len().alias("rows"),
-    ).with_columns(pl.col("row").list.join(","))
+    per_sub = (
+        rows.group_by("_sub")
+        .agg(
+            pl.col("amount").sum().alias("precise"),
+            pl.col("billed_seconds").sum(),
+            pl.col("calls").sum().alias("events"),
+            # In subscription, destination, prefix and band order (see `_named`). Joined
+            # after the group-by: a text join inside it costs far more on long lines.
+            pl.col("row").sort_by("_group", "band"),
+            pl.len().alias("rows"),
+        )
+        .with_columns(pl.col("row").list.join(","))
+    )
     minutes = _minutes(pl.col("billed_seconds"))
     subs = scoped.select(pl.col("_sub").cast(pl.Int64), "subscription_id", "account_id", "plan_id")
     priced = per_sub.join(subs.lazy(), on="_sub").with_columns(

@@ -1728,9 +1728,8 @@ def rate(
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {}, contract_spend)
     subs = _known_add_ons(subs, catalog, rater.notices)
     rater.notices.extend(_versions_not_offered(subs, histories, catalog))
-    partials = partial_usage(usage, catalog, _split_by_day(subs, period), spans=False).collect(
-        engine="streaming"
-    )
+    by_day = _split_by_day(subs, period)
+    partials = partial_usage(usage, catalog, by_day, spans=False).collect(engine="streaming")
     covered, orphan = attribute(partials, subs)
 
     keys = ["account_id", "subscription_id", "plan_id", "metric"]
@@ -1796,7 +1795,7 @@ def rate(
                 )
 
     _fixed_frame_lines(frame_lines, subs, catalog, period, histories, own)
-    event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info)
+    event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info, by_day)
     for _, priced_calls in event_lines:
         frame_lines.add(priced_calls)
     not_priced = known.filter(~pl.col("_row").is_in(list(rated_rows)))
@@ -1907,6 +1906,9 @@ def rate(
         raise RatingError(
             f"rating lost events: {total} in, {rated_events} rated + {unrated_events} unrated"
         )
+    billed = int(lines_frame.filter(pl.col("charge_kind") == "usage")["events"].sum())
+    if billed != rated_events:
+        raise RatingError(f"rating lost events: {rated_events} rated, {billed} on usage lines")
     rater.notices.extend(_unmatched_overrides(subs, catalog, terms or {}))
     notices = pl.DataFrame(rater.notices, schema=NOTICE_SCHEMA)
     return RatingResult(lines_frame, unrated_frame, rated_events, unrated_events, notices)
@@ -2034,12 +2036,13 @@ def _event_charges(
     known: pl.DataFrame,
     catalog: Catalog,
     accounts: Mapping[str, Mapping[str, Any]],
+    by_day: Sequence[str],
 ) -> tuple[list[tuple[str, pl.DataFrame]], pl.DataFrame]:
     """Charges priced per event (calls from a rate deck): usage lines per charge key,
     and the events that could not be priced, with reasons."""
     from pricing_rules.event_rating import rate_event_charges
 
-    return rate_event_charges(usage, subs, known, catalog, accounts)
+    return rate_event_charges(usage, subs, known, catalog, accounts, by_day)
 
 
 def subscription_frame(rows: list[dict[str, object]]) -> pl.DataFrame:

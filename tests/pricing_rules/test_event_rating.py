@@ -261,3 +261,42 @@ def test_call_lines_list_what_each_call_was_priced(rows: list[tuple[str, str, in
             assert d["label"].startswith(f"{destination} (+{d['prefix']}, {d['band']})")
             assert Decimal(d["unit_price"]) == per_minute
     assert result.unrated["events"].sum() == priced["unrated_reason"].is_not_null().sum()
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_every_call_counted_rated_is_on_a_line(catalog: Catalog, split: bool) -> None:
+    # A Tokyo account whose subscription is exactly October. 2026-09-30 20:00 UTC is
+    # October 1 in Tokyo and 2026-11-01 05:00 UTC is November 1 there. The account's one
+    # subscription covers the period, so all its usage is its subscription's, as the
+    # partials say (validation keeps days outside the month out of a real run); split by
+    # day (a second subscription from October 20), the November call has no
+    # subscription. Either way, each call is billed or unrated, never counted and lost.
+    usage = calls(
+        [
+            ("+442071234567", "outbound", 60, datetime(2026, 10, 3, 12, tzinfo=UTC)),
+            ("+442071234567", "outbound", 60, datetime(2026, 9, 30, 20, tzinfo=UTC)),
+            ("+442071234567", "outbound", 60, datetime(2026, 11, 1, 5, tzinfo=UTC)),
+        ]
+    )
+    rows = [
+        {
+            "subscription_id": "S",
+            "account_id": "A",
+            "plan_id": "usd",
+            "start_date": date(2026, 10, 1),
+            "end_date": date(2026, 10, 20) if split else date(2026, 11, 1),
+        }
+    ]
+    if split:
+        rows.append({**rows[0], "subscription_id": "T", "start_date": date(2026, 10, 20)})
+        rows[1]["end_date"] = date(2026, 11, 1)
+    tokyo = pl.DataFrame({"account_id": ["A"], "timezone": ["Asia/Tokyo"]})
+    result = rate(usage, subscription_frame(rows), catalog, OCT, accounts=tokyo)
+
+    billed = int(result.lines.filter(pl.col("charge_kind") == "usage")["events"].sum())
+    assert billed == result.rated_events
+    assert (billed, result.unrated_events) == ((2, 1) if split else (3, 0))
+    if split:
+        assert result.unrated.select("reason", "first_day").rows() == [
+            ("no_subscription", date(2026, 11, 1))
+        ]
