@@ -27,7 +27,7 @@ import polars as pl
 
 OUT = Path(__file__).resolve().parent / "out"
 PERIOD = "2026-10"
-DATA_VERSION = 2  # in the data folder's name: a new version generates new files
+DATA_VERSION = 3  # in the data folder's name: a new version generates new files
 ROUNDING_DECIMALS = 4
 
 CATALOG = """
@@ -206,7 +206,8 @@ def _with_destination(
         .alias("timestamp"),
         pick.cast(pl.UInt32).alias("pick"),
         digits.alias("digits"),
-        (mix % UNKNOWN_NUMBER_EVERY == 0).alias("unknown"),
+        # by the row, not by `mix` (which picks the account): spread over the accounts
+        (pl.col("k") % UNKNOWN_NUMBER_EVERY == 0).alias("unknown"),
         pl.lit("outbound" if metric in ("voice", "sms") else None, pl.String).alias("direction"),
     )
     if metric == "voice":
@@ -239,6 +240,12 @@ def _with_destination(
 # --------------------------------------------------------------------------------------
 
 
+def _plain(quantity: Any) -> str:
+    """A quantity as text both engines write alike: exact, no exponent, no trailing
+    zeros."""
+    return format(Decimal(str(quantity)).normalize(), "f")
+
+
 def run_polars(folder: Path) -> dict[str, Any]:
     """Tallyflow's own engine, `pricing_rules.rating.rate`, streaming from the files."""
     from pricing_rules.catalog import load_catalog
@@ -253,20 +260,25 @@ def run_polars(folder: Path) -> dict[str, Any]:
     unrated = result.unrated.group_by("reason").agg(
         pl.len().alias("rows"),
         pl.col("events").sum(),
+        pl.col("quantity").sum(),
         pl.col("first_day").min().cast(pl.String),
         pl.col("last_day").max().cast(pl.String),
     )
     return {
         "cents": dict(totals.iter_rows()),
-        "unrated": {reason: list(rest) for reason, *rest in unrated.iter_rows()},
+        "unrated": {
+            reason: [rows, events, _plain(quantity), first, last]
+            for reason, rows, events, quantity, first, last in unrated.iter_rows()
+        },
         "events": result.events,
     }
 
 
-# Tallyflow's work as SQL: usage attributed to subscriptions (each call inside its
-# subscription's dates), what nobody pays for counted with its reason and days, and
-# every event either rated or unrated. The bench's subscriptions all cover the period,
-# so, as in Tallyflow, no account's usage is split by day.
+# Tallyflow's work as SQL: usage attributed to subscriptions, what nobody pays for
+# counted with its reason, quantity and days, and every event either rated or unrated.
+# The bench's subscriptions all cover the period, so, as in Tallyflow, no account's
+# usage (calls included) is split by day. A number is 1 to 15 digits after an optional
+# "+", or it has no rate.
 DUCKDB_SQL = """
 WITH usage AS NOT MATERIALIZED (
   SELECT *, CAST(timestamp AS DATE) AS day FROM read_parquet($files)
@@ -280,24 +292,24 @@ owned AS (
   SELECT a.*, s.subscription_id FROM agg a LEFT JOIN subs s USING (account_id)
 ),
 calls AS (
-  SELECT u.account_id, s.subscription_id, u.day,
+  SELECT u.account_id, s.subscription_id, u.day, u.quantity AS q,
          CAST(ceil(u.quantity) AS BIGINT) AS d,
-         TRY_CAST(rpad(substr(u.destination, 2), 15, '0') AS BIGINT) * 16
-           + length(substr(u.destination, 2)) AS k
-  FROM usage u JOIN subs s ON u.account_id = s.account_id
-   AND u.day >= s.start_date AND (s.end_date IS NULL OR u.day < s.end_date)
+         CASE WHEN regexp_full_match(u.destination, '\\+?[0-9]{1,15}') THEN
+           CAST(rpad(ltrim(u.destination, '+'), 15, '0') AS BIGINT) * 16
+             + length(ltrim(u.destination, '+')) END AS k
+  FROM usage u JOIN subs s USING (account_id)
   WHERE u.metric = 'voice'
 ),
 -- a call outside the range it falls after has no rate: unrated, never free
 matched AS (
-  SELECT c.account_id, c.subscription_id, c.day, c.d, r.rate_micro,
+  SELECT c.account_id, c.subscription_id, c.day, c.q, c.d, r.rate_micro,
          CASE WHEN c.k <= r.range_end THEN r.prefix_row END AS prefix_row
   FROM calls c ASOF LEFT JOIN ranges r ON c.k >= r.range_start
 ),
 -- per call in 1e-4 units: billed seconds per 30/6 increments, rate x s / 60 rounded
 -- half up, + connect fee 100, topped up to the minimum 200; zero-second calls are free
 priced AS (
-  SELECT account_id, subscription_id, day, prefix_row,
+  SELECT account_id, subscription_id, day, q, prefix_row,
          CASE WHEN d = 0 THEN 0 WHEN d <= 30 THEN 30
               ELSE 30 + CAST(ceil((d - 30) / 6.0) AS BIGINT) * 6 END AS billed,
          CASE WHEN d = 0 THEN 0 ELSE greatest(
@@ -331,30 +343,34 @@ api AS (
 ),
 -- the days of usage nobody pays for: one more pass, over those accounts' usage only
 orphans AS (
-  SELECT u.account_id, u.metric, count(*) AS n, min(u.day) AS first_day,
-         max(u.day) AS last_day
+  SELECT u.account_id, u.metric, count(*) AS n,
+         CASE u.metric WHEN 'storage' THEN max(u.quantity) WHEN 'api' THEN count(*)
+                       ELSE sum(u.quantity) END AS q,
+         min(u.day) AS first_day, max(u.day) AS last_day
   FROM usage u
   WHERE u.account_id IN (SELECT account_id FROM owned WHERE subscription_id IS NULL)
-  GROUP BY ALL
+  GROUP BY u.account_id, u.metric
 )
 SELECT 'cents' AS kind, 'voice' AS name, CAST(sum(cents) AS BIGINT) AS value,
-       NULL AS n, NULL AS first_day, NULL AS last_day FROM voice
-UNION ALL SELECT 'cents', 'sms', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL FROM sms
-UNION ALL SELECT 'cents', 'data', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL FROM data
-UNION ALL SELECT 'cents', 'storage', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL FROM storage
-UNION ALL SELECT 'cents', 'api', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL FROM api
-UNION ALL SELECT 'cents', 'platform', CAST(count(*) * 4900 AS BIGINT), NULL, NULL, NULL
-  FROM subs
+       NULL AS n, NULL AS q, NULL AS first_day, NULL AS last_day FROM voice
+UNION ALL SELECT 'cents', 'sms', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL, NULL FROM sms
+UNION ALL SELECT 'cents', 'data', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL, NULL
+  FROM data
+UNION ALL SELECT 'cents', 'storage', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL, NULL
+  FROM storage
+UNION ALL SELECT 'cents', 'api', CAST(sum(cents) AS BIGINT), NULL, NULL, NULL, NULL FROM api
+UNION ALL SELECT 'cents', 'platform', CAST(count(*) * 4900 AS BIGINT), NULL, NULL, NULL,
+       NULL FROM subs
 UNION ALL SELECT 'unrated', 'no_rate_for_destination', count(*), sum(unrated),
-       min(first_day), max(last_day)
+       sum(unrated_q), min(first_day), max(last_day)
   FROM voice WHERE unrated > 0
-UNION ALL SELECT 'unrated', 'no_subscription', count(*), sum(n), min(first_day),
+UNION ALL SELECT 'unrated', 'no_subscription', count(*), sum(n), sum(q), min(first_day),
        max(last_day)
   FROM orphans
-UNION ALL SELECT 'events', 'read', sum(n), NULL, NULL, NULL FROM agg
-UNION ALL SELECT 'events', 'rated', sum(n), NULL, NULL, NULL
+UNION ALL SELECT 'events', 'read', sum(n), NULL, NULL, NULL, NULL FROM agg
+UNION ALL SELECT 'events', 'rated', sum(n), NULL, NULL, NULL, NULL
   FROM owned WHERE subscription_id IS NOT NULL AND metric <> 'voice'
-UNION ALL SELECT 'events', 'rated', sum(calls - unrated), NULL, NULL, NULL FROM voice
+UNION ALL SELECT 'events', 'rated', sum(calls - unrated), NULL, NULL, NULL, NULL FROM voice
 """
 
 # Call totals per subscription straight from the priced calls.
@@ -362,6 +378,7 @@ VOICE_FROM_CALLS = """
   SELECT subscription_id,
          (sum(amount_e4) FILTER (WHERE prefix_row IS NOT NULL) + 50) // 100 AS cents,
          count(*) AS calls, count(*) FILTER (WHERE prefix_row IS NULL) AS unrated,
+         sum(q) FILTER (WHERE prefix_row IS NULL) AS unrated_q,
          min(day) FILTER (WHERE prefix_row IS NULL) AS first_day,
          max(day) FILTER (WHERE prefix_row IS NULL) AS last_day
   FROM priced GROUP BY ALL
@@ -375,7 +392,8 @@ DUCKDB_ROWS_SQL = (
     + DUCKDB_SQL.split("voice AS (")[0].rstrip().rstrip(",")
     + """
 SELECT subscription_id, prefix_row, count(*) AS calls, sum(billed) AS billed_seconds,
-       sum(amount_e4) AS amount_e4, min(day) AS first_day, max(day) AS last_day
+       sum(amount_e4) AS amount_e4, sum(q) AS q, min(day) AS first_day,
+       max(day) AS last_day
 FROM priced GROUP BY ALL
 """
 )
@@ -385,6 +403,7 @@ VOICE_FROM_ROWS = """
          (sum(amount_e4) FILTER (WHERE prefix_row IS NOT NULL) + 50) // 100 AS cents,
          sum(calls) AS calls, coalesce(sum(calls) FILTER (WHERE prefix_row IS NULL), 0)
            AS unrated,
+         sum(q) FILTER (WHERE prefix_row IS NULL) AS unrated_q,
          min(first_day) FILTER (WHERE prefix_row IS NULL) AS first_day,
          max(last_day) FILTER (WHERE prefix_row IS NULL) AS last_day
   FROM explained GROUP BY ALL
@@ -437,8 +456,8 @@ def _duckdb(folder: Path, *, explained: bool) -> dict[str, Any]:
     rows = con.execute(sql, {"files": files}).fetchall()
     cents = {str(name): int(value) for kind, name, value, *_ in rows if kind == "cents"}
     unrated: dict[str, list[Any]] = {
-        str(name): [int(value), int(n), str(first), str(last)]
-        for kind, name, value, n, first, last in rows
+        str(name): [int(value), int(n), _plain(quantity), str(first), str(last)]
+        for kind, name, value, n, quantity, first, last in rows
         if kind == "unrated" and value
     }
     read = sum(int(value) for kind, name, value, *_ in rows if (kind, name) == ("events", "read"))
