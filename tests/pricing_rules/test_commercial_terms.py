@@ -104,6 +104,19 @@ plans:
     currency: EUR
     charges:
       - {id: platform, name: Platform fee, model: flat, amount: "40.00"}
+  yen:
+    name: Yen, with a usage minimum
+    currency: JPY
+    charges:
+      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: "1.1",
+         minimum_amount: "500"}
+  dinar:
+    name: Dinar
+    currency: BHD
+    rounding: half_even
+    charges:
+      - {id: platform, name: Platform fee, model: flat, amount: "12.345"}
+      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: "0.0025"}
 """
 
 
@@ -894,7 +907,8 @@ def test_an_override_starting_mid_period_splits_the_fixed_fee(catalog: Catalog) 
 
 # --- plain invoices ----------------------------------------------------------------------
 
-_PLANS = ["biz", "committed", "promo", "even", "up", "euro"]
+# "retired" is no plan of the catalog: its usage is unrated and it bills nothing.
+_PLANS = ["biz", "committed", "promo", "even", "up", "euro", "yen", "dinar", "retired"]
 
 
 @st.composite
