@@ -294,9 +294,12 @@ owned AS (
 calls AS (
   SELECT u.account_id, s.subscription_id, u.day, u.quantity AS q,
          CAST(ceil(u.quantity) AS BIGINT) AS d,
-         CASE WHEN regexp_full_match(u.destination, '\\+?[0-9]{1,15}') THEN
-           CAST(rpad(ltrim(u.destination, '+'), 15, '0') AS BIGINT) * 16
-             + length(ltrim(u.destination, '+')) END AS k
+         CASE WHEN regexp_full_match(u.destination, '\\+[0-9]{1,15}') THEN
+                CAST(rpad(substr(u.destination, 2), 15, '0') AS BIGINT) * 16
+                  + length(u.destination) - 1
+              WHEN regexp_full_match(u.destination, '[0-9]{1,15}') THEN
+                CAST(rpad(u.destination, 15, '0') AS BIGINT) * 16 + length(u.destination)
+         END AS k
   FROM usage u JOIN subs s USING (account_id)
   WHERE u.metric = 'voice'
 ),
