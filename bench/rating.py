@@ -5,7 +5,8 @@ against a bare Parquet scan + group-by sum (the floor), on the same files, in on
     python -m bench.rating --events 2000000 --calls 400000 --repeat 1   # a quick look
 
 Each engine runs in its own subprocess so its peak memory (max RSS) is its own. The
-Polars and DuckDB results must agree to the cent on every charge, or the run fails.
+Polars and DuckDB results must agree to the cent on every charge, and on the unbilled
+usage of each reason (rows, events, quantity and days), or the run fails.
 """
 
 from __future__ import annotations
