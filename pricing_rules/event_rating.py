@@ -39,7 +39,7 @@ def _calls_for(
     by its day for the accounts in `by_day`, and whatever its day for the others, whose one
     subscription covers the period. A call the calls query dropped would be counted rated
     in the partials and billed nowhere."""
-    from pricing_rules.rating import charge_filter
+    from pricing_rules.rating import active_on, charge_filter
 
     to_seconds = exact_decimal(conversion_factor(metric_unit, "s"))
     if to_seconds is None:
@@ -55,10 +55,7 @@ def _calls_for(
     if by_day:
         calls = calls.filter(
             ~pl.col("account_id").is_in(pl.Series(list(by_day), dtype=pl.String).implode())
-            | (
-                (pl.col("local_day") >= pl.col("start_date"))
-                & (pl.col("end_date").is_null() | (pl.col("local_day") < pl.col("end_date")))
-            )
+            | active_on("local_day")
         )
     if zoned:
         zones = pl.LazyFrame(

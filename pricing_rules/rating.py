@@ -298,10 +298,7 @@ def attribute(partials: pl.DataFrame, subs: pl.DataFrame) -> tuple[pl.DataFrame,
     indexed = partials.with_row_index("_row")
     matched = indexed.join(subs, on="account_id", how="inner").filter(
         pl.col("day").is_null()  # the account's one subscription covers the whole period
-        | (
-            (pl.col("day") >= pl.col("start_date"))
-            & (pl.col("end_date").is_null() | (pl.col("day") < pl.col("end_date")))
-        )
+        | active_on("day")
     )
     overlap = matched.group_by("_row").len().filter(pl.col("len") > 1)
     if overlap.height:
@@ -1598,6 +1595,14 @@ def _add_ons(sub: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def active_on(day: str) -> pl.Expr:
+    """The subscription row (`start_date`, `end_date`) is active on the date in `day`:
+    `start_date <= day < end_date`, an open end never ending."""
+    return (pl.col(day) >= pl.col("start_date")) & (
+        pl.col("end_date").is_null() | (pl.col(day) < pl.col("end_date"))
+    )
+
+
 def charge_filter(charge: ChargeBase) -> pl.Expr:
     expr = pl.col("metric") == charge.metric
     for key, value in charge.filters.items():
@@ -1625,10 +1630,7 @@ def _time_weighted(
             subs.lazy().select("subscription_id", "account_id", "start_date", "end_date"),
             on="account_id",
         )
-        .filter(
-            (pl.col("local_day") >= pl.col("start_date"))
-            & (pl.col("end_date").is_null() | (pl.col("local_day") < pl.col("end_date")))
-        )
+        .filter(active_on("local_day"))
         .collect()
         .sort("subscription_id", "timestamp")
     )
