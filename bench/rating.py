@@ -241,15 +241,10 @@ def _with_destination(
 # --------------------------------------------------------------------------------------
 
 
-def _plain(quantity: Any) -> str:
-    """A quantity as text both engines write alike: exact, no exponent, no trailing
-    zeros."""
-    return format(Decimal(str(quantity)).normalize(), "f")
-
-
 def run_polars(folder: Path) -> dict[str, Any]:
     """Tallyflow's own engine, `pricing_rules.rating.rate`, streaming from the files."""
     from pricing_rules.catalog import load_catalog
+    from pricing_rules.money import plain
     from pricing_rules.periods import BillingPeriod
     from pricing_rules.rating import rate
 
@@ -268,7 +263,7 @@ def run_polars(folder: Path) -> dict[str, Any]:
     return {
         "cents": dict(totals.iter_rows()),
         "unrated": {
-            reason: [rows, events, _plain(quantity), first, last]
+            reason: [rows, events, plain(Decimal(str(quantity))), first, last]
             for reason, rows, events, quantity, first, last in unrated.iter_rows()
         },
         "events": result.events,
@@ -430,6 +425,7 @@ def _duckdb(folder: Path, *, explained: bool) -> dict[str, Any]:
     import duckdb
 
     from pricing_rules.catalog import load_catalog
+    from pricing_rules.money import plain
 
     deck = load_catalog(folder / "catalog.yaml").rate_deck("bench")
     ranges = deck._prefix_ranges.select(  # the same disjoint prefix ranges Polars joins
@@ -460,7 +456,7 @@ def _duckdb(folder: Path, *, explained: bool) -> dict[str, Any]:
     rows = con.execute(sql, {"files": files}).fetchall()
     cents = {str(name): int(value) for kind, name, value, *_ in rows if kind == "cents"}
     unrated: dict[str, list[Any]] = {
-        str(name): [int(value), int(n), _plain(quantity), str(first), str(last)]
+        str(name): [int(value), int(n), plain(Decimal(str(quantity))), str(first), str(last)]
         for kind, name, value, n, quantity, first, last in rows
         if kind == "unrated" and value
     }
