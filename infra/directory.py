@@ -169,7 +169,8 @@ def read_histories(path: Path) -> pl.DataFrame:
     `pricing_rules.lifecycle.History`). The row's start is the history's start, its plan
     and seats the first ones (rating uses those in force each period), and its end the
     cancellation: the cancel day, or with `timing: period_end` (the default) the end of
-    that calendar month.
+    that calendar month. A plan on a longer cycle serves on to its period's end: rating
+    bills its fixed fees until then, while the row decides where usage goes.
     """
     if not path.is_file():
         raise DirectoryError(f"{path} does not exist")

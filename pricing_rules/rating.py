@@ -1863,11 +1863,16 @@ def rate(
 
     # A history starting after the period is billed in advance on this invoice. One whose
     # service ended on the period's first day is settled on it: the credits and arrears
-    # the last run could not know of.
+    # the last run could not know of. So is one whose service outlasts its row (a
+    # quarterly plan cancelled at its quarter's end, imported with the end of the month).
     outside = conform_subscriptions(subscriptions).filter(
         pl.col("subscription_id").is_in(list(histories))
         & ~pl.col("subscription_id").is_in(subs["subscription_id"].implode())
-        & ((pl.col("start_date") >= period.end) | (pl.col("end_date") == period.start))
+        & (
+            (pl.col("start_date") >= period.end)
+            | (pl.col("end_date") == period.start)
+            | pl.col("subscription_id").is_in(_serving_on(histories, subs, catalog, period.start))
+        )
     )
     for sub in outside.iter_rows(named=True):
         if sub["plan_id"] in catalog.plans:
@@ -1999,6 +2004,29 @@ def _in_force(
                 sub = sub | {"plan_id": current[-1].state.plan, "quantity": current[-1].state.seats}
         rows.append(sub)
     return pl.DataFrame(rows, schema=subs.schema)
+
+
+def _serving_on(
+    histories: Mapping[str, History], active: pl.DataFrame, catalog: Catalog, day: date
+) -> list[str]:
+    """The subscriptions, of those not in `active`, whose history is in service on `day`
+    or ended on it: their fixed fees are due whatever their row's end (decision 0018)."""
+    from pricing_rules.lifecycle import LifecycleError, cycle_for, timeline
+
+    shown = set(active["subscription_id"])
+    # A change takes effect within a cycle of its day, and no cycle is longer than a year.
+    reach = day - timedelta(days=366)
+    found = []
+    for sub_id, history in histories.items():
+        if sub_id in shown or history.start > day or max(c.day for c in history.changes) < reach:
+            continue
+        try:
+            segments = timeline(history, catalog, cycle_for(history, catalog))
+        except (LifecycleError, KeyError):
+            continue  # a plan not in the catalog: as before its row ended, nothing is billed
+        if segments and (segments[-1].end is None or segments[-1].end >= day):
+            found.append(sub_id)
+    return found
 
 
 def _versions_not_offered(

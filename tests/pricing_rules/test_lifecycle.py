@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -700,14 +702,8 @@ quarter_change = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None, database=None)
-@given(first=st.integers(0, 200), raw=st.lists(quarter_change, max_size=5))
-def test_monthly_runs_bill_every_quarter_exactly_once(
-    first: int, raw: list[dict[str, Any]]
-) -> None:
-    # Over the monthly runs from December 2025 (which bills Q1 in advance) to January 2027,
-    # what all invoices bill for each quarter of 2026 adds up to what it actually cost,
-    # however its changes fell.
+def _quarterly_history(first: int, raw: list[dict[str, Any]]) -> History:
+    """A quarterly history starting `first` days into 2026 with `raw` changes after it."""
     changes: list[dict[str, Any]] = [
         start((date(2026, 1, 1) + timedelta(days=first)).isoformat(), "quarterly_plus", seats=2)
     ]
@@ -728,15 +724,25 @@ def test_monthly_runs_bill_every_quarter_exactly_once(
         changes.append(change)
         if action == "cancel":
             break
-    h = history(*changes)
-    cycle = cycle_for(h, CATALOG)
-    billed: dict[date, Decimal] = {}
-    for year, number in [(2025, 12), *((2026, m) for m in range(1, 13)), (2027, 1)]:
-        first_day = date(year, number, 1)
-        end = date(year + (number == 12), number % 12 + 1, 1)
-        for line in closing_lines(h, CATALOG, cycle, first_day, end):
-            starts = cycle.period_of(cycle.start_of(line.first_day)).first_day
-            billed[starts] = billed.get(starts, Decimal(0)) + line.amount
+    return history(*changes)
+
+
+CANCEL_AT_QUARTER_END = {
+    "action": "cancel",
+    "plan": "quarterly",
+    "seats": 1,
+    "timing": "period_end",
+}
+
+# December 2025 (which bills Q1 in advance) to January 2027 (which settles Q4)
+QUARTER_RUNS = [date(2025, 12, 1), *(date(2026, m, 1) for m in range(1, 13)), date(2027, 1, 1)]
+
+
+def _assert_each_quarter_billed_its_cost(
+    h: History, cycle: BillingCycle, billed: dict[date, Decimal]
+) -> None:
+    """`billed` (by the first day of the quarter a line serves) is what each quarter of
+    2026 actually cost, to the last decimal."""
     actual = timeline(h, CATALOG, cycle)
     for quarter in cycle.periods_overlapping(date(2026, 1, 1), date(2027, 1, 1)):
         cost = Decimal(0)
@@ -751,6 +757,53 @@ def test_monthly_runs_bill_every_quarter_exactly_once(
             quarter,
             h,
         )
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(first=st.integers(0, 200), raw=st.lists(quarter_change, max_size=5))
+def test_monthly_runs_bill_every_quarter_exactly_once(
+    first: int, raw: list[dict[str, Any]]
+) -> None:
+    # Over the monthly runs, what all invoices bill for each quarter of 2026 adds up to
+    # what it actually cost, however its changes fell.
+    h = _quarterly_history(first, raw)
+    cycle = cycle_for(h, CATALOG)
+    billed: dict[date, Decimal] = {}
+    for first_day in QUARTER_RUNS:
+        end = BillingPeriod.parse(f"{first_day:%Y-%m}").end
+        for line in closing_lines(h, CATALOG, cycle, first_day, end):
+            starts = cycle.period_of(cycle.start_of(line.first_day)).first_day
+            billed[starts] = billed.get(starts, Decimal(0)) + line.amount
+    _assert_each_quarter_billed_its_cost(h, cycle, billed)
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(first=st.integers(0, 200), raw=st.lists(quarter_change, max_size=5))
+# cancelled on April 11 at the end of Q2: the row ends on May 1, the service on July 1
+@example(first=0, raw=[{**CANCEL_AT_QUARTER_END, "offset": 100}])
+def test_monthly_runs_bill_every_quarter_of_an_imported_history_exactly_once(
+    first: int, raw: list[dict[str, Any]]
+) -> None:
+    # As above, through `rate` and the subscription row `import --histories-file` writes.
+    # That row ends a cancellation at the quarter's end with the cancel's calendar month,
+    # before the service ends: the runs after it still bill the quarter's arrears.
+    from infra.directory import read_histories
+
+    h = _quarterly_history(first, raw)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "histories.yaml"
+        path.write_text(json.dumps([{"account_id": "Q", **h.model_dump(mode="json")}]))
+        subs = read_histories(path)
+    cycle = cycle_for(h, CATALOG)
+    billed: dict[date, Decimal] = {}
+    for first_day in QUARTER_RUNS:
+        result = rate(usage_frame([]), subs, CATALOG, BillingPeriod.parse(f"{first_day:%Y-%m}"))
+        for line_id, precise in result.lines.select("line_id", "precise_amount").iter_rows():
+            # <subscription>:<charge>:<role>:<plan>:<first day>:<end day>:<seats>
+            served = date.fromisoformat(line_id.split(":")[4])
+            starts = cycle.period_of(cycle.start_of(served)).first_day
+            billed[starts] = billed.get(starts, Decimal(0)) + Decimal(precise)
+    _assert_each_quarter_billed_its_cost(h, cycle, billed)
 
 
 def _clip_for_test(segments: list[Any], first: date, end: date) -> list[tuple[date, date, Any]]:
