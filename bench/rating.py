@@ -3,6 +3,7 @@ against a bare Parquet scan + group-by sum (the floor), on the same files, in on
 
     python -m bench.rating                       # 20M events, 4M calls, 5,000 prefixes
     python -m bench.rating --events 2000000 --calls 400000 --repeat 1   # a quick look
+    python -m bench.rating --phases --repeat 5   # where the Polars time goes
 
 Each engine runs in its own subprocess so its peak memory (max RSS) is its own. The
 Polars and DuckDB results must agree to the cent on every charge, and on the unbilled
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -480,6 +482,46 @@ def run_floor(folder: Path) -> dict[str, int]:
     return {"groups": frame.height}
 
 
+def phases(folder: Path, repeat: int) -> dict[str, float]:
+    """Where Tallyflow's time goes, in this one process: the floor, the partial aggregates
+    alone, the calls alone (read, priced one by one and summed into explanation rows)
+    and the whole rating. Median seconds of `repeat` runs of each, interleaved."""
+    from datetime import timedelta
+
+    from pricing_rules.catalog import load_catalog
+    from pricing_rules.event_rating import rate_event_charges
+    from pricing_rules.localtime import with_local_day
+    from pricing_rules.periods import BillingPeriod
+    from pricing_rules.rating import active_subscriptions, attribute, partial_usage, rate
+
+    catalog = load_catalog(folder / "catalog.yaml")
+    files = sorted(folder.glob("usage-*.parquet"))
+    rows = pl.read_parquet(folder / "subscriptions.parquet")
+    period = BillingPeriod.parse(PERIOD)
+    subs = active_subscriptions(rows, period)
+    # as `rate` reads the usage: no account is split by day, as every subscription covers
+    # the period (the SQL relies on the same)
+    window = period.start_at - timedelta(days=2), period.end_at + timedelta(days=2)
+    usage = with_local_day(pl.scan_parquet(files), {}, *window)
+    covered, _ = attribute(partial_usage(usage, catalog, [], spans=False).collect(), subs)
+    known = covered.filter(pl.col("plan_id").is_in(list(catalog.plans)))
+    steps: dict[str, Callable[[], object]] = {
+        "floor": lambda: run_floor(folder),
+        "partial aggregates": lambda: partial_usage(usage, catalog, [], spans=False).collect(
+            engine="streaming"
+        ),
+        "calls": lambda: rate_event_charges(usage, subs, known, catalog, {}, []),
+        "whole rating": lambda: rate(pl.scan_parquet(files), rows, catalog, period),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeat):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(times) for name, times in seconds.items()}
+
+
 ENGINES = {
     "polars": run_polars,
     "duckdb": run_duckdb,
@@ -528,6 +570,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--engine", choices=sorted(ENGINES))
     parser.add_argument("--data", type=Path)
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="time the floor, the partial aggregates, the calls and the whole rating in one "
+        "process, instead of the engines",
+    )
     args = parser.parse_args()
     if args.engine:
         child(args.engine, args.data)
@@ -539,6 +587,12 @@ def main() -> None:
         print(f"generating {args.events:,} events into {folder} ...", flush=True)
         generate(folder, args.events, args.calls, args.prefixes, args.accounts)
     (folder / "catalog.yaml").write_text(CATALOG)  # the prices may change; the data not
+    if args.phases:
+        timed = phases(folder, args.repeat)
+        print(f"median of {args.repeat}, in one process")
+        for name, value in timed.items():
+            print(f"{name:<20} {value:>6.2f} s  {value / timed['floor']:>5.2f} x floor")
+        return
     meta = json.loads((folder / "meta.json").read_text())
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ENGINES}
     for attempt in range(args.repeat):
