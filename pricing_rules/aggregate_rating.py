@@ -392,6 +392,42 @@ def price_usage_lines(
         words.append(_text(_shown(used), f" {unit} included"))
     amount, unit_price, model_rows, model_words = _priced(charge, billable, unit)
     rows.extend(model_rows)
+    amount, limit_rows, limit_words = limited(charge, amount)
+    rows.extend(limit_rows)
+    words.extend(limit_words)
+    words.extend(model_words)
+    priced = quantities.lazy().with_columns(
+        pl.lit(unit).alias("unit"),
+        (pl.lit(None, pl.Decimal(38, 12)) if unit_price is None else unit_price)
+        .cast(pl.Decimal(38, 12))
+        .alias("unit_price"),
+        amount.alias("precise"),
+        _text(
+            f"{charge.name}: ",
+            _shown(quantity),
+            f" {unit} — ",
+            pl.concat_str(words, separator=", ", ignore_nulls=True),
+        ).alias("description"),
+        _text("[", pl.concat_str(rows, separator=", ", ignore_nulls=True), "]").alias("details"),
+    )
+    return rounded(priced, currency, rounding)
+
+
+def limited(charge: ChargeBase, amount: pl.Expr) -> tuple[pl.Expr, list[pl.Expr], list[pl.Expr]]:
+    """The charge's `minimum_amount` and `maximum_amount` applied to a Decimal amount:
+    the amount they leave, at scale 18, the explanation rows that take it there and the
+    words for them (each null where its limit does not bite), as `price_charge` does.
+
+    # 3.20 of calls under a 5.00 minimum: topped up by 1.80
+    >>> from pricing_rules.charges import CallDeckCharge
+    >>> charge = CallDeckCharge(id="v", name="Calls", model="call_deck", metric="voice",
+    ...     deck="d", minimum_amount=Decimal("5.00"))
+    >>> amount, rows, words = limited(charge, pl.lit(Decimal("3.20")))
+    >>> pl.select(amount.alias("a"), words[0].alias("w")).row(0)
+    (Decimal('5.000000000000000000'), 'topped up by 1.8 to the minimum charge')
+    """
+    rows: list[pl.Expr] = []
+    words: list[pl.Expr] = []
     amount = amount.cast(pl.Decimal(38, _AMOUNT_SCALE))
     if charge.minimum_amount is not None:
         low = _lit(charge.minimum_amount)
@@ -411,22 +447,7 @@ def price_usage_lines(
             pl.when(over).then(_text("capped at the maximum charge (", _shown(high - amount), ")"))
         )
         amount = pl.when(over).then(high).otherwise(amount).cast(pl.Decimal(38, _AMOUNT_SCALE))
-    words.extend(model_words)
-    priced = quantities.lazy().with_columns(
-        pl.lit(unit).alias("unit"),
-        (pl.lit(None, pl.Decimal(38, 12)) if unit_price is None else unit_price)
-        .cast(pl.Decimal(38, 12))
-        .alias("unit_price"),
-        amount.alias("precise"),
-        _text(
-            f"{charge.name}: ",
-            _shown(quantity),
-            f" {unit} — ",
-            pl.concat_str(words, separator=", ", ignore_nulls=True),
-        ).alias("description"),
-        _text("[", pl.concat_str(rows, separator=", ", ignore_nulls=True), "]").alias("details"),
-    )
-    return rounded(priced, currency, rounding)
+    return amount, rows, words
 
 
 def _fee_price(charge: ChargeBase) -> Decimal | None:

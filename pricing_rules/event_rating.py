@@ -8,11 +8,12 @@ up exactly to the line.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
 
-from pricing_rules.aggregate_rating import line_frame, rounded
+from pricing_rules.aggregate_rating import limited, line_frame, rounded
 from pricing_rules.catalog import Catalog, Plan
 from pricing_rules.charges import CallDeckCharge
 from pricing_rules.decks import BANDS, RateDeck, rate_calls
@@ -98,10 +99,15 @@ def rate_event_charges(
 
     lines: list[tuple[str, pl.DataFrame]] = []
     unrated: list[pl.DataFrame] = [pl.DataFrame(schema=UNRATED_SCHEMA)]
-    combos = known.select("plan_id", "add_ons").unique()
+    with_usage = set(known.select("plan_id", "add_ons").unique().iter_rows())
+    # Every plan's subscriptions, as a charge with a minimum bills even those with no usage.
+    combos = subs.filter(pl.col("plan_id").is_in(list(catalog.plans)))
+    combos = combos.select("plan_id", "add_ons").unique()
     for plan_id, add_ons in combos.sort("plan_id", "add_ons", nulls_last=True).iter_rows():
         for key, charge in catalog.plan_charges(plan_id, _add_ons({"add_ons": add_ons})):
             if not isinstance(charge, CallDeckCharge) or charge.metric is None:
+                continue
+            if (plan_id, add_ons) not in with_usage and charge.minimum_amount is None:
                 continue
             deck = catalog.rate_deck(charge.deck)
             scoped = (
@@ -236,20 +242,43 @@ def _lines(
     )
     minutes = _minutes(pl.col("billed_seconds"))
     subs = scoped.select(pl.col("_sub").cast(pl.Int64), "subscription_id", "account_id", "plan_id")
-    priced = per_sub.join(subs.lazy(), on="_sub").with_columns(
+    if charge.minimum_amount is None:
+        per_sub = per_sub.join(subs.lazy(), on="_sub")
+    else:
+        # A minimum is owed by every subscription, with calls or without.
+        per_sub = (
+            subs.lazy()
+            .join(per_sub, on="_sub", how="left")
+            .with_columns(
+                pl.col("precise").fill_null(pl.lit(Decimal(0), deck.amount_dtype)),
+                pl.col("billed_seconds", "events", "rows").fill_null(0),
+            )
+        )
+    amount, limit_rows, limit_words = limited(charge, pl.col("precise"))
+    priced = per_sub.with_columns(
         minutes.alias("quantity"),
         pl.lit("min").alias("unit"),
         pl.lit(None, pl.Decimal(38, 12)).alias("unit_price"),
-        pl.format(
-            "{}, {} call(s), {} billed min — rated per call from deck {} ({} destination/band "
-            "rows)",
-            pl.lit(charge.name),
-            "events",
-            minutes.round(2, mode="half_to_even").cast(pl.Decimal(38, 2)),
-            pl.lit(charge.deck),
-            "rows",
+        pl.concat_str(
+            pl.format(
+                "{}, {} call(s), {} billed min — rated per call from deck {} ({} "
+                "destination/band rows)",
+                pl.lit(charge.name),
+                "events",
+                minutes.round(2, mode="half_to_even").cast(pl.Decimal(38, 2)),
+                pl.lit(charge.deck),
+                "rows",
+            ),
+            *limit_words,
+            separator=", ",
+            ignore_nulls=True,
         ).alias("description"),
-        pl.concat_str(pl.lit("["), "row", pl.lit("]")).alias("details"),
+        pl.concat_str(
+            pl.lit("["),
+            pl.concat_str("row", *limit_rows, separator=", ", ignore_nulls=True),
+            pl.lit("]"),
+        ).alias("details"),
+        amount.alias("precise"),
     )
     return line_frame(
         rounded(priced, plan.currency, plan.rounding),
