@@ -444,6 +444,14 @@ def quote(
         Path | None, typer.Option(help="YAML account terms to apply (the first entry).")
     ] = None,
     country: Annotated[str | None, typer.Option(help="Tax jurisdiction.")] = None,
+    zone: Annotated[
+        str | None,
+        typer.Option(
+            "--timezone",
+            help="IANA time zone of the account, for call time bands and local days "
+            "(default: the account's with --account, else UTC).",
+        ),
+    ] = None,
     history: Annotated[
         Path | None,
         typer.Option(
@@ -467,7 +475,13 @@ def quote(
     from pricing_rules.catalog import CatalogError, load_catalog
     from pricing_rules.lifecycle import LifecycleError, load_history
     from pricing_rules.periods import BillingPeriod
-    from pricing_rules.quote import QuoteError, inline_usage, parse_quantity, quote_document
+    from pricing_rules.quote import (
+        QuoteError,
+        inline_usage,
+        parse_quantity,
+        quote_document,
+        time_zone,
+    )
     from pricing_rules.quote import quote as price_quote
     from validation.formats import UsageFileError, read_usage_file
     from validation.usage import validate_usage
@@ -487,9 +501,11 @@ def quote(
             plan_id = next(c.plan for c in changes.changes if c.plan)
             start_date = changes.start
         if account:
-            plan_id, start_date, end_date, seats, add_on, terms, country = _account_quote(
-                settings, account, billing_period, plan_id
+            plan_id, start_date, end_date, seats, add_on, terms, country, account_zone = (
+                _account_quote(settings, account, billing_period, plan_id)
             )
+            zone = zone or account_zone
+        zone = time_zone(zone or "UTC").key
         if plan_id is None:
             raise QuoteError("give --plan or --account")
         if changes is None and start_date is not None and start_date >= billing_period.end:
@@ -502,8 +518,12 @@ def quote(
                 catalog,
                 billing_period,
                 start_date or billing_period.start,
+                zone,
             )
-        checked = validate_usage(raw, catalog.metric_units(), billing_period)
+        # Every event is the quoted account's: its local month decides which are in it.
+        named = raw["account_id"].drop_nulls().unique().to_list() if "account_id" in raw else []
+        zones = {str(account_id): zone for account_id in named}
+        checked = validate_usage(raw, catalog.metric_units(), billing_period, zones)
         result = price_quote(
             checked.valid,
             catalog,
@@ -515,6 +535,7 @@ def quote(
             add_ons=add_on,
             terms=terms,
             country=country,
+            timezone=zone,
             history=changes,
             proration="second" if by_second else "day",
         )
@@ -567,7 +588,8 @@ def quote(
 
 
 def _account_quote(settings: Any, account: str, period: Any, plan: str | None) -> tuple[Any, ...]:
-    """The account's active subscription and terms, read from the ledger."""
+    """The account's active subscription, terms, country and time zone, read from the
+    ledger."""
     import polars as pl
 
     from pricing_rules.quote import QuoteError
@@ -589,6 +611,7 @@ def _account_quote(settings: Any, account: str, period: Any, plan: str | None) -
     terms = AccountTerms.model_validate_json(terms_json) if terms_json else None
     info = db.account_frame().filter(pl.col("account_id") == account)
     country = info["country"][0] if info.height else None
+    zone = info["timezone"][0] if info.height else None
     add_ons = [a for a in (sub["add_ons"] or "").split(",") if a]
     return (
         sub["plan_id"],
@@ -598,6 +621,7 @@ def _account_quote(settings: Any, account: str, period: Any, plan: str | None) -
         add_ons,
         terms,
         country,
+        zone,
     )
 
 

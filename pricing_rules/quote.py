@@ -6,9 +6,10 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
@@ -65,12 +66,32 @@ def parse_quantity(text: str) -> InlineQuantity:
     return InlineQuantity(match["metric"], match["value"], unit, tuple(dimensions))
 
 
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name`, or a QuoteError that says it is unknown.
+
+    >>> time_zone("Asia/Tokyo").key
+    'Asia/Tokyo'
+    """
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise QuoteError(
+            f"unknown time zone {name!r}: give an IANA name such as Europe/Berlin"
+        ) from exc
+
+
 def inline_usage(
-    quantities: list[InlineQuantity], catalog: Catalog, period: BillingPeriod, start: date
+    quantities: list[InlineQuantity],
+    catalog: Catalog,
+    period: BillingPeriod,
+    start: date,
+    timezone: str = "UTC",
 ) -> pl.DataFrame:
-    """Raw usage rows (text, like a file) for inline quantities, one event each."""
-    # At the first instant of the start day, so a time-weighted reading covers it whole.
-    at = datetime.combine(max(start, period.start), time(0), tzinfo=period.start_at.tzinfo)
+    """Raw usage rows (text, like a file) for inline quantities, one event each, at the
+    first instant of the start day in `timezone` (so a time-weighted reading covers the
+    day whole, and the event falls in the account's local month)."""
+    local = datetime.combine(max(start, period.start), time(0), tzinfo=time_zone(timezone))
+    at = local.astimezone(UTC)
     rows = []
     for index, item in enumerate(quantities):
         if item.metric not in catalog.metrics:
@@ -121,6 +142,7 @@ def quote(
     period (see `pricing_rules.lifecycle`); `plan_id`, `start`, `end` and `seats` then
     come from the history.
     """
+    time_zone(timezone)
     if history is not None:
         plan_id, start, end, seats = _from_history(history, catalog, period)
     if plan_id not in catalog.plans:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -150,6 +151,51 @@ def test_quote_errors_are_one_line_messages(env: Path, args: list[str], message:
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def _voice_line(result: Any) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    (line,) = [line for line in document["lines"] if line["charge"] == "Outbound calls"]
+    return dict(line)
+
+
+def test_quote_prices_calls_in_the_accounts_time_zone(env: Path) -> None:
+    # One 10-minute call to a French mobile on Monday 2026-10-05 at 01:00 UTC: 10:00 in
+    # Tokyo. Deck intl-voice, prefix 336, 60/6 increments: 600 s billed.
+    # In UTC it is off-peak: 10 x 0.0360 = 0.36; in Tokyo peak: 10 x 0.0420 = 0.42.
+    calls = env / "calls.csv"
+    calls.write_text(
+        "event_id,account_id,metric,quantity,unit,timestamp,destination,direction\n"
+        "c1,ACC-T,voice,600,s,2026-10-05T01:00:00Z,+33612345678,outbound\n"
+    )
+    quote = ["quote", "--period", "2026-10", "--usage-file", str(calls), "--json"]
+    plan = ["--plan", "ucaas-business-usd"]
+    assert _voice_line(runner.invoke(app, [*quote, *plan]))["amount"] == "0.36"
+    tokyo = runner.invoke(app, [*quote, *plan, "--timezone", "Asia/Tokyo"])
+    line = _voice_line(tokyo)
+    assert line["amount"] == "0.42"
+    assert [row["band"] for row in line["details"]] == ["peak"]
+
+    accounts = env / "accounts.csv"
+    accounts.write_text(
+        "account_id,name,currency,country,timezone\nACC-T,Tokyo KK,USD,JP,Asia/Tokyo\n"
+    )
+    subscriptions = env / "subscriptions.yaml"
+    subscriptions.write_text(
+        "- {subscription_id: S-T, account_id: ACC-T, plan_id: ucaas-business-usd,"
+        " start_date: 2026-01-01}\n"
+    )
+    imported = runner.invoke(
+        app,
+        ["import", "--accounts-file", str(accounts), "--subscriptions-file", str(subscriptions)],
+    )
+    assert imported.exit_code == 0, imported.output
+    assert _voice_line(runner.invoke(app, [*quote, "--account", "ACC-T"]))["amount"] == "0.42"
+
+    unknown = runner.invoke(app, [*quote, *plan, "--timezone", "Mars/Olympus"])
+    assert unknown.exit_code == 2
+    assert "unknown time zone 'Mars/Olympus'" in unknown.output
 
 
 def test_import_then_list_runs_and_invoices(env: Path) -> None:
