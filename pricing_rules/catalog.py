@@ -373,6 +373,10 @@ def parse_catalog(
         issues = _pydantic_issues(exc) + issues
     if catalog is not None:
         issues.extend(_load_decks(catalog, deck_texts))
+    else:
+        # The deck files are checked even when the rest of the catalog is not valid, so
+        # that one load reports every error.
+        issues.extend(_parse_decks(_valid_deck_specs(raw), deck_texts, {}))
     if issues or catalog is None:
         raise CatalogError(source, issues)
     return catalog
@@ -456,7 +460,7 @@ def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[Catalog
         _double_billing(catalog) + _add_on_currencies(catalog) + _plan_versions(catalog)
     )
     if catalog.decks:
-        issues.extend(_parse_decks(catalog, deck_texts))
+        issues.extend(_parse_decks(catalog.decks, deck_texts, catalog._rate_decks))
     for plan_id, plan in catalog.plans.items():
         for index, (_, charge) in enumerate(catalog.plan_charges(plan_id)):
             deck_name = getattr(charge, "deck", None)
@@ -520,16 +524,32 @@ def load_catalog(path: Path) -> Catalog:
     return parse_catalog(text, source=str(path), deck_texts=deck_texts)
 
 
-def _parse_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
+def _valid_deck_specs(raw: Mapping[str, Any]) -> dict[str, DeckSpec]:
+    """The entries of a catalog's `decks` that are valid on their own (the others'
+    errors are reported by the catalog's validation)."""
+    decks = raw.get("decks")
+    specs: dict[str, DeckSpec] = {}
+    for name, entry in (decks if isinstance(decks, Mapping) else {}).items():
+        try:
+            specs[str(name)] = DeckSpec.model_validate(entry)
+        except ValidationError:
+            continue
+    return specs
+
+
+def _parse_decks(
+    specs: Mapping[str, DeckSpec], deck_texts: Mapping[str, str], parsed: dict[str, Any]
+) -> list[CatalogIssue]:
+    """Parse each deck's CSV into `parsed`; return the problems found in them."""
     from pricing_rules.decks import DeckError, parse_deck
 
     issues: list[CatalogIssue] = []
-    for name, spec in catalog.decks.items():
+    for name, spec in specs.items():
         if spec.file not in deck_texts:
             issues.append(CatalogIssue(f"decks.{name}.file", f"deck file {spec.file!r} not found"))
             continue
         try:
-            catalog._rate_decks[name] = parse_deck(
+            parsed[name] = parse_deck(
                 name,
                 deck_texts[spec.file],
                 currency=spec.currency,

@@ -176,6 +176,30 @@ def test_a_broken_catalog_reports_every_error_with_its_path() -> None:
     assert "  - plans.bad.currency: unknown ISO 4217 currency 'XYZ'" in text
 
 
+def test_deck_errors_are_reported_beside_the_catalogs_own() -> None:
+    # A plan in an unknown currency and a deck with a duplicate prefix and a negative rate:
+    # one load reports all three.
+    text = """
+version: t
+metrics:
+  voice: {name: Voice, unit: s, aggregation: sum}
+decks:
+  d: {file: d.csv, currency: USD}
+plans:
+  p:
+    name: P
+    currency: XYZ
+    charges: [{id: calls, name: Calls, model: call_deck, metric: voice, deck: d}]
+"""
+    deck = "prefix,destination,rate_per_minute\n44,UK,0.01\n44,UK,0.02\n33,FR,-0.05\n"
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text, deck_texts={"d.csv": deck})
+    messages = [f"{issue.path}: {issue.message}" for issue in raised.value.issues]
+    assert "plans.p.currency: unknown ISO 4217 currency 'XYZ'" in messages
+    assert any(m.startswith("decks.d: ") and "duplicate prefix 44" in m for m in messages)
+    assert any(m.startswith("decks.d: ") and "-0.05 is negative" in m for m in messages)
+
+
 @pytest.mark.parametrize(
     ("charge", "path", "message"),
     [
