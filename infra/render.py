@@ -63,6 +63,42 @@ def _explanation(line: InvoiceLineDoc) -> str:
     return line.description.split(" — ", 1)[-1]
 
 
+# Rows that move the amount to a limit: a quantity of 1 would read as "1 min".
+_ADJUSTMENTS = ("minimum charge top-up", "maximum charge cap")
+
+
+def _row_view(row: dict[str, Any], line: InvoiceLineDoc, currency: str) -> dict[str, str]:
+    label = str(row["label"])
+    if label in _ADJUSTMENTS:
+        quantity, unit = "", ""
+    else:
+        quantity = _plain(Decimal(str(row["quantity"])))
+        # a package's rows count blocks, not the line's unit
+        unit = "block(s)" if "block(s) of" in label else "" if line.unit == "period" else line.unit
+    return {
+        "label": label,
+        "quantity": quantity,
+        "unit": unit,
+        "unit_price": _price(Decimal(str(row["unit_price"])), currency)
+        if row.get("unit_price")
+        else "",
+        "flat_fee": str(row.get("flat_fee") or ""),
+        "amount": _plain(Decimal(str(row["amount"]))),
+    }
+
+
+def _shows_rows(line: InvoiceLineDoc) -> bool:
+    """Whether the explanation rows say more than the line: several rows, or one usage row
+    that is not just the charge again (a call's destination, a package's blocks, a tier)."""
+    if len(line.details) > 1:
+        return True
+    return (
+        len(line.details) == 1
+        and line.charge_kind == "usage"
+        and line.details[0]["label"] != line.charge_name
+    )
+
+
 def _line_view(line: InvoiceLineDoc, currency: str) -> dict[str, Any]:
     return {
         "line_no": line.line_no,
@@ -74,18 +110,8 @@ def _line_view(line: InvoiceLineDoc, currency: str) -> dict[str, Any]:
         if line.charge_kind == "tax" and line.unit_price is not None
         else _price(line.unit_price, currency),
         "amount": format_money(from_minor_units(line.amount_minor, currency), currency),
-        "rows": [
-            {
-                "label": row["label"],
-                "quantity": _plain(Decimal(str(row["quantity"]))),
-                "unit_price": _price(Decimal(str(row["unit_price"])), currency)
-                if row.get("unit_price")
-                else "",
-                "flat_fee": row.get("flat_fee") or "",
-                "amount": _plain(Decimal(str(row["amount"]))),
-            }
-            for row in line.details
-        ],
+        "rows": [_row_view(row, line, currency) for row in line.details],
+        "show_rows": _shows_rows(line),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html as html_text
 import json
 import re
 from datetime import date
@@ -190,3 +191,59 @@ def test_unit_prices_show_at_least_the_currency_decimals() -> None:
     assert _price(Decimal("0.0079"), "USD") == "0.0079"
     assert _price(Decimal("1650"), "JPY") == "1,650"
     assert _price(Decimal("199.000000000000"), "USD") == "199.00"
+
+
+def _explanation_rows(html: str) -> list[str]:
+    rows = re.findall(r'<div class="explain"><table>(.*?)</table></div>', html, re.S)
+    return [
+        re.sub(r"\s+", " ", html_text.unescape(re.sub(r"<[^>]+>", " ", row))).strip()
+        for row in rows
+    ]
+
+
+def test_package_rows_count_blocks_and_a_top_up_shows_no_quantity() -> None:
+    # 2,350 messages in blocks of 1,000, 1 free: 3 blocks, 2 paid x 5.00 = 10.00, topped up
+    # by 2.00 to a 12.00 minimum
+    line = dataclasses.replace(
+        usage_line(amount_minor=1_200, name="SMS bundle"),
+        unit="message",
+        quantity=Decimal("2350"),
+        details=[
+            {"label": "1 free block(s) of 1000", "quantity": "1", "amount": "0"},
+            {
+                "label": "2 block(s) of 1000",
+                "quantity": "2",
+                "unit_price": "5.00",
+                "amount": "10.00",
+            },
+            {"label": "minimum charge top-up", "quantity": "1", "amount": "2.00"},
+        ],
+    )
+    (rows,) = _explanation_rows(render_invoice(invoice(line)).html.decode())
+    assert "2 block(s) of 1000 2 block(s) × 5.00 = 10" in rows
+    assert "message" not in rows
+    assert "minimum charge top-up = 2" in rows
+
+
+def test_one_call_row_is_shown_but_a_row_that_repeats_the_line_is_not() -> None:
+    # one destination: 10 min to +336 at peak, 0.0420/min = 0.42
+    call = dataclasses.replace(
+        usage_line(amount_minor=42, name="Outbound calls"),
+        quantity=Decimal("10"),
+        details=[
+            {
+                "label": "France - Mobile (+336, peak): 1 call(s), 600 s billed",
+                "quantity": "10",
+                "unit_price": "0.0420",
+                "amount": "0.4200",
+            }
+        ],
+    )
+    # 100 messages x 0.0072 = 0.72: its one row is the charge itself
+    sms = dataclasses.replace(
+        usage_line(line_no=3, amount_minor=72, name="SMS"),
+        details=[{"label": "SMS", "quantity": "100", "unit_price": "0.0072", "amount": "0.72"}],
+    )
+    html = render_invoice(invoice(base_line(), call, sms)).html.decode()
+    (rows,) = _explanation_rows(html)
+    assert "France - Mobile (+336, peak): 1 call(s), 600 s billed 10 min × 0.042 = 0.42" in rows
