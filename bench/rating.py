@@ -387,13 +387,14 @@ VOICE_FROM_CALLS = """
 """
 
 # Explanation rows like those of Tallyflow's call lines (which are per subscription,
-# prefix and band; the bench deck has no bands): calls, billed seconds and amount per
-# subscription and deck prefix, kept as a table the totals are then summed from.
+# prefix and band; the bench deck has no bands): calls, billed seconds, increments and
+# amount per subscription and deck prefix, kept as a table the totals are then summed from.
 DUCKDB_ROWS_SQL = (
     "CREATE TEMP TABLE explained AS "
     + DUCKDB_SQL.split("voice AS (")[0].rstrip().rstrip(",")
     + """
 SELECT subscription_id, prefix_row, count(*) AS calls, sum(billed) AS billed_seconds,
+       sum(CASE WHEN billed > 0 THEN 1 + (billed - 30) // 6 ELSE 0 END) AS increments,
        sum(amount_e4) AS amount_e4, sum(q) AS q, min(day) AS first_day,
        max(day) AS last_day
 FROM priced GROUP BY ALL

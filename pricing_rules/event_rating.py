@@ -1,8 +1,8 @@
 """Event-level charges: calls priced one by one from a rate deck, then summed per line.
 
 The per-call amounts come from `pricing_rules.decks.rate_calls` (Polars `Decimal`); each
-line's explanation is one row per (destination prefix, time band, rate), and the rows add
-up exactly to the line.
+line's explanation is one row per (destination prefix, time band, rate), with its calls,
+billed seconds and billing increments, and the rows add up exactly to the line.
 """
 
 from __future__ import annotations
@@ -167,6 +167,7 @@ def _explained(priced: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
     return priced.group_by(group, *bands).agg(
         pl.len().cast(pl.Int64).alias("calls"),
         pl.col("billed_seconds").sum().cast(pl.Int64),
+        pl.col("increments").sum().cast(pl.Int64),
         pl.col("amount").sum(),
     )
 
@@ -209,12 +210,14 @@ def _lines(
     rows = _named(summary.lazy(), deck).with_columns(
         pl.struct(
             pl.format(
-                "{} (+{}, {}): {} call(s), {} s billed",
+                "{} (+{}, {}): {} call(s), {} s billed in {} increment(s) of {}",
                 "deck_destination",
                 "prefix",
                 "band",
                 "calls",
                 "billed_seconds",
+                "increments",
+                pl.lit(str(deck.increments)),
             ).alias("label"),
             _minutes(pl.col("billed_seconds")).cast(pl.String).alias("quantity"),
             pl.col("rate_per_minute").cast(pl.String).alias("unit_price"),
@@ -223,6 +226,7 @@ def _lines(
             "band",
             "calls",
             "billed_seconds",
+            "increments",
         )
         .struct.json_encode()
         .alias("row")
@@ -261,12 +265,13 @@ def _lines(
         pl.lit(None, pl.Decimal(38, 12)).alias("unit_price"),
         pl.concat_str(
             pl.format(
-                "{}, {} call(s), {} billed min — rated per call from deck {} ({} "
-                "destination/band rows)",
+                "{}, {} call(s), {} billed min — rated per call from deck {} ({} s "
+                "increments; {} destination/band rows)",
                 pl.lit(charge.name),
                 "events",
                 minutes.round(2, mode="half_to_even").cast(pl.Decimal(38, 2)),
                 pl.lit(charge.deck),
+                pl.lit(str(deck.increments)),
                 "rows",
             ),
             *limit_words,

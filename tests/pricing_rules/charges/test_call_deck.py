@@ -103,6 +103,23 @@ def test_included_minutes_are_refused_with_their_path() -> None:
     assert "takes no free_units" in str(error.value)
 
 
+def test_each_row_explains_its_calls_billed_seconds_and_increments() -> None:
+    # 60/60 increments: 600 s bills 10 increments of 60 s; 61 s bills 2 (60 + 60 = 120 s).
+    # 720 s = 12 min x 0.0100 = 0.1200
+    line = call_line("", [600, 61])
+    (row,) = json.loads(line["details"])
+    assert (
+        row["label"]
+        == "United Kingdom (+44, all): 2 call(s), 720 s billed in 12 increment(s) of 60/60"
+    )
+    assert (row["calls"], row["billed_seconds"], row["increments"]) == (2, 720, 12)
+    assert Decimal(row["amount"]) == Decimal("0.1200") == Decimal(line["precise_amount"])
+    assert (
+        "rated per call from deck uk (60/60 s increments; 1 destination/band rows)"
+        in (line["description"])
+    )
+
+
 def test_the_minimum_tops_up_the_sum_of_the_calls() -> None:
     # 3 calls of 10 minutes at 0.0100/min: 3 x 0.1000 = 0.3000; minimum 5.00 => top-up 4.70
     line = call_line(", minimum_amount: '5.00'", [600, 600, 600])

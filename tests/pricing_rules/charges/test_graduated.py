@@ -53,6 +53,30 @@ def test_stripe_graduated_example(fonts: int, expected_cents: int) -> None:
     assert cents(STRIPE.price(Decimal(fonts)).amount) == expected_cents
 
 
+# Kill Bill docs, "Catalog Examples", Consumable Billing with tierBlockPolicy ALL_TIERS (a
+# water-monthly plan): up to 1,000 liters at 1.5 USD, then 2.0 USD. Kill Bill's invoices
+# add the plan's 30 USD recurring charge to the usage item priced here.
+KILL_BILL = graduated(("1000", "1.5"), (None, "2.0"))
+
+
+@pytest.mark.parametrize(
+    ("liters", "expected_cents"),
+    [
+        (400, 60000),  # 400 x 1.5 = 600.00 (Kill Bill's invoice: 30 + 600 = 630)
+        (1200, 190000),  # 1,000 x 1.5 + 200 x 2.0 = 1,500 + 400 = 1,900.00 (invoice 1,930)
+    ],
+)
+def test_kill_bill_all_tiers_example(liters: int, expected_cents: int) -> None:
+    assert cents(KILL_BILL.price(Decimal(liters)).amount) == expected_cents
+
+
+def test_kill_bill_consumable_in_arrear_tutorial() -> None:
+    # Kill Bill docs, "Consumable In Arrear" tutorial: the first 5 videos of the month at
+    # 2 USD, the next at 1 USD. Louis watches 13 videos: 5 x 2 + 8 x 1 = 18.00
+    videos = graduated(("5", "2"), (None, "1"))
+    assert cents(videos.price(Decimal(13)).amount) == 1800
+
+
 def test_stripe_graduated_details_explain_each_tier() -> None:
     # 20 fonts: tier 1 (0, 5] 5 x 7 = 35; tier 2 (5, 10] 5 x 6.5 = 32.5; tier 3 (10, inf) 10 x 6
     priced = STRIPE.price(Decimal(20))

@@ -92,6 +92,15 @@ def test_lago_example_with_one_free_block_costs_the_same() -> None:
     ]
 
 
+def test_kill_bill_block_size_example() -> None:
+    # Kill Bill docs, "Catalog Examples", Block Size Greater Than One: minutes in blocks of
+    # 10 at 1.00 USD (for the first 100 blocks). 400 minutes = 40 blocks x 1.00 = 40.00;
+    # Kill Bill's invoice adds the 30 USD recurring charge: 30 + 40 = 70.
+    priced = package("10", "1.00").price(Decimal(400))
+    assert cents(priced.amount) == 4000
+    assert [d.quantity for d in priced.details] == [Decimal(40)]
+
+
 def test_zero_usage_costs_nothing_and_still_explains_itself() -> None:
     # ceil(0 / 5) = 0 blocks x 10 = 0; no free-block row when no block is started
     charge = package("5", "10", free_blocks=2)

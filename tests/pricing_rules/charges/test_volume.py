@@ -135,3 +135,33 @@ def test_tier_index_boundaries_are_inclusive_above() -> None:
 def test_tier_validation_errors(tiers: list[tuple[str | None, str]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         volume(*tiers)
+
+
+# Kill Bill docs, "Catalog Examples", Consumable Billing with tierBlockPolicy TOP_TIER: the
+# same water-monthly tiers (up to 1,000 liters at 1.5 USD, then 2.0 USD), every liter at
+# the tier the total reaches. Kill Bill's invoices add the 30 USD recurring charge.
+@pytest.mark.parametrize(
+    ("liters", "expected_cents"),
+    [
+        (400, 60000),  # 400 x 1.5 = 600.00 (Kill Bill's invoice: 30 + 600 = 630)
+        (1200, 240000),  # 1,200 x 2.0 = 2,400.00 (invoice 30 + 2,400 = 2,430)
+    ],
+)
+def test_kill_bill_top_tier_example(liters: int, expected_cents: int) -> None:
+    top_tier = volume(("1000", "1.5"), (None, "2.0"))
+    assert cents(top_tier.price(Decimal(liters)).amount) == expected_cents
+
+
+# Kill Bill docs, "Catalog Examples", Capacity Billing: a flat 750 USD up to 1,000 units and
+# 500 USD above (Kill Bill caps that tier at 10,000; our last tier is open). A volume
+# charge whose tiers have only flat fees.
+@pytest.mark.parametrize(
+    ("units", "expected_cents"),
+    [
+        (400, 75000),  # tier 1: 750.00 flat (Kill Bill's invoice: 30 + 750 = 780)
+        (1200, 50000),  # tier 2: 500.00 flat (invoice 30 + 500 = 530)
+    ],
+)
+def test_kill_bill_capacity_billing_example(units: int, expected_cents: int) -> None:
+    capacity = volume(("1000", "0", "750"), (None, "0", "500"))
+    assert cents(capacity.price(Decimal(units)).amount) == expected_cents
