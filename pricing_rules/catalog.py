@@ -57,11 +57,16 @@ class Metric(BaseModel):
     )
     property: str | None = None
     dimensions: list[str] = Field(default_factory=list)
+    # What a time-weighted sum counts a reading held for: the billing period (seat-months
+    # on a monthly plan), a local calendar day (seat-days) or an hour (seat-hours).
+    time_unit: Literal["period", "day", "hour"] = "period"
 
     @model_validator(mode="after")
     def _property(self) -> Metric:
         if self.aggregation == "unique_count" and not self.property:
             raise ValueError("a unique_count metric names the property it counts")
+        if self.time_unit != "period" and self.aggregation != "time_weighted_sum":
+            raise ValueError("time_unit is for a time_weighted_sum metric")
         if self.property and self.property not in self.dimensions:
             raise ValueError(f"property {self.property!r} must be one of the dimensions")
         return self

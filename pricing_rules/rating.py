@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -1610,19 +1611,34 @@ def charge_filter(charge: ChargeBase) -> pl.Expr:
     return expr
 
 
+def _day_position(instant: datetime, zone: str) -> Decimal:
+    """Local calendar days since day 1 at `instant`: the date's ordinal plus the part of
+    that local day gone, so a 23- or 25-hour day still counts as one day."""
+    day = instant.astimezone(ZoneInfo(zone)).date()
+    start, end = local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone)
+    gone = MONEY_CONTEXT.divide(
+        Decimal((instant - start) // timedelta(microseconds=1)),
+        Decimal((end - start) // timedelta(microseconds=1)),
+    )
+    return Decimal(day.toordinal()) + gone
+
+
 def _time_weighted(
     usage: pl.LazyFrame,
     subs: pl.DataFrame,
     charge: ChargeBase,
+    metric: Metric,
     period: BillingPeriod,
     zones: Mapping[str, str],
 ) -> dict[str, Decimal]:
-    """Σ value x time held / length of the period, per subscription (e.g. seat-months),
-    over the readings the charge's filters select.
+    """Σ value x time held, per subscription, over the readings the charge's filters
+    select, in the metric's `time_unit`: periods (seat-months on a monthly plan), local
+    calendar days (seat-days) or hours.
 
     A reading holds until the next one or the end of the subscription's window; before
     the first reading in the window the value is zero. The period is the account's local
-    month, so a month with a daylight-saving change is an hour longer or shorter.
+    month, so a month with a daylight-saving change is an hour longer or shorter; a local
+    day is one day however long it is.
     """
     events = (
         usage.filter(charge_filter(charge))
@@ -1644,16 +1660,16 @@ def _time_weighted(
             window_end = min(window_end, local_midnight(end, zone))
         times = [*group["timestamp"].to_list(), window_end]
         values = group["quantity"].to_list()
-        held = sum(
-            (
-                MONEY_CONTEXT.multiply(
-                    Decimal((times[i + 1] - times[i]) // timedelta(microseconds=1)), values[i]
-                )
-                for i in range(len(values))
-            ),
-            Decimal(0),
-        )
-        weighted[str(sub_id)] = MONEY_CONTEXT.divide(held, total_micros).quantize(
+        if metric.time_unit == "day":
+            at = [_day_position(t, zone) for t in times]
+            spans = [MONEY_CONTEXT.subtract(b, a) for a, b in pairwise(at)]
+            whole = Decimal(1)
+        else:
+            spans = [Decimal((b - a) // timedelta(microseconds=1)) for a, b in pairwise(times)]
+            whole = total_micros if metric.time_unit == "period" else Decimal(3_600_000_000)
+        pairs = zip(spans, values, strict=True)
+        held = sum((MONEY_CONTEXT.multiply(span, value) for span, value in pairs), Decimal(0))
+        weighted[str(sub_id)] = MONEY_CONTEXT.divide(held, whole).quantize(
             Decimal(1).scaleb(-QUANTITY_SCALE), context=MONEY_CONTEXT
         )
     return weighted
@@ -1778,6 +1794,7 @@ def rate(
                         pl.col("subscription_id").is_in(totals["subscription_id"].implode())
                     ),
                     charge,
+                    metric,
                     period,
                     zones,
                 )

@@ -210,6 +210,69 @@ def test_time_weighted_sum_with_a_repeating_quotient(catalog: Catalog) -> None:
     assert line(result, "seats")["amount_minor"] == 1333
 
 
+SEAT_DAYS = """
+version: seat-days
+metrics:
+  seats: {name: Seats, unit: seat, aggregation: time_weighted_sum, time_unit: day}
+  seat_hours: {name: Seat hours, unit: seat, aggregation: time_weighted_sum, time_unit: hour}
+plans:
+  p:
+    name: Seat days
+    currency: USD
+    charges:
+      - {id: seats, name: Seats, model: per_unit, metric: seats, unit_price: "0.50"}
+      - {id: hours, name: Seat hours, model: per_unit, metric: seat_hours, unit_price: "0.01"}
+"""
+
+
+def test_time_weighted_sum_in_seat_days_and_seat_hours() -> None:
+    # 10 seats from Sep 1 00:00, 20 from Sep 16 12:00: 10 x 15.5 + 20 x 14.5 = 155 + 290
+    # = 445 seat-days x 0.50 = 222.50; in hours: 445 x 24 = 10,680 seat-hours x 0.01 = 106.80
+    catalog = parse_catalog(SEAT_DAYS)
+    usage = events(
+        [
+            (metric, seats, when, {})
+            for metric in ("seats", "seat_hours")
+            for seats, when in ((10, day(1, hour=0)), (20, day(16, hour=12)))
+        ]
+    )
+    result = rated(catalog, usage)
+    assert (line(result, "seats")["quantity"], line(result, "seats")["amount_minor"]) == (
+        D(445),
+        22250,
+    )
+    assert (line(result, "hours")["quantity"], line(result, "hours")["amount_minor"]) == (
+        D(10680),
+        10680,
+    )
+
+
+def test_a_local_day_is_one_seat_day_however_long_it_is() -> None:
+    # Berlin, October 2026: DST ends on Oct 25, a 25-hour day. 4 seats from local midnight
+    # on Oct 1 to the end of the month hold 31 local days: 4 x 31 = 124 seat-days (not
+    # 4 x 745 h / 24 h = 124.1666...); 6 more seats from local noon on Oct 25 (11:00 UTC,
+    # 13 of the day's 25 hours gone) hold 12/25 of it + 6 days: 6 x 6.48 = 38.88.
+    # 124 + 38.88 = 162.88 seat-days x 0.50 = 81.44
+    catalog = parse_catalog(SEAT_DAYS)
+    usage = events(
+        [
+            ("seats", 4, datetime(2026, 9, 30, 22, tzinfo=UTC), {}),
+            ("seats", 10, datetime(2026, 10, 25, 11, tzinfo=UTC), {}),
+        ]
+    )
+    accounts = pl.DataFrame({"account_id": ["A"], "timezone": ["Europe/Berlin"]})
+    result = rate(usage, SUBS, catalog, BillingPeriod.parse("2026-10"), accounts=accounts)
+    assert line(result, "seats")["quantity"] == D("162.88")
+    assert line(result, "seats")["amount_minor"] == 8144
+
+
+def test_time_unit_is_only_for_time_weighted_sums() -> None:
+    with pytest.raises(CatalogError, match="time_unit is for a time_weighted_sum metric"):
+        parse_catalog(
+            SEAT_DAYS.replace("aggregation: time_weighted_sum, time_unit: hour", "time_unit: hour")
+        )
+
+
 def test_sum_adds_quantities(catalog: Catalog) -> None:
     # 3,000 + 200 outbound messages x 0.0079 = 25.28 => 2528 cents
     result = rated(
