@@ -351,8 +351,8 @@ def price_usage_lines(
     rounding: RoundingMode,
 ) -> pl.DataFrame:
     """Price a usage charge for every row of `quantities` (`quantity`, Decimal with 12
-    decimals, not negative, in the metric's unit; `seats`, Int64; other columns pass
-    through). Adds `unit`, `unit_price`, `precise_amount` (text, as `plain` writes it),
+    decimals, not negative, in the metric's unit; `seats`, Int64; for an allowance per
+    user, `allowance`: what it covers, in the price unit; other columns pass through). Adds `unit`, `unit_price`, `precise_amount` (text, as `plain` writes it),
     `precise` (Decimal), `amount` (rounded once to the currency's minor unit in
     `rounding`), `amount_minor`, `description` and `details` (JSON).
 
@@ -378,6 +378,8 @@ def price_usage_lines(
         allowance = _lit(charge.free_units.units)
         if charge.free_units.per == "seat":
             allowance = allowance * pl.col("seats").cast(pl.Decimal(38, 0))
+        elif charge.free_units.per == "user":
+            allowance = pl.col("allowance").cast(_QUANTITY)  # see charges.user_allowance
         used = pl.min_horizontal(quantity, allowance)
         billable = (quantity - used).cast(_QUANTITY)
         rows.append(

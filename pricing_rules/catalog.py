@@ -349,6 +349,26 @@ def _charge_issues(
         deck = charge.get("deck")
         if deck is not None and deck not in decks:
             issues.append(CatalogIssue(f"{where}.deck", f"rate deck {deck!r} is not defined"))
+        free = charge.get("free_units")
+        user = free.get("dimension") if isinstance(free, Mapping) else None
+        if user is not None and isinstance(metric_def, Mapping):
+            declared = metric_def.get("dimensions") or []
+            if user not in declared:
+                issues.append(
+                    CatalogIssue(
+                        f"{where}.free_units.dimension",
+                        f"metric {metric!r} has no dimension {user!r} (declared: "
+                        f"{', '.join(declared) or 'none'})",
+                    )
+                )
+            if metric_def.get("aggregation", "sum") not in ("sum", "count"):
+                issues.append(
+                    CatalogIssue(
+                        f"{where}.free_units.per",
+                        "an allowance per user needs a sum or count metric: each user's "
+                        "quantities must add up to the total",
+                    )
+                )
     return issues
 
 

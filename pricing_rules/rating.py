@@ -41,6 +41,7 @@ from pricing_rules.charges import (
     PricedCharge,
     model_name,
     price_charge,
+    user_allowance,
 )
 from pricing_rules.localtime import with_local_day
 from pricing_rules.money import (
@@ -174,12 +175,15 @@ def active_subscriptions(subscriptions: pl.DataFrame, period: BillingPeriod) -> 
 
 
 def used_dimensions(catalog: Catalog) -> list[str]:
-    """Event dimensions any charge filters on or any metric counts distinct values of."""
+    """Event dimensions any charge filters on or gives an allowance per value of, or any
+    metric counts distinct values of."""
     dims: set[str] = {m.property for m in catalog.metrics.values() if m.property}
-    for plan_id in catalog.plans:
-        dims.update(k for _, c in catalog.plan_charges(plan_id) for k in c.filters)
-    for add_on in catalog.add_ons.values():
-        dims.update(k for c in add_on.charge_list for k in c.filters)
+    charges = [c for plan_id in catalog.plans for _, c in catalog.plan_charges(plan_id)]
+    charges += [c for add_on in catalog.add_ons.values() for c in add_on.charge_list]
+    for charge in charges:
+        dims.update(charge.filters)
+        if charge.free_units is not None and charge.free_units.dimension:
+            dims.add(charge.free_units.dimension)
     return sorted(dims)
 
 
@@ -379,18 +383,27 @@ def _unrated_rows(
 
 
 def price_quantity(
-    charge: ChargeBase, quantity: Decimal, metric_unit: str, seats: int = 1
+    charge: ChargeBase,
+    quantity: Decimal,
+    metric_unit: str,
+    seats: int = 1,
+    allowance: Decimal | None = None,
 ) -> tuple[Decimal, str, PricedCharge]:
     """Convert a canonical quantity to the charge's price unit and price it (with its
-    allowance, minimum and maximum)."""
+    allowance, minimum and maximum; `allowance`: what an allowance per user covers, in
+    the price unit)."""
     unit = charge.price_unit or metric_unit
     factor = conversion_factor(metric_unit, unit)
     converted = quantity if factor == 1 else _scale(quantity, factor)
-    return converted, unit, price_charge(charge, converted, seats)
+    return converted, unit, price_charge(charge, converted, seats, allowance)
 
 
 def usage_fields(
-    charge: ChargeBase, quantity: Decimal, metric_unit: str, seats: int = 1
+    charge: ChargeBase,
+    quantity: Decimal,
+    metric_unit: str,
+    seats: int = 1,
+    allowance: Decimal | None = None,
 ) -> dict[str, Any]:
     """What pricing puts on a usage line: `quantity` and `unit` (the price unit),
     `unit_price`, `precise` (the unrounded amount), `description` and `details` (the
@@ -404,7 +417,7 @@ def usage_fields(
     >>> fields["precise"], fields["description"]
     (Decimal('5.00'), 'API: 1,500 event — 1,000 event included, 500 event at 0.01')
     """
-    _, unit, priced = price_quantity(charge, quantity, metric_unit, seats)
+    _, unit, priced = price_quantity(charge, quantity, metric_unit, seats, allowance)
     return {
         "quantity": priced.quantity,
         "unit": unit,
@@ -900,14 +913,17 @@ class _Rater:
         charge: ChargeBase,
         quantity: Decimal,
         events: int,
+        allowance: Decimal | None = None,
     ) -> None:
+        """A usage line priced one by one (`allowance`: what an allowance per user covers;
+        see `charges.user_allowance`)."""
         terms = self.terms.get(sub["account_id"])
         charge, overridden = _override(
             charge, key, sub["plan_id"], terms, self.period, self.notices
         )
         assert charge.metric is not None
         metric_unit = self.catalog.metrics[charge.metric].unit
-        fields = usage_fields(charge, quantity, metric_unit, int(sub["quantity"]))
+        fields = usage_fields(charge, quantity, metric_unit, int(sub["quantity"]), allowance)
         _line(
             self.invoice(sub["account_id"], plan),
             line_id=f"{sub['subscription_id']}:{key}",
@@ -1623,6 +1639,26 @@ def _day_position(instant: datetime, zone: str) -> Decimal:
     return Decimal(day.toordinal()) + gone
 
 
+def _user_allowances(
+    chosen: pl.DataFrame, charge: ChargeBase, metric: Metric
+) -> dict[str, Decimal]:
+    """Per subscription, what the charge's allowance per user covers: each user's
+    quantity (the value of the allowance's dimension) against their own units, in the
+    price unit. Usage with no user has no allowance."""
+    assert charge.free_units is not None and charge.free_units.dimension is not None
+    user = charge.free_units.dimension
+    factor = conversion_factor(metric.unit, charge.price_unit or metric.unit)
+    per_user = (
+        chosen.filter(pl.col(user).is_not_null())
+        .group_by("subscription_id", user)
+        .agg(_combine(metric).alias("quantity"))
+    )
+    found: dict[str, list[Decimal]] = {}
+    for sub_id, _, quantity in per_user.iter_rows():
+        found.setdefault(sub_id, []).append(quantity if factor == 1 else _scale(quantity, factor))
+    return {sub_id: user_allowance(charge.free_units.units, q) for sub_id, q in found.items()}
+
+
 def _time_weighted(
     usage: pl.LazyFrame,
     subs: pl.DataFrame,
@@ -1760,6 +1796,8 @@ def rate(
 
     rated_rows: set[int] = set()
     usage_by_sub: dict[tuple[str, str], tuple[Decimal, int]] = {}
+    # what an allowance per user covers, per (subscription, charge key), in the price unit
+    user_free: dict[tuple[str, str], Decimal] = {}
     frame_lines = _FrameLines()
     own = _own_prices(terms or {})
     combos = known.select("plan_id", "add_ons").unique().sort("plan_id", "add_ons", nulls_last=True)
@@ -1787,6 +1825,14 @@ def rate(
             totals = chosen.group_by("subscription_id").agg(
                 _combine(metric).alias("quantity"), pl.col("events").sum()
             )
+            if charge.free_units is not None and charge.free_units.per == "user":
+                covered_by_users = _user_allowances(chosen, charge, metric)
+                user_free.update({(sub_id, key): v for sub_id, v in covered_by_users.items()})
+                totals = totals.with_columns(
+                    pl.col("subscription_id")
+                    .replace_strict(covered_by_users, default=Decimal(0), return_dtype=QUANTITY)
+                    .alias("allowance")
+                )
             weighted = (
                 _time_weighted(
                     usage,
@@ -1806,7 +1852,9 @@ def rate(
                     catalog.plans[plan_id], plan_id, key, charge, metric.unit, totals, subs, own
                 )
                 frame_lines.add(framed)
-            for sub_id, quantity, events in totals.iter_rows():
+            for sub_id, quantity, events in totals.select(
+                "subscription_id", "quantity", "events"
+            ).iter_rows():
                 # A time-weighted metric's readings are weighed, never summed.
                 usage_by_sub[(sub_id, key)] = (
                     weighted[sub_id] if metric.aggregation == "time_weighted_sum" else quantity,
@@ -1875,7 +1923,8 @@ def rate(
             if charge.level == "event" or (found is None and charge.minimum_amount is None):
                 continue
             quantity, events = found or (Decimal(0), 0)
-            rater.usage_line(sub, plan, key, charge, quantity, events)
+            allowance = user_free.get((sub["subscription_id"], key), Decimal(0))
+            rater.usage_line(sub, plan, key, charge, quantity, events, allowance)
         rater.commitment(sub, plan)
 
     # A history starting after the period is billed in advance on this invoice. One whose

@@ -14,6 +14,7 @@ from pricing_rules.charges.base import (
     PricedCharge,
     Tier,
     price_charge,
+    user_allowance,
 )
 from pricing_rules.charges.call_deck import CallDeckCharge
 from pricing_rules.charges.flat import FlatCharge
@@ -60,4 +61,5 @@ __all__ = [
     "VolumeCharge",
     "model_name",
     "price_charge",
+    "user_allowance",
 ]

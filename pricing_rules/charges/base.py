@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar, Literal
@@ -103,12 +104,23 @@ def multiply(a: Decimal, b: Decimal) -> Decimal:
 
 
 class Allowance(BaseModel):
-    """Units included before paid units: per plan, or per seat pooled across the seats."""
+    """Units included before paid units: per plan; per seat, pooled across the
+    subscription's seats; or per user, where each value of the event `dimension` (a user,
+    a line) has its own units and one user's unused units do not cover another's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     units: Decimal
-    per: Literal["plan", "seat"] = "plan"
+    per: Literal["plan", "seat", "user"] = "plan"
+    dimension: str | None = None
+
+    @model_validator(mode="after")
+    def _dimension(self) -> Allowance:
+        if self.per == "user" and not self.dimension:
+            raise ValueError("an allowance per user names the event dimension of the user")
+        if self.per != "user" and self.dimension:
+            raise ValueError("dimension is for an allowance per user")
+        return self
 
     @field_validator("units")
     @classmethod
@@ -151,11 +163,15 @@ class ChargeBase(BaseModel):
         raise NotImplementedError
 
 
-def price_charge(charge: ChargeBase, quantity: Decimal, seats: int = 1) -> PricedCharge:
+def price_charge(
+    charge: ChargeBase, quantity: Decimal, seats: int = 1, allowance: Decimal | None = None
+) -> PricedCharge:
     """Price a quantity with the charge's allowance and its minimum and maximum.
 
     Free units are consumed first; the minimum tops the amount up and the maximum caps
-    it, each as its own explanation row, so the rows still add up to the amount.
+    it, each as its own explanation row, so the rows still add up to the amount. An
+    allowance per user is given as `allowance`: what the users' own units cover of
+    their usage (`user_allowance`).
 
     # 1,500 units, 1,000 free, then 0.01 each, minimum 10.00:
     # 500 x 0.01 = 5.00, topped up by 5.00 to the minimum => 10.00
@@ -171,7 +187,11 @@ def price_charge(charge: ChargeBase, quantity: Decimal, seats: int = 1) -> Price
     details: list[ChargeDetail] = []
     billable = quantity
     if charge.free_units is not None:
-        allowance = charge.free_units.units * (seats if charge.free_units.per == "seat" else 1)
+        if charge.free_units.per == "user":
+            if allowance is None:
+                raise ValueError(f"charge {charge.id!r} has an allowance per user: give it")
+        else:
+            allowance = charge.free_units.units * (seats if charge.free_units.per == "seat" else 1)
         used = min(quantity, allowance)
         billable = MONEY_CONTEXT.subtract(quantity, used)
         details.append(
@@ -207,3 +227,14 @@ def price_charge(charge: ChargeBase, quantity: Decimal, seats: int = 1) -> Price
     return PricedCharge(
         quantity=quantity, amount=amount, unit_price=priced.unit_price, details=tuple(details)
     )
+
+
+def user_allowance(units: Decimal, per_user: Iterable[Decimal]) -> Decimal:
+    """What an allowance of `units` per user covers of the users' quantities: each user's
+    own units, never another's (a user whose corrections net below zero uses none).
+
+    # 1,000 min each: 400 + 1,000 (of 1,500) + 1,000 (of 1,000) = 2,400 min covered
+    >>> user_allowance(Decimal(1000), [Decimal(400), Decimal(1500), Decimal(1000)])
+    Decimal('2400')
+    """
+    return sum((min(max(q, Decimal(0)), units) for q in per_user), Decimal(0))

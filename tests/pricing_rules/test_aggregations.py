@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -271,6 +272,68 @@ def test_time_unit_is_only_for_time_weighted_sums() -> None:
         parse_catalog(
             SEAT_DAYS.replace("aggregation: time_weighted_sum, time_unit: hour", "time_unit: hour")
         )
+
+
+PER_USER = """
+version: per-user
+metrics:
+  voice: {name: Voice, unit: min, aggregation: sum, dimensions: [user]}
+plans:
+  p:
+    name: Per user
+    currency: USD
+    charges:
+      - {id: voice, name: Voice, model: per_unit, metric: voice, unit_price: "0.01",
+         free_units: {units: "1000", per: user, dimension: user}}
+"""
+
+
+@pytest.mark.parametrize("framed", [True, False])
+def test_an_allowance_per_user_covers_each_users_own_usage(
+    framed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000 min free per user: a 400 (all free), b 1,000 + 500 (1,000 free), c 1,000 (all
+    # free), and 100 min with no user (none free): 3,000 min, 2,400 covered; 600 x 0.01 = 6.00
+    if not framed:  # price the line one by one instead of as a frame: the same line
+        monkeypatch.setattr("pricing_rules.rating.frame_ready", lambda *_: False)
+    usage = events(
+        [
+            ("voice", q, day(d), {"user": u} if u else {})
+            for q, d, u in [
+                (400, 2, "a"),
+                (1000, 3, "b"),
+                (500, 4, "b"),
+                (1000, 5, "c"),
+                (100, 6, ""),
+            ]
+        ]
+    )
+    found = line(rated(parse_catalog(PER_USER), usage), "voice")
+    assert (found["quantity"], found["amount_minor"], found["events"]) == (D(3000), 600, 5)
+    rows = json.loads(found["details"])
+    assert (rows[0]["label"], D(rows[0]["quantity"])) == ("included allowance", D(2400))
+    assert "2,400 min included" in found["description"]
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        ("dimension: user}", "free_units.dimension", "metric 'voice' has no dimension 'seat'"),
+        ("aggregation: sum", "free_units.per", "needs a sum or count metric"),
+    ],
+)
+def test_an_allowance_per_user_needs_a_dimension_of_a_summed_metric(
+    change: str, path: str, message: str
+) -> None:
+    text = (
+        PER_USER.replace("dimension: user}", "dimension: seat}")
+        if change.startswith("dimension")
+        else PER_USER.replace("aggregation: sum", "aggregation: max")
+    )
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text)
+    issues = {issue.path: issue.message for issue in raised.value.issues}
+    assert message in issues[f"plans.p.charges[0].{path}"]
 
 
 def test_sum_adds_quantities(catalog: Catalog) -> None:

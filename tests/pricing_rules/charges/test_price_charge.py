@@ -22,6 +22,7 @@ from pricing_rules.charges import (
     Tier,
     VolumeCharge,
     price_charge,
+    user_allowance,
 )
 from pricing_rules.money import MONEY_CONTEXT, RoundingMode, round_money, to_minor_units
 from pricing_rules.periods import BillingPeriod
@@ -96,6 +97,57 @@ def test_allowance_per_seat_is_pooled_across_seats() -> None:
     assert rows == [("included allowance", D(300), D(0)), ("X", D(100), D("1.00"))]
     detail = price_charge(charge, D(400), seats=3).details[0]
     assert detail.tier_to == D(300)  # the pooled allowance, shown on the row
+
+
+def test_allowance_per_user_is_what_each_users_own_units_cover() -> None:
+    # 1,000 free per user; users at 400, 1,500 and 1,000: 400 + 1,000 + 1,000 = 2,400
+    # covered of 2,900; 500 x 0.01 = 5.00. Pooled over 3 seats, 3,000 would cover it all.
+    charge = PerUnitCharge.model_validate(
+        {
+            "id": "x",
+            "name": "X",
+            "model": "per_unit",
+            "metric": "m",
+            "unit_price": "0.01",
+            "free_units": {"units": "1000", "per": "user", "dimension": "user"},
+        }
+    )
+    covered = user_allowance(D(1000), [D(400), D(1500), D(1000)])
+    assert price_charge(charge, D(2900), seats=3, allowance=covered).amount == D("5.00")
+    assert price_charge(per_unit("0.01", free="1000", per="seat"), D(2900), seats=3).amount == 0
+    with pytest.raises(ValueError, match="allowance per user: give it"):
+        price_charge(charge, D(2900))
+
+
+@pytest.mark.parametrize(
+    ("allowance", "message"),
+    [
+        ({"units": "1", "per": "user"}, "names the event dimension of the user"),
+        (
+            {"units": "1", "per": "seat", "dimension": "user"},
+            "dimension is for an allowance per user",
+        ),
+    ],
+)
+def test_an_allowance_per_user_and_its_dimension_come_together(
+    allowance: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Allowance.model_validate(allowance)
+
+
+@given(
+    units=st.integers(0, 2000),
+    users=st.lists(st.integers(-50, 5000), max_size=6),
+)
+def test_a_users_allowance_never_covers_another_user(units: int, users: list[int]) -> None:
+    # covered = the sum over users of what their own units cover: never more than the
+    # pooled units x users, never more than the usage, and adding a user never lowers it
+    covered = user_allowance(D(units), [D(q) for q in users])
+    assert covered == sum(min(max(q, 0), units) for q in users)
+    assert 0 <= covered <= units * len(users)
+    assert covered <= sum(max(q, 0) for q in users)
+    assert user_allowance(D(units), [D(q) for q in [*users, 7]]) >= covered
 
 
 def test_allowance_larger_than_usage_uses_only_the_usage() -> None:
