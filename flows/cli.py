@@ -591,19 +591,32 @@ def _account_quote(settings: Any, account: str, period: Any, plan: str | None) -
     """The account's active subscription, terms, country and time zone, read from the
     ledger."""
     import polars as pl
+    from sqlalchemy.engine import make_url
 
     from pricing_rules.quote import QuoteError
     from pricing_rules.rating import active_subscriptions
     from pricing_rules.terms import AccountTerms
     from tasks.common import ledger
 
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        # a quote reads the ledger; it does not create one
+        raise QuoteError(
+            f"there is no ledger at {url.database}: import accounts and subscriptions first "
+            "(tallyflow import), or quote a --plan"
+        )
     db = ledger(settings)
     subs = active_subscriptions(db.subscriptions(), period).filter(pl.col("account_id") == account)
     if plan:
         subs = subs.filter(pl.col("plan_id") == plan)
-    if subs.height != 1:
+    if subs.height == 0:
         raise QuoteError(
-            f"account {account!r} has {subs.height} active subscription(s) in "
+            f"account {account!r} has no active subscription"
+            f"{f' on plan {plan}' if plan else ''} in {period.label}"
+        )
+    if subs.height > 1:
+        raise QuoteError(
+            f"account {account!r} has {subs.height} active subscriptions in "
             f"{period.label}; give --plan to choose"
         )
     sub = subs.row(0, named=True)

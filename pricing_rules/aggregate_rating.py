@@ -352,9 +352,10 @@ def price_usage_lines(
 ) -> pl.DataFrame:
     """Price a usage charge for every row of `quantities` (`quantity`, Decimal with 12
     decimals, not negative, in the metric's unit; `seats`, Int64; for an allowance per
-    user, `allowance`: what it covers, in the price unit; other columns pass through). Adds `unit`, `unit_price`, `precise_amount` (text, as `plain` writes it),
-    `precise` (Decimal), `amount` (rounded once to the currency's minor unit in
-    `rounding`), `amount_minor`, `description` and `details` (JSON).
+    user, `allowance`: what it covers, in the price unit; other columns pass through).
+    Adds `unit`, `unit_price`, `precise_amount` (text, as `plain` writes it), `precise`
+    (Decimal), `amount` (rounded once to the currency's minor unit in `rounding`),
+    `amount_minor`, `description` and `details` (JSON).
 
     # 1,500 units, 1,000 free, the rest at 0.01: 500 x 0.01 = 5.00
     >>> from pricing_rules.charges import Allowance

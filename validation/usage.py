@@ -57,7 +57,9 @@ _REASONS: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("unit_factor", "not_nullable"): (
         "unknown_unit",
-        "unit {unit!r} cannot be converted to the metric's unit",
+        "unit {unit!r} does not convert exactly to the metric's unit (it is unknown, of "
+        "another kind, or its factor has no exact decimal, as s to min: record such a metric "
+        "in s and price it per min with price_unit)",
     ),
     ("timestamp", "not_nullable"): (
         "bad_timestamp",

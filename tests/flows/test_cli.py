@@ -193,9 +193,20 @@ def test_quote_prices_calls_in_the_accounts_time_zone(env: Path) -> None:
     assert imported.exit_code == 0, imported.output
     assert _voice_line(runner.invoke(app, [*quote, "--account", "ACC-T"]))["amount"] == "0.42"
 
+    nobody = runner.invoke(app, [*quote, "--account", "ACC-NONE"])
+    assert nobody.exit_code == 2
+    assert "account 'ACC-NONE' has no active subscription in 2026-10" in nobody.output
+
     unknown = runner.invoke(app, [*quote, *plan, "--timezone", "Mars/Olympus"])
     assert unknown.exit_code == 2
     assert "unknown time zone 'Mars/Olympus'" in unknown.output
+
+
+def test_quote_of_an_account_needs_a_ledger_and_does_not_create_one(env: Path) -> None:
+    result = runner.invoke(app, ["quote", "--period", "2026-10", "--account", "ACC-1"])
+    assert result.exit_code == 2
+    assert "there is no ledger at" in result.output
+    assert not (env / "home").exists()
 
 
 def test_import_then_list_runs_and_invoices(env: Path) -> None:

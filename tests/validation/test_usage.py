@@ -83,12 +83,16 @@ def validate(rows: list[tuple[str | None, ...]]) -> tuple[pl.DataFrame, pl.DataF
         (
             ("e2", "A", "voice", "5", "GB", "2026-10-05T10:00:00Z"),
             "unknown_unit",
-            "unit 'GB' cannot be converted to the metric's unit",
+            "unit 'GB' does not convert exactly to the metric's unit (it is unknown, of "
+            "another kind, or its factor has no exact decimal, as s to min: record such a "
+            "metric in s and price it per min with price_unit)",
         ),
         (
             ("e2", "A", "voice", "5", None, "2026-10-05T10:00:00Z"),
             "unknown_unit",
-            "unit None cannot be converted to the metric's unit",
+            "unit None does not convert exactly to the metric's unit (it is unknown, of "
+            "another kind, or its factor has no exact decimal, as s to min: record such a "
+            "metric in s and price it per min with price_unit)",
         ),
         (
             ("e2", "A", "voice", "5", "s", "2026-10-05 10:00"),
