@@ -351,6 +351,13 @@ def _charge_issues(
             issues.append(CatalogIssue(f"{where}.deck", f"rate deck {deck!r} is not defined"))
         free = charge.get("free_units")
         user = free.get("dimension") if isinstance(free, Mapping) else None
+        if isinstance(free, Mapping) and free.get("per") == "user" and metric is None:
+            issues.append(
+                CatalogIssue(
+                    f"{where}.free_units.per",
+                    "an allowance per user is for a usage charge: it needs a metric",
+                )
+            )
         if user is not None and isinstance(metric_def, Mapping):
             declared = metric_def.get("dimensions") or []
             if user not in declared:

@@ -116,6 +116,10 @@ def rate_event_charges(
                 .with_row_index("_sub")
             )
             metric_unit = catalog.metrics[charge.metric].unit
+            plan = catalog.plans[plan_id]
+            if (plan_id, add_ons) not in with_usage:  # no calls to read: only the minimum
+                lines.append((key, _lines(_no_calls(deck), scoped, deck, key, charge, plan)))
+                continue
             # Only a deck with time bands reads the caller's zone.
             zoned = deck.has_time_bands
             calls = _calls_for(usage, scoped, charge, metric_unit, accounts, by_day, zoned=zoned)
@@ -145,7 +149,6 @@ def rate_event_charges(
                     .select(list(UNRATED_SCHEMA))
                     .cast(UNRATED_SCHEMA)
                 )
-            plan = catalog.plans[plan_id]
             lines.append((key, _lines(summary, scoped, deck, key, charge, plan)))
     return lines, pl.concat(unrated)
 
@@ -169,6 +172,21 @@ def _explained(priced: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
         pl.col("billed_seconds").sum().cast(pl.Int64),
         pl.col("increments").sum().cast(pl.Int64),
         pl.col("amount").sum(),
+    )
+
+
+def _no_calls(deck: RateDeck) -> pl.DataFrame:
+    """`_explained`'s sums when there is no call."""
+    bands = {"band": _BAND_ORDER} if deck.has_time_bands else {}
+    return pl.DataFrame(
+        schema={
+            "_group": pl.Int64,
+            **bands,
+            "calls": pl.Int64,
+            "billed_seconds": pl.Int64,
+            "increments": pl.Int64,
+            "amount": deck.amount_dtype,
+        }
     )
 
 

@@ -463,8 +463,12 @@ def _scale(quantity: Decimal, factor: Fraction) -> Decimal:
     Seconds to minutes does not terminate (100 s = 1.666... min); the priced quantity is
     the one the line shows, so tier rows and their sum stay exact.
     """
-    scaled = MONEY_CONTEXT.multiply(quantity, Decimal(factor.numerator))
-    return MONEY_CONTEXT.divide(scaled, Decimal(factor.denominator)).quantize(
+    return _quantity_of(Fraction(quantity) * factor)
+
+
+def _quantity_of(value: Fraction) -> Decimal:
+    """An exact quantity at the frame scale (12 decimals), rounded once."""
+    return MONEY_CONTEXT.divide(Decimal(value.numerator), Decimal(value.denominator)).quantize(
         Decimal(1).scaleb(-QUANTITY_SCALE), context=MONEY_CONTEXT
     )
 
@@ -1653,10 +1657,16 @@ def _user_allowances(
         .group_by("subscription_id", user)
         .agg(_combine(metric).alias("quantity"))
     )
-    found: dict[str, list[Decimal]] = {}
+    # Exact fractions, rounded once per subscription as the line's quantity is: users all
+    # inside their units then cover exactly the line's quantity, never 1e-12 short of it.
+    units = Fraction(charge.free_units.units)
+    found: dict[str, list[Fraction]] = {}
     for sub_id, _, quantity in per_user.iter_rows():
-        found.setdefault(sub_id, []).append(quantity if factor == 1 else _scale(quantity, factor))
-    return {sub_id: user_allowance(charge.free_units.units, q) for sub_id, q in found.items()}
+        found.setdefault(sub_id, []).append(Fraction(quantity) * factor)
+    return {
+        sub_id: _quantity_of(user_allowance(units, quantities))
+        for sub_id, quantities in found.items()
+    }
 
 
 def _time_weighted(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import ClassVar, Literal
+from fractions import Fraction
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -229,7 +230,10 @@ def price_charge(
     )
 
 
-def user_allowance(units: Decimal, per_user: Iterable[Decimal]) -> Decimal:
+Quantity = TypeVar("Quantity", Decimal, Fraction)
+
+
+def user_allowance(units: Quantity, per_user: Iterable[Quantity]) -> Quantity:
     """What an allowance of `units` per user covers of the users' quantities: each user's
     own units, never another's (a user whose corrections net below zero uses none).
 
@@ -237,4 +241,5 @@ def user_allowance(units: Decimal, per_user: Iterable[Decimal]) -> Decimal:
     >>> user_allowance(Decimal(1000), [Decimal(400), Decimal(1500), Decimal(1000)])
     Decimal('2400')
     """
-    return sum((min(max(q, Decimal(0)), units) for q in per_user), Decimal(0))
+    zero = units * 0
+    return sum((min(max(q, zero), units) for q in per_user), zero)

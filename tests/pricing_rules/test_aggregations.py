@@ -315,6 +315,46 @@ def test_an_allowance_per_user_covers_each_users_own_usage(
     assert "2,400 min included" in str(found["description"])
 
 
+def test_users_inside_their_allowance_are_never_billed_a_rounding_remainder() -> None:
+    # Seconds priced per minute: 3 users x 20 s = 60 s = 1 min, each user's third of a
+    # minute inside their 60 free minutes. Converted user by user and rounded, the parts
+    # would cover 0.999999999999 min and leave 1e-12 min to bill: a whole 100-min block of
+    # a package. Covered exactly, nothing is billed.
+    text = (
+        PER_USER.replace("unit: min", "unit: s")
+        .replace(
+            'model: per_unit, metric: voice, unit_price: "0.01"',
+            "model: package, "
+            'metric: voice, price_unit: min, block_size: "100", block_price: "5.00"',
+        )
+        .replace('units: "1000"', 'units: "60"')
+    )
+    usage = events([("voice", 20, day(2), {"user": user}) for user in ("a", "b", "c")])
+    found = line(rated(parse_catalog(text), usage), "voice")
+    assert (found["quantity"], found["amount_minor"]) == (D(1), 0)
+
+
+def test_unbilled_usage_is_valued_with_one_users_allowance() -> None:
+    from validation.leakage import list_price_value
+
+    # At list price, 1,500 unbilled min of a charge with 1,000 free per user: there is no
+    # user to spread them over, so one user's 1,000 are free: 500 x 0.01 = 5.00 at risk
+    catalog = parse_catalog("list_price_plan: p\n" + PER_USER)
+    assert list_price_value(catalog, "voice", D(1500)) == (D("5.00"), "USD")
+
+
+def test_an_allowance_per_user_on_a_fixed_fee_is_a_catalog_error() -> None:
+    text = PER_USER.replace(
+        "charges:\n",
+        'charges:\n      - {id: seats, name: Seats, model: per_seat, unit_price: "10.00",\n'
+        '         free_units: {units: "2", per: user, dimension: user}}\n',
+    )
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text)
+    issues = {issue.path: issue.message for issue in raised.value.issues}
+    assert "is for a usage charge" in issues["plans.p.charges[0].free_units.per"]
+
+
 @pytest.mark.parametrize(
     ("change", "path", "message"),
     [

@@ -150,6 +150,18 @@ def test_a_minimum_is_owed_without_a_single_call() -> None:
     assert [r["label"] for r in json.loads(line["details"])] == ["minimum charge top-up"]
 
 
+def test_a_minimum_is_owed_when_nobody_on_the_plan_made_a_call() -> None:
+    # no usage at all, not even a destination column: the calls are not read; 5.00 minimum
+    from tests.pricing_rules.frames import usage_frame
+
+    result = rate(
+        usage_frame([]), subscriptions("A"), catalog_with(", minimum_amount: '5.00'"), OCT
+    )
+    assert result.lines.select("account_id", "amount", "events").rows() == [
+        ("A", Decimal("5.00"), 0)
+    ]
+
+
 def test_without_a_minimum_an_account_with_no_calls_has_no_call_line() -> None:
     result = rate(calls("A", [60]), subscriptions("A", "B"), catalog_with(""), OCT)
     assert result.lines["account_id"].to_list() == ["A"]
