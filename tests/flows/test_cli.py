@@ -177,18 +177,8 @@ def test_quote_prices_calls_in_the_accounts_time_zone(env: Path) -> None:
     assert line["amount"] == "0.42"
     assert [row["band"] for row in line["details"]] == ["peak"]
 
-    accounts = env / "accounts.csv"
-    accounts.write_text(
-        "account_id,name,currency,country,timezone\nACC-T,Tokyo KK,USD,JP,Asia/Tokyo\n"
-    )
-    subscriptions = env / "subscriptions.yaml"
-    subscriptions.write_text(
-        "- {subscription_id: S-T, account_id: ACC-T, plan_id: ucaas-business-usd,"
-        " start_date: 2026-01-01}\n"
-    )
-    imported = runner.invoke(
-        app,
-        ["import", "--accounts-file", str(accounts), "--subscriptions-file", str(subscriptions)],
+    imported = _import_one(
+        env, "ACC-T,Tokyo KK,USD,JP,Asia/Tokyo", "S-T", "ucaas-business-usd", timezone=True
     )
     assert imported.exit_code == 0, imported.output
     assert _voice_line(runner.invoke(app, [*quote, "--account", "ACC-T"]))["amount"] == "0.42"
@@ -209,18 +199,26 @@ def test_quote_of_an_account_needs_a_ledger_and_does_not_create_one(env: Path) -
     assert not (env / "home").exists()
 
 
-def test_import_then_list_runs_and_invoices(env: Path) -> None:
+def _import_one(
+    env: Path, account: str, subscription_id: str, plan_id: str, *, timezone: bool = False
+) -> Any:
+    """Import one account (a CSV row) and its subscription from 2026-01-01."""
     accounts = env / "accounts.csv"
-    accounts.write_text("account_id,name,currency,country\nACC-1,Acme,EUR,DE\n")
+    header = "account_id,name,currency,country" + (",timezone" if timezone else "")
+    accounts.write_text(f"{header}\n{account}\n")
     subscriptions = env / "subscriptions.yaml"
     subscriptions.write_text(
-        "- {subscription_id: S-1, account_id: ACC-1, plan_id: ucaas-business-eur,"
-        " start_date: 2026-01-01}\n"
+        f"- {{subscription_id: {subscription_id}, account_id: {account.split(',')[0]}, "
+        f"plan_id: {plan_id}, start_date: 2026-01-01}}\n"
     )
-    result = runner.invoke(
+    return runner.invoke(
         app,
         ["import", "--accounts-file", str(accounts), "--subscriptions-file", str(subscriptions)],
     )
+
+
+def test_import_then_list_runs_and_invoices(env: Path) -> None:
+    result = _import_one(env, "ACC-1,Acme,EUR,DE", "S-1", "ucaas-business-eur")
     assert result.exit_code == 0, result.output
     assert "Imported 1 accounts" in result.output
     assert "Imported 1 subscriptions" in result.output

@@ -27,6 +27,13 @@ USAGE_SCHEMA: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("us", "UTC"),
 }
 
+# Calls as `rate` reads them: valid usage with an id and an E.164 destination.
+CALL_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    **USAGE_SCHEMA,
+    "destination": pl.String(),
+}
+
 
 def at(day: int, month: int = 10, year: int = 2026, hour: int = 12) -> datetime:
     return datetime(year, month, day, hour, tzinfo=UTC)

@@ -16,6 +16,7 @@ from pricing_rules.catalog import Catalog, CatalogError, parse_catalog
 from pricing_rules.decks import rate_calls
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import rate, subscription_frame
+from tests.pricing_rules.frames import CALL_SCHEMA
 
 OCT = BillingPeriod.parse("2026-10")
 DECK = """prefix,destination,band,rate_per_minute
@@ -67,15 +68,7 @@ def calls(rows: list[tuple[str, str, int, datetime]]) -> pl.LazyFrame:
             }
             for i, (number, direction, seconds, at) in enumerate(rows)
         ],
-        schema={
-            "event_id": pl.String,
-            "account_id": pl.String,
-            "metric": pl.String,
-            "quantity": pl.Decimal(38, 12),
-            "timestamp": pl.Datetime("us", "UTC"),
-            "destination": pl.String,
-            "direction": pl.String,
-        },
+        schema={**CALL_SCHEMA, "direction": pl.String()},
     ).lazy()
 
 

@@ -18,6 +18,7 @@ from pricing_rules.catalog import CatalogError, parse_catalog
 from pricing_rules.charges import CallDeckCharge
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import rate, subscription_frame
+from tests.pricing_rules.frames import CALL_SCHEMA
 
 OCT = BillingPeriod.parse("2026-10")
 DECK = "prefix,destination,rate_per_minute\n44,United Kingdom,0.0100\n"
@@ -57,14 +58,7 @@ def calls(account: str, seconds: list[int]) -> pl.LazyFrame:
             "timestamp": [datetime(2026, 10, 5, 12, tzinfo=UTC)] * len(seconds),
             "destination": ["+442071234567"] * len(seconds),
         },
-        schema={
-            "event_id": pl.String,
-            "account_id": pl.String,
-            "metric": pl.String,
-            "quantity": pl.Decimal(38, 12),
-            "timestamp": pl.Datetime("us", "UTC"),
-            "destination": pl.String,
-        },
+        schema=CALL_SCHEMA,
     ).lazy()
 
 

@@ -38,6 +38,7 @@ def per_unit(
     *,
     free: str | None = None,
     per: str = "plan",
+    dimension: str | None = None,
     minimum: str | None = None,
     maximum: str | None = None,
 ) -> PerUnitCharge:
@@ -48,7 +49,9 @@ def per_unit(
             "model": "per_unit",
             "metric": "m",
             "unit_price": unit_price,
-            "free_units": None if free is None else {"units": free, "per": per},
+            "free_units": None
+            if free is None
+            else {"units": free, "per": per, "dimension": dimension},
             "minimum_amount": minimum,
             "maximum_amount": maximum,
         }
@@ -102,16 +105,7 @@ def test_allowance_per_seat_is_pooled_across_seats() -> None:
 def test_allowance_per_user_is_what_each_users_own_units_cover() -> None:
     # 1,000 free per user; users at 400, 1,500 and 1,000: 400 + 1,000 + 1,000 = 2,400
     # covered of 2,900; 500 x 0.01 = 5.00. Pooled over 3 seats, 3,000 would cover it all.
-    charge = PerUnitCharge.model_validate(
-        {
-            "id": "x",
-            "name": "X",
-            "model": "per_unit",
-            "metric": "m",
-            "unit_price": "0.01",
-            "free_units": {"units": "1000", "per": "user", "dimension": "user"},
-        }
-    )
+    charge = per_unit("0.01", free="1000", per="user", dimension="user")
     covered = user_allowance(D(1000), [D(400), D(1500), D(1000)])
     assert price_charge(charge, D(2900), seats=3, allowance=covered).amount == D("5.00")
     assert price_charge(per_unit("0.01", free="1000", per="seat"), D(2900), seats=3).amount == 0
