@@ -445,6 +445,24 @@ def _double_billing(catalog: Catalog) -> list[CatalogIssue]:
     return issues
 
 
+def _plan_discount_targets(catalog: Catalog) -> list[CatalogIssue]:
+    """A plan discount on a charge the plan does not have would discount nothing."""
+    issues = []
+    for plan_id, plan in catalog.plans.items():
+        # with any add-on a subscription may take
+        keys = {key for key, _ in catalog.plan_charges(plan_id, list(catalog.add_ons))}
+        for index, discount in enumerate(plan.discounts):
+            if discount.applies_to != "invoice" and discount.applies_to not in keys:
+                issues.append(
+                    CatalogIssue(
+                        f"plans.{plan_id}.discounts[{index}].applies_to",
+                        f"charge {discount.applies_to!r} is not a charge of the plan (its "
+                        f"charges: {', '.join(sorted(keys))}; or 'invoice')",
+                    )
+                )
+    return issues
+
+
 def _add_on_currencies(catalog: Catalog) -> list[CatalogIssue]:
     issues = []
     for plan_id, plan in catalog.plans.items():
@@ -489,7 +507,10 @@ def _plan_versions(catalog: Catalog) -> list[CatalogIssue]:
 
 def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[CatalogIssue]:
     issues: list[CatalogIssue] = (
-        _double_billing(catalog) + _add_on_currencies(catalog) + _plan_versions(catalog)
+        _double_billing(catalog)
+        + _add_on_currencies(catalog)
+        + _plan_versions(catalog)
+        + _plan_discount_targets(catalog)
     )
     if catalog.decks:
         issues.extend(_parse_decks(catalog.decks, deck_texts, catalog._rate_decks))

@@ -35,6 +35,7 @@ from pricing_rules.aggregate_rating import (
 )
 from pricing_rules.catalog import Catalog, Metric, Plan
 from pricing_rules.charges import (
+    CallDeckCharge,
     ChargeBase,
     ChargeDetail,
     PackageCharge,
@@ -1522,22 +1523,24 @@ def _frame_lines(
     return lines, rest
 
 
-def _unmatched_overrides(
+def _unmatched_terms(
     subs: pl.DataFrame, catalog: Catalog, terms: Mapping[str, AccountTerms]
 ) -> list[dict[str, str]]:
-    """An override naming no charge of the account's subscriptions (a typo in a plan or
-    charge id) would silently leave the list price in place: say so."""
+    """Terms that would silently change nothing: an override or a discount naming no
+    charge of the account's subscriptions (a typo in a plan or charge id), and an override
+    of a call charge, whose rates come from its deck. Say so."""
     notices = []
     for account_id, account_terms in terms.items():
         mine = subs.filter(pl.col("account_id") == account_id)
-        keys = {
-            (sub["plan_id"], key)
+        charges = {
+            (sub["plan_id"], key): charge
             for sub in mine.iter_rows(named=True)
             if sub["plan_id"] in catalog.plans
-            for key, _ in catalog.plan_charges(sub["plan_id"], _add_ons(sub))
+            for key, charge in catalog.plan_charges(sub["plan_id"], _add_ons(sub))
         }
         for override in account_terms.effective_overrides():
-            if (override.plan_id, override.charge_id) not in keys:
+            charge = charges.get((override.plan_id, override.charge_id))
+            if charge is None:
                 notices.append(
                     {
                         "account_id": account_id,
@@ -1545,6 +1548,29 @@ def _unmatched_overrides(
                         "message": f"price override of {override.plan_id}/"
                         f"{override.charge_id} matches no charge of the account's "
                         "subscriptions this period; check the plan and charge ids",
+                    }
+                )
+            elif isinstance(charge, CallDeckCharge):
+                notices.append(
+                    {
+                        "account_id": account_id,
+                        "kind": "override_invalid",
+                        "message": f"price override of {override.plan_id}/"
+                        f"{override.charge_id}: calls are priced from deck {charge.deck!r}, "
+                        "so the override was not applied; give the account a plan with "
+                        "its own deck",
+                    }
+                )
+        keys = {key for _, key in charges}
+        for discount in account_terms.effective_discounts():
+            if discount.applies_to != "invoice" and discount.applies_to not in keys:
+                notices.append(
+                    {
+                        "account_id": account_id,
+                        "kind": "discount_unmatched",
+                        "message": f"discount {discount.id!r} applies to charge "
+                        f"{discount.applies_to!r}, which none of the account's subscriptions "
+                        "has this period; check the charge id",
                     }
                 )
     return notices
@@ -1992,7 +2018,7 @@ def rate(
     billed = int(lines_frame.filter(pl.col("charge_kind") == "usage")["events"].sum())
     if billed != rated_events:
         raise RatingError(f"rating lost events: {rated_events} rated, {billed} on usage lines")
-    rater.notices.extend(_unmatched_overrides(subs, catalog, terms or {}))
+    rater.notices.extend(_unmatched_terms(subs, catalog, terms or {}))
     notices = pl.DataFrame(rater.notices, schema=NOTICE_SCHEMA)
     return RatingResult(lines_frame, unrated_frame, rated_events, unrated_events, notices)
 

@@ -176,6 +176,25 @@ def test_a_broken_catalog_reports_every_error_with_its_path() -> None:
     assert "  - plans.bad.currency: unknown ISO 4217 currency 'XYZ'" in text
 
 
+def test_a_plan_discount_on_a_charge_the_plan_lacks_is_an_error() -> None:
+    text = """
+version: t
+metrics: {}
+plans:
+  p:
+    name: P
+    currency: USD
+    discounts: [{id: d, name: Deal, kind: percentage, value: "10", applies_to: seat}]
+    charges: [{id: seats, name: Seats, model: per_seat, unit_price: "10"}]
+"""
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text)
+    issues = {issue.path: issue.message for issue in raised.value.issues}
+    assert issues["plans.p.discounts[0].applies_to"].startswith(
+        "charge 'seat' is not a charge of the plan (its charges: seats"
+    )
+
+
 def test_deck_errors_are_reported_beside_the_catalogs_own() -> None:
     # A plan in an unknown currency and a deck with a duplicate prefix and a negative rate:
     # one load reports all three.

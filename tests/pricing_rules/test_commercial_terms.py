@@ -824,6 +824,16 @@ def test_invoice_total_is_never_negative(
         assert row["amount_minor"] == to_minor_units(rounded, "USD")
 
 
+def test_a_discount_on_a_charge_the_account_does_not_have_says_so(catalog: Catalog) -> None:
+    # "smss" is a typo: nothing is discounted, and a notice (a finding) says why; the
+    # bundled add-on's charge is the account's, so a discount on it raises nothing
+    deals = [discount("percentage", "10", "smss"), discount("percentage", "10", "recording.fee")]
+    result = run(catalog, [sub()], BIZ_USAGE, terms=[terms(discounts=deals)])
+    unmatched = [n for n in result.notices.rows(named=True) if n["kind"] == "discount_unmatched"]
+    assert [n["message"].split(" applies")[0] for n in unmatched] == ["discount 'percentage-smss'"]
+    assert "'smss'" in unmatched[0]["message"]
+
+
 def test_an_override_with_a_typo_or_a_wrong_field_leaves_the_list_price_and_says_so(
     catalog: Catalog,
 ) -> None:

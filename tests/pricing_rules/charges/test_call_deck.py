@@ -114,6 +114,22 @@ def test_each_row_explains_its_calls_billed_seconds_and_increments() -> None:
     )
 
 
+def test_a_price_override_of_a_call_charge_is_not_applied_and_says_so() -> None:
+    from pricing_rules.terms import AccountTerms
+
+    # calls take their rates from the deck: 10 min x 0.0100 = 0.1000 stays, with a notice
+    terms = AccountTerms.model_validate(
+        {
+            "account_id": "A",
+            "overrides": [{"plan_id": "usd", "charge_id": "calls", "unit_price": "0.001"}],
+        }
+    )
+    result = rate(calls("A", [600]), subscriptions("A"), catalog_with(""), OCT, terms={"A": terms})
+    assert result.lines["precise_amount"].to_list() == ["0.1"]
+    notices = result.notices.filter(pl.col("kind") == "override_invalid")["message"].to_list()
+    assert len(notices) == 1 and "calls are priced from deck 'uk'" in notices[0]
+
+
 def test_the_minimum_tops_up_the_sum_of_the_calls() -> None:
     # 3 calls of 10 minutes at 0.0100/min: 3 x 0.1000 = 0.3000; minimum 5.00 => top-up 4.70
     line = call_line(", minimum_amount: '5.00'", [600, 600, 600])
