@@ -310,16 +310,17 @@ matched AS (
 ),
 -- per call in 1e-4 units: billed seconds per 30/6 increments, rate x s / 60 rounded
 -- half up, + connect fee 100, topped up to the minimum 200; zero-second calls are free
-priced AS (
-  SELECT account_id, subscription_id, day, q, prefix_row,
+timed AS (
+  SELECT account_id, subscription_id, day, q, prefix_row, d, rate_micro,
          CASE WHEN d = 0 THEN 0 WHEN d <= 30 THEN 30
-              ELSE 30 + CAST(ceil((d - 30) / 6.0) AS BIGINT) * 6 END AS billed,
-         CASE WHEN d = 0 THEN 0 ELSE greatest(
-           (CAST(rate_micro AS HUGEINT)
-              * (CASE WHEN d <= 30 THEN 30 ELSE 30 + CAST(ceil((d - 30) / 6.0) AS BIGINT) * 6 END)
-              + 3000) // 6000 + 100,
-           200) END AS amount_e4
+              ELSE 30 + CAST(ceil((d - 30) / 6.0) AS BIGINT) * 6 END AS billed
   FROM matched
+),
+priced AS (
+  SELECT *,
+         CASE WHEN d = 0 THEN 0 ELSE greatest(usage_e4 + 100, 200) END AS amount_e4
+  FROM (SELECT *, (CAST(rate_micro AS HUGEINT) * billed + 3000) // 6000 AS usage_e4
+        FROM timed)
 ),
 voice AS ({voice}),
 sms AS (
@@ -387,14 +388,17 @@ VOICE_FROM_CALLS = """
 """
 
 # Explanation rows like those of Tallyflow's call lines (which are per subscription,
-# prefix and band; the bench deck has no bands): calls, billed seconds, increments and
-# amount per subscription and deck prefix, kept as a table the totals are then summed from.
+# prefix and band; the bench deck has no bands): calls, billed seconds, increments,
+# connect fees, minimum top-ups and amount per subscription and deck prefix, kept as a
+# table the totals are then summed from.
 DUCKDB_ROWS_SQL = (
     "CREATE TEMP TABLE explained AS "
     + DUCKDB_SQL.split("voice AS (")[0].rstrip().rstrip(",")
     + """
 SELECT subscription_id, prefix_row, count(*) AS calls, sum(billed) AS billed_seconds,
        sum(CASE WHEN billed > 0 THEN 1 + (billed - 30) // 6 ELSE 0 END) AS increments,
+       sum(CASE WHEN d > 0 THEN 100 ELSE 0 END) AS connect_e4,
+       sum(CASE WHEN d > 0 THEN greatest(200 - usage_e4 - 100, 0) ELSE 0 END) AS topup_e4,
        sum(amount_e4) AS amount_e4, sum(q) AS q, min(day) AS first_day,
        max(day) AS last_day
 FROM priced GROUP BY ALL

@@ -172,7 +172,25 @@ def _explained(priced: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
         pl.col("billed_seconds").sum().cast(pl.Int64),
         pl.col("increments").sum().cast(pl.Int64),
         pl.col("amount").sum(),
+        *(pl.col(fee).sum() for fee in _fees(deck)),
     )
+
+
+def _fees(deck: RateDeck) -> list[str]:
+    """The per-call fees a deck adds to the time it prices: its connect fee and the
+    top-ups to its minimum charge (each only where the deck has one)."""
+    return [
+        name
+        for name, value in (
+            ("connect_fee", deck.connect_fee),
+            ("minimum_adjustment", deck.minimum_charge),
+        )
+        if value > 0
+    ]
+
+
+_FEE_WORDS = {"connect_fee": "connect fees", "minimum_adjustment": "minimum charge top-ups"}
+_FEE_FIELDS = {"connect_fee": "connect_fees", "minimum_adjustment": "minimum_top_ups"}
 
 
 def _no_calls(deck: RateDeck) -> pl.DataFrame:
@@ -186,6 +204,7 @@ def _no_calls(deck: RateDeck) -> pl.DataFrame:
             "billed_seconds": pl.Int64,
             "increments": pl.Int64,
             "amount": deck.amount_dtype,
+            **{fee: deck.amount_dtype for fee in _fees(deck)},
         }
     )
 
@@ -225,17 +244,29 @@ def _lines(
     """One usage line per subscription from its explanation rows (`_explained`), built
     in Polars: a month has thousands of lines. The line's totals are the sums of its
     rows, so the rows add up to the line by construction."""
+    fees = _fees(deck)
+    # The row's amount is the time priced plus these fees: its label says how much of it
+    # they are.
+    fee_words = [
+        pl.when(pl.col(fee) > 0).then(pl.format(f"{_FEE_WORDS[fee]} {{}}", pl.col(fee)))
+        for fee in fees
+    ]
     rows = _named(summary.lazy(), deck).with_columns(
         pl.struct(
-            pl.format(
-                "{} (+{}, {}): {} call(s), {} s billed in {} increment(s) of {}",
-                "deck_destination",
-                "prefix",
-                "band",
-                "calls",
-                "billed_seconds",
-                "increments",
-                pl.lit(str(deck.increments)),
+            pl.concat_str(
+                pl.format(
+                    "{} (+{}, {}): {} call(s), {} s billed in {} increment(s) of {}",
+                    "deck_destination",
+                    "prefix",
+                    "band",
+                    "calls",
+                    "billed_seconds",
+                    "increments",
+                    pl.lit(str(deck.increments)),
+                ),
+                *fee_words,
+                separator=", ",
+                ignore_nulls=True,
             ).alias("label"),
             _minutes(pl.col("billed_seconds")).cast(pl.String).alias("quantity"),
             pl.col("rate_per_minute").cast(pl.String).alias("unit_price"),
@@ -245,6 +276,7 @@ def _lines(
             "calls",
             "billed_seconds",
             "increments",
+            *(pl.col(fee).cast(pl.String).alias(_FEE_FIELDS[fee]) for fee in fees),
         )
         .struct.json_encode()
         .alias("row")

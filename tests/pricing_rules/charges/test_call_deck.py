@@ -24,7 +24,7 @@ OCT = BillingPeriod.parse("2026-10")
 DECK = "prefix,destination,rate_per_minute\n44,United Kingdom,0.0100\n"
 
 
-def catalog_with(limits: str) -> Any:
+def catalog_with(limits: str, deck_rules: str = "") -> Any:
     return parse_catalog(
         f"""
 version: test
@@ -36,7 +36,7 @@ decks:
     currency: USD
     increments: "60/60"
     rounding: per_call
-    rounding_decimals: 4
+    rounding_decimals: 4{deck_rules}
 plans:
   usd:
     name: USD
@@ -111,6 +111,25 @@ def test_each_row_explains_its_calls_billed_seconds_and_increments() -> None:
     assert (
         "rated per call from deck uk (60/60 s increments; 1 destination/band rows)"
         in (line["description"])
+    )
+
+
+def test_a_row_says_how_much_of_it_is_connect_fees_and_minimum_top_ups() -> None:
+    # 0.0100/min, 60/60, connect fee 0.0100, minimum 0.0500 a call:
+    # 61 s bills 120 s = 0.0200 + 0.0100 = 0.0300, topped up by 0.0200 to 0.0500;
+    # 6 s bills 60 s = 0.0100 + 0.0100 = 0.0200, topped up by 0.0300 to 0.0500.
+    # Row: 180 s in 3 increments, 0.0300 of time + 0.0200 connect + 0.0500 top-ups = 0.1000
+    rules = "\n    connect_fee: '0.0100'\n    minimum_charge: '0.0500'"
+    result = rate(calls("A", [61, 6]), subscriptions("A"), catalog_with("", rules), OCT)
+    (row,) = json.loads(result.lines["details"][0])
+    assert row["label"] == (
+        "United Kingdom (+44, all): 2 call(s), 180 s billed in 3 increment(s) of 60/60, "
+        "connect fees 0.0200, minimum charge top-ups 0.0500"
+    )
+    assert (row["connect_fees"], row["minimum_top_ups"], row["amount"]) == (
+        "0.0200",
+        "0.0500",
+        "0.1000",
     )
 
 
