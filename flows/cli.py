@@ -8,11 +8,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from pricing_rules.catalog import Catalog
 
 app = typer.Typer(
     add_completion=False,
@@ -487,6 +490,7 @@ def quote(
     from validation.usage import validate_usage
 
     settings = _settings(settings_file)
+    ignored: list[str] = []
     try:
         billing_period = BillingPeriod.parse(period)
         catalog = load_catalog(catalog_path or settings.catalog_path)
@@ -510,8 +514,17 @@ def quote(
             raise QuoteError("give --plan or --account")
         if changes is None and start_date is not None and start_date >= billing_period.end:
             raise QuoteError(f"--start {start_date} is after the period {billing_period.label}")
+        if usage_file is not None and usage:
+            raise QuoteError("give usage as --usage-file or as --usage, not both")
         if usage_file is not None:
             raw = read_usage_file(usage_file.name, usage_file.read_bytes())
+            if account and "account_id" in raw.columns:
+                # a file of several accounts: the account's own events, and say what is not
+                theirs = raw["account_id"].str.strip_chars() == account
+                others = raw.height - int(theirs.sum())
+                raw = raw.filter(theirs)
+                if others:
+                    ignored.append(f"{others} event(s) of other accounts in the file")
         else:
             raw = inline_usage(
                 [parse_quantity(u) for u in usage or []],
@@ -554,7 +567,14 @@ def quote(
     document["quarantined"] = checked.quarantine.select(
         "event_id", "reason", "reason_detail"
     ).to_dicts()
-    document["notices"] = result.notices.to_dicts()
+    if seats != 1 and not _uses_seats(catalog, plan_id, add_on):
+        ignored.append(
+            f"{seats} seats: plan {plan_id} has no per-seat fee or allowance, so seats "
+            "change nothing here (a seats metric is usage: give it with -u)"
+        )
+    document["notices"] = result.notices.to_dicts() + [
+        {"account_id": account or "", "kind": "quote_input_ignored", "message": m} for m in ignored
+    ]
     if as_json:
         typer.echo(_json(document))
         return
@@ -585,6 +605,18 @@ def quote(
         console.print(f"[yellow]rejected[/]: {item['event_id']}: {item['reason_detail']}")
     for notice in document["notices"]:
         console.print(f"[yellow]notice[/]: {notice['message']}")
+
+
+def _uses_seats(catalog: Catalog, plan_id: str, add_ons: list[str] | None) -> bool:
+    """Whether a subscription's seats change a price of the plan: a per-seat fee or an
+    allowance per seat."""
+    from pricing_rules.charges import PerSeatCharge
+
+    return any(
+        isinstance(charge, PerSeatCharge)
+        or (charge.free_units is not None and charge.free_units.per == "seat")
+        for _, charge in catalog.plan_charges(plan_id, add_ons or [])
+    )
 
 
 def _account_quote(settings: Any, account: str, period: Any, plan: str | None) -> tuple[Any, ...]:

@@ -192,6 +192,33 @@ def test_quote_prices_calls_in_the_accounts_time_zone(env: Path) -> None:
     assert "unknown time zone 'Mars/Olympus'" in unknown.output
 
 
+def test_quote_inputs_that_would_change_nothing_are_refused_or_reported(env: Path) -> None:
+    # A file with two accounts quoted for one: only its own 10-minute call is priced
+    # (off-peak in UTC, 10 x 0.0360 = 0.36), and the other account's is reported.
+    calls = env / "calls.csv"
+    calls.write_text(
+        "event_id,account_id,metric,quantity,unit,timestamp,destination,direction\n"
+        "c1,ACC-T,voice,600,s,2026-10-05T01:00:00Z,+33612345678,outbound\n"
+        "c2,ACC-X,voice,600,s,2026-10-05T01:00:00Z,+33612345678,outbound\n"
+    )
+    assert _import_one(env, "ACC-T,T,USD,US", "S-T", "ucaas-business-usd").exit_code == 0
+    quote = ["quote", "--period", "2026-10", "--usage-file", str(calls), "--json"]
+    result = runner.invoke(app, [*quote, "--account", "ACC-T"])
+    assert _voice_line(result)["amount"] == "0.36"
+    notices = [n["message"] for n in json.loads(result.output)["notices"]]
+    assert "1 event(s) of other accounts in the file" in notices
+
+    # seats on a plan that prices seats as usage change nothing: the quote says so
+    seats = runner.invoke(
+        app, ["quote", "--period", "2026-10", "--plan", "ucaas-business-usd", "--seats", "25"]
+    )
+    assert "25 seats: plan ucaas-business-usd has no per-seat fee or allowance" in seats.output
+
+    both = runner.invoke(app, [*quote, "--plan", "ucaas-business-usd", "-u", "sms=10"])
+    assert both.exit_code == 2
+    assert "give usage as --usage-file or as --usage, not both" in both.output
+
+
 def test_quote_of_an_account_needs_a_ledger_and_does_not_create_one(env: Path) -> None:
     result = runner.invoke(app, ["quote", "--period", "2026-10", "--account", "ACC-1"])
     assert result.exit_code == 2
