@@ -392,7 +392,7 @@ def price_usage_lines(
                 tier_to=allowance,
             )
         )
-        words.append(_text(_shown(used), f" {unit} included"))
+        words.append(_text(_shown(used), f" {unit} included{per_user(charge, unit)}"))
     amount, unit_price, model_rows, model_words = _priced(charge, billable, unit)
     rows.extend(model_rows)
     amount, limit_rows, limit_words = limited(charge, amount)
@@ -414,6 +414,15 @@ def price_usage_lines(
         _text("[", pl.concat_str(rows, separator=", ", ignore_nulls=True), "]").alias("details"),
     )
     return rounded(priced, currency, rounding)
+
+
+def per_user(charge: ChargeBase, unit: str) -> str:
+    """How an allowance per user reads after the quantity it covered, e.g.
+    ` (1,000 min per user)`; nothing for other allowances."""
+    free = charge.free_units
+    if free is None or free.per != "user":
+        return ""
+    return f" ({show_quantity(free.units)} {unit} per user)"
 
 
 def limited(charge: ChargeBase, amount: pl.Expr) -> tuple[pl.Expr, list[pl.Expr], list[pl.Expr]]:

@@ -30,6 +30,7 @@ from pricing_rules.aggregate_rating import (
     fixed_frame_ready,
     frame_ready,
     line_frame,
+    per_user,
     price_fixed_lines,
     price_usage_lines,
 )
@@ -482,7 +483,9 @@ def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
     paid_rows = [d for d in priced.details if d.tier is not None or d.label == charge.name]
     for detail in priced.details:
         if detail.label == "included allowance":
-            parts.append(f"{show_quantity(detail.quantity)} {unit} included")
+            parts.append(
+                f"{show_quantity(detail.quantity)} {unit} included{per_user(charge, unit)}"
+            )
         elif detail.label == "minimum charge top-up":
             parts.append(f"topped up by {show_quantity(detail.amount)} to the minimum charge")
         elif detail.label == "maximum charge cap":

@@ -312,7 +312,7 @@ def test_an_allowance_per_user_covers_each_users_own_usage(
     assert (found["quantity"], found["amount_minor"], found["events"]) == (D(3000), 600, 5)
     rows = json.loads(found["details"])
     assert (rows[0]["label"], D(rows[0]["quantity"])) == ("included allowance", D(2400))
-    assert "2,400 min included" in str(found["description"])
+    assert "2,400 min included (1,000 min per user)" in str(found["description"])
 
 
 def test_users_inside_their_allowance_are_never_billed_a_rounding_remainder() -> None:
