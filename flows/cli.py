@@ -473,10 +473,13 @@ def quote(
 ) -> None:
     """Price usage for a plan and period without touching the ledger (an invoice preview)."""
     from datetime import date
+    from decimal import Decimal
 
     from infra.directory import DirectoryError, read_terms
+    from infra.render import show_price
     from pricing_rules.catalog import CatalogError, load_catalog
     from pricing_rules.lifecycle import LifecycleError, load_history
+    from pricing_rules.money import from_minor_units, show_quantity
     from pricing_rules.periods import BillingPeriod
     from pricing_rules.quote import (
         QuoteError,
@@ -586,15 +589,20 @@ def quote(
         "amount",
         title=(f"Quote: plan {plan_id}, {billing_period.label} (nothing is stored)"),
     )
+    # The table rounds quantities for the eye; --json keeps every digit.
     for number, line in enumerate(document["lines"], start=1):
+        price = line["unit_price"]
         table.add_row(
             str(number),
             f"{line['charge']}\n[dim]{line['description']}[/]",
-            f"{line['quantity']} {line['unit']}",
-            line["unit_price"] or "",
+            f"{show_quantity(Decimal(line['quantity']))} {line['unit']}",
+            show_price(Decimal(price), line["currency"]) if price else "",
             f"{line['amount']} {line['currency']}",
         )
-    for currency, total in document["totals"].items():
+    totals = document["totals"] or {
+        catalog.plans[plan_id].currency: str(from_minor_units(0, catalog.plans[plan_id].currency))
+    }
+    for currency, total in totals.items():
         table.add_row("", "[bold]Total[/]", "", "", f"[bold]{total} {currency}[/]")
     console.print(table)
     for item in document["unrated"]:

@@ -45,7 +45,7 @@ def _plain(value: Decimal | None) -> str:
     return "" if value is None else show_quantity(value)
 
 
-def _price(value: Decimal | None, currency: str) -> str:
+def show_price(value: Decimal | None, currency: str) -> str:
     """A unit price with at least the currency's decimals: 14.50, 0.0079, 1,650 (JPY)."""
     if value is None:
         return ""
@@ -79,7 +79,7 @@ def _row_view(row: dict[str, Any], line: InvoiceLineDoc, currency: str) -> dict[
         "label": label,
         "quantity": quantity,
         "unit": unit,
-        "unit_price": _price(Decimal(str(row["unit_price"])), currency)
+        "unit_price": show_price(Decimal(str(row["unit_price"])), currency)
         if row.get("unit_price")
         else "",
         "flat_fee": str(row.get("flat_fee") or ""),
@@ -108,7 +108,7 @@ def _line_view(line: InvoiceLineDoc, currency: str) -> dict[str, Any]:
         "unit": "" if line.unit == "period" else line.unit,
         "unit_price": f"{_plain(line.unit_price * 100)}%"
         if line.charge_kind == "tax" and line.unit_price is not None
-        else _price(line.unit_price, currency),
+        else show_price(line.unit_price, currency),
         "amount": format_money(from_minor_units(line.amount_minor, currency), currency),
         "rows": [_row_view(row, line, currency) for row in line.details],
         "show_rows": _shows_rows(line),

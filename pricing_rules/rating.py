@@ -406,10 +406,12 @@ def usage_fields(
     metric_unit: str,
     seats: int = 1,
     allowance: Decimal | None = None,
+    held_per: str | None = None,
 ) -> dict[str, Any]:
     """What pricing puts on a usage line: `quantity` and `unit` (the price unit),
     `unit_price`, `precise` (the unrounded amount), `description` and `details` (the
-    explanation rows). `pricing_rules.aggregate_rating` gives the same for a frame.
+    explanation rows). `pricing_rules.aggregate_rating` gives the same for a frame. A
+    time-weighted quantity is units held per `held_per` (seat-days: `held_per="day"`).
 
     # 1,500 units, 1,000 free, then 0.01 each: 500 x 0.01 = 5.00
     >>> from pricing_rules.charges import Allowance, PerUnitCharge
@@ -420,6 +422,7 @@ def usage_fields(
     (Decimal('5.00'), 'API: 1,500 event — 1,000 event included, 500 event at 0.01')
     """
     _, unit, priced = price_quantity(charge, quantity, metric_unit, seats, allowance)
+    unit = f"{unit}-{held_per}" if held_per else unit
     return {
         "quantity": priced.quantity,
         "unit": unit,
@@ -930,8 +933,13 @@ class _Rater:
             charge, key, sub["plan_id"], terms, self.period, self.notices
         )
         assert charge.metric is not None
-        metric_unit = self.catalog.metrics[charge.metric].unit
-        fields = usage_fields(charge, quantity, metric_unit, int(sub["quantity"]), allowance)
+        metric = self.catalog.metrics[charge.metric]
+        held_per = (
+            _HELD_PER[metric.time_unit] if metric.aggregation == "time_weighted_sum" else None
+        )
+        fields = usage_fields(
+            charge, quantity, metric.unit, int(sub["quantity"]), allowance, held_per
+        )
         _line(
             self.invoice(sub["account_id"], plan),
             line_id=f"{sub['subscription_id']}:{key}",
@@ -1696,6 +1704,10 @@ def _user_allowances(
         sub_id: _quantity_of(user_allowance(units, quantities))
         for sub_id, quantities in found.items()
     }
+
+
+# What a time-weighted quantity is held per: a run's period is a month.
+_HELD_PER = {"period": "month", "day": "day", "hour": "hour"}
 
 
 def _time_weighted(

@@ -219,6 +219,49 @@ def test_quote_inputs_that_would_change_nothing_are_refused_or_reported(env: Pat
     assert "give usage as --usage-file or as --usage, not both" in both.output
 
 
+def test_the_readme_quote_prints_readable_figures_and_its_total(env: Path) -> None:
+    # README: 96.29 platform (15/31 x 199.00) + 175.40 seats (25 x 15/31 = 12.0968
+    # seat-months x 14.50) + 2.00 inbound + 15.00 SMS + 25.20 storage + 0% tax = 313.89
+    result = runner.invoke(
+        app,
+        [
+            "quote",
+            "--period",
+            "2026-10",
+            "--plan",
+            "ucaas-business-usd",
+            "--start",
+            "2026-10-17",
+            "-u",
+            "seats=25",
+            "-u",
+            "voice[direction=inbound]=90000s",
+            "-u",
+            "sms=2350",
+            "-u",
+            "storage=150GB",
+            "--country",
+            "US",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for shown in ("0.4839 period", "199.00", "12.0968 seat-month", "14.50", "313.89 USD"):
+        assert shown in result.output
+    assert "0.483870967742" not in result.output  # --json keeps every digit, not the table
+    # a quote with nothing to bill still prints its total
+    catalog = env / "payg.yaml"
+    catalog.write_text(
+        "version: payg\nmetrics: {sms: {name: SMS, unit: message}}\nplans:\n  payg:\n"
+        "    name: PAYG\n    currency: USD\n    charges:\n"
+        "      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: '0.01'}\n"
+    )
+    empty = runner.invoke(
+        app, ["quote", "--period", "2026-10", "--plan", "payg", "--catalog", str(catalog)]
+    )
+    assert empty.exit_code == 0, empty.output
+    assert "Total" in empty.output and "0.00 USD" in empty.output
+
+
 def test_quote_of_an_account_needs_a_ledger_and_does_not_create_one(env: Path) -> None:
     result = runner.invoke(app, ["quote", "--period", "2026-10", "--account", "ACC-1"])
     assert result.exit_code == 2
