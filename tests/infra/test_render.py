@@ -184,13 +184,13 @@ def test_a_fractional_tax_rate_keeps_its_decimals() -> None:
 
 
 def test_unit_prices_show_at_least_the_currency_decimals() -> None:
-    from infra.render import _price
+    from infra.render import show_price
 
     # a price keeps its own precision, padded to the currency's minor unit
-    assert _price(Decimal("14.5"), "USD") == "14.50"
-    assert _price(Decimal("0.0079"), "USD") == "0.0079"
-    assert _price(Decimal("1650"), "JPY") == "1,650"
-    assert _price(Decimal("199.000000000000"), "USD") == "199.00"
+    assert show_price(Decimal("14.5"), "USD") == "14.50"
+    assert show_price(Decimal("0.0079"), "USD") == "0.0079"
+    assert show_price(Decimal("1650"), "JPY") == "1,650"
+    assert show_price(Decimal("199.000000000000"), "USD") == "199.00"
 
 
 def _explanation_rows(html: str) -> list[str]:
