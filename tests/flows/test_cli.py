@@ -222,28 +222,11 @@ def test_quote_inputs_that_would_change_nothing_are_refused_or_reported(env: Pat
 def test_the_readme_quote_prints_readable_figures_and_its_total(env: Path) -> None:
     # README: 96.29 platform (15/31 x 199.00) + 175.40 seats (25 x 15/31 = 12.0968
     # seat-months x 14.50) + 2.00 inbound + 15.00 SMS + 25.20 storage + 0% tax = 313.89
-    result = runner.invoke(
-        app,
-        [
-            "quote",
-            "--period",
-            "2026-10",
-            "--plan",
-            "ucaas-business-usd",
-            "--start",
-            "2026-10-17",
-            "-u",
-            "seats=25",
-            "-u",
-            "voice[direction=inbound]=90000s",
-            "-u",
-            "sms=2350",
-            "-u",
-            "storage=150GB",
-            "--country",
-            "US",
-        ],
+    readme = (
+        "quote --period 2026-10 --plan ucaas-business-usd --start 2026-10-17 -u seats=25 "
+        "-u voice[direction=inbound]=90000s -u sms=2350 -u storage=150GB --country US"
     )
+    result = runner.invoke(app, readme.split())
     assert result.exit_code == 0, result.output
     for shown in ("0.4839 period", "199.00", "12.0968 seat-month", "14.50", "313.89 USD"):
         assert shown in result.output
