@@ -475,6 +475,8 @@ def quote(
     from datetime import date
     from decimal import Decimal
 
+    import polars as pl
+
     from infra.directory import DirectoryError, read_terms
     from infra.render import show_price
     from pricing_rules.catalog import CatalogError, load_catalog
@@ -522,12 +524,13 @@ def quote(
         if usage_file is not None:
             raw = read_usage_file(usage_file.name, usage_file.read_bytes())
             if account and "account_id" in raw.columns:
-                # a file of several accounts: the account's own events, and say what is not
-                theirs = raw["account_id"].str.strip_chars() == account
-                others = raw.height - int(theirs.sum())
-                raw = raw.filter(theirs)
-                if others:
-                    ignored.append(f"{others} event(s) of other accounts in the file")
+                # a file of several accounts: the account's own events (and those with no
+                # account, which validation rejects), and say what is left out
+                ids = raw["account_id"].cast(pl.String).str.strip_chars()
+                others = ids.is_not_null() & (ids != "") & (ids != account)
+                if others.any():
+                    ignored.append(f"{int(others.sum())} event(s) of other accounts in the file")
+                    raw = raw.filter(~others)
         else:
             raw = inline_usage(
                 [parse_quantity(u) for u in usage or []],
@@ -570,7 +573,8 @@ def quote(
     document["quarantined"] = checked.quarantine.select(
         "event_id", "reason", "reason_detail"
     ).to_dicts()
-    if seats != 1 and not _uses_seats(catalog, plan_id, add_on):
+    # (with --account the seats are the subscription's, not the user's)
+    if seats != 1 and not account and not _uses_seats(catalog, plan_id, add_on):
         ignored.append(
             f"{seats} seats: plan {plan_id} has no per-seat fee or allowance, so seats "
             "change nothing here (a seats metric is usage: give it with -u)"

@@ -1535,39 +1535,44 @@ def _frame_lines(
 
 
 def _unmatched_terms(
-    subs: pl.DataFrame, catalog: Catalog, terms: Mapping[str, AccountTerms]
+    subscriptions: pl.DataFrame,
+    histories: Mapping[str, History],
+    catalog: Catalog,
+    terms: Mapping[str, AccountTerms],
 ) -> list[dict[str, str]]:
     """Terms that would silently change nothing: an override or a discount naming no
-    charge of the account's subscriptions (a typo in a plan or charge id), and an override
-    of a call charge, whose rates come from its deck. Say so."""
+    charge of any plan the account's subscriptions have had or will have (a typo in a
+    plan or charge id), and an override of a call charge, whose rates come from its deck.
+    Say so."""
     notices = []
+    rows = conform_subscriptions(subscriptions)
     for account_id, account_terms in terms.items():
-        mine = subs.filter(pl.col("account_id") == account_id)
-        charges = {
-            (sub["plan_id"], key): charge
-            for sub in mine.iter_rows(named=True)
-            if sub["plan_id"] in catalog.plans
-            for key, charge in catalog.plan_charges(sub["plan_id"], _add_ons(sub))
-        }
+        charges: dict[tuple[str, str], ChargeBase] = {}
+        for sub in rows.filter(pl.col("account_id") == account_id).iter_rows(named=True):
+            history = histories.get(sub["subscription_id"])
+            plans = {sub["plan_id"], *(c.plan for c in (history.changes if history else []))}
+            for plan_id in sorted(p for p in plans if p and p in catalog.plans):
+                for key, charge in catalog.plan_charges(plan_id, _add_ons(sub)):
+                    charges[(plan_id, key)] = charge
         for override in account_terms.effective_overrides():
-            charge = charges.get((override.plan_id, override.charge_id))
-            if charge is None:
+            target = charges.get((override.plan_id, override.charge_id))
+            if target is None:
                 notices.append(
                     {
                         "account_id": account_id,
                         "kind": "override_unmatched",
                         "message": f"price override of {override.plan_id}/"
                         f"{override.charge_id} matches no charge of the account's "
-                        "subscriptions this period; check the plan and charge ids",
+                        "subscriptions; check the plan and charge ids",
                     }
                 )
-            elif isinstance(charge, CallDeckCharge):
+            elif isinstance(target, CallDeckCharge):
                 notices.append(
                     {
                         "account_id": account_id,
                         "kind": "override_invalid",
                         "message": f"price override of {override.plan_id}/"
-                        f"{override.charge_id}: calls are priced from deck {charge.deck!r}, "
+                        f"{override.charge_id}: calls are priced from deck {target.deck!r}, "
                         "so the override was not applied; give the account a plan with "
                         "its own deck",
                     }
@@ -1581,7 +1586,7 @@ def _unmatched_terms(
                         "kind": "discount_unmatched",
                         "message": f"discount {discount.id!r} applies to charge "
                         f"{discount.applies_to!r}, which none of the account's subscriptions "
-                        "has this period; check the charge id",
+                        "has; check the charge id",
                     }
                 )
     return notices
@@ -2033,7 +2038,7 @@ def rate(
     billed = int(lines_frame.filter(pl.col("charge_kind") == "usage")["events"].sum())
     if billed != rated_events:
         raise RatingError(f"rating lost events: {rated_events} rated, {billed} on usage lines")
-    rater.notices.extend(_unmatched_terms(subs, catalog, terms or {}))
+    rater.notices.extend(_unmatched_terms(subscriptions, histories, catalog, terms or {}))
     notices = pl.DataFrame(rater.notices, schema=NOTICE_SCHEMA)
     return RatingResult(lines_frame, unrated_frame, rated_events, unrated_events, notices)
 

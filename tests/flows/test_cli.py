@@ -219,6 +219,37 @@ def test_quote_inputs_that_would_change_nothing_are_refused_or_reported(env: Pat
     assert "give usage as --usage-file or as --usage, not both" in both.output
 
 
+def test_quote_of_an_account_reads_any_file_and_rejects_events_with_no_account(
+    env: Path,
+) -> None:
+    assert _import_one(env, "7,T,USD,US", "S-7", "ucaas-business-usd", seats=5).exit_code == 0
+    # account ids stored as integers in Parquet: the account's call is priced
+    calls = env / "calls.parquet"
+    pl.DataFrame(
+        {
+            "event_id": ["c1", "c2", "c3"],
+            "account_id": [7, 8, None],
+            "metric": ["voice"] * 3,
+            "quantity": ["600"] * 3,
+            "unit": ["s"] * 3,
+            "timestamp": ["2026-10-05T01:00:00Z"] * 3,
+            "destination": ["+33612345678"] * 3,
+            "direction": ["outbound"] * 3,
+        }
+    ).write_parquet(calls)
+    quote = ["quote", "--period", "2026-10", "--usage-file", str(calls), "--json"]
+    result = runner.invoke(app, [*quote, "--account", "7"])
+    # 10 min off-peak x 0.0360 = 0.36; c2 is another account's; c3 has none and is rejected
+    assert _voice_line(result)["amount"] == "0.36"
+    document = json.loads(result.output)
+    assert [(q["event_id"], q["reason"]) for q in document["quarantined"]] == [
+        ("c3", "missing_account_id")
+    ]
+    notices = [n["message"] for n in document["notices"]]
+    assert "1 event(s) of other accounts in the file" in notices
+    assert not [n for n in notices if "seats" in n]  # the seats are the subscription's
+
+
 def test_the_readme_quote_prints_readable_figures_and_its_total(env: Path) -> None:
     # README: 96.29 platform (15/31 x 199.00) + 175.40 seats (25 x 15/31 = 12.0968
     # seat-months x 14.50) + 2.00 inbound + 15.00 SMS + 25.20 storage + 0% tax = 313.89
@@ -253,7 +284,13 @@ def test_quote_of_an_account_needs_a_ledger_and_does_not_create_one(env: Path) -
 
 
 def _import_one(
-    env: Path, account: str, subscription_id: str, plan_id: str, *, timezone: bool = False
+    env: Path,
+    account: str,
+    subscription_id: str,
+    plan_id: str,
+    *,
+    timezone: bool = False,
+    seats: int = 1,
 ) -> Any:
     """Import one account (a CSV row) and its subscription from 2026-01-01."""
     accounts = env / "accounts.csv"
@@ -262,7 +299,7 @@ def _import_one(
     subscriptions = env / "subscriptions.yaml"
     subscriptions.write_text(
         f"- {{subscription_id: {subscription_id}, account_id: {account.split(',')[0]}, "
-        f"plan_id: {plan_id}, start_date: 2026-01-01}}\n"
+        f"plan_id: {plan_id}, start_date: 2026-01-01, quantity: {seats}}}\n"
     )
     return runner.invoke(
         app,

@@ -834,6 +834,18 @@ def test_a_discount_on_a_charge_the_account_does_not_have_says_so(catalog: Catal
     assert "'smss'" in unmatched[0]["message"]
 
 
+def test_a_discount_on_the_charge_of_a_coming_plan_is_not_reported(catalog: Catalog) -> None:
+    # The account moves from "committed" to "lago" in November: a discount on lago's
+    # units is no typo, though no subscription in force in October has that plan
+    subs = [
+        sub("committed", end=date(2026, 11, 1)),
+        sub("lago", subscription_id="S2", start=date(2026, 11, 1)),
+    ]
+    deal = discount("percentage", "10", "units")
+    result = run(catalog, subs, terms=[terms(discounts=[deal])])
+    assert "discount_unmatched" not in result.notices["kind"].to_list()
+
+
 def test_an_override_with_a_typo_or_a_wrong_field_leaves_the_list_price_and_says_so(
     catalog: Catalog,
 ) -> None:
