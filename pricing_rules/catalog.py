@@ -403,11 +403,12 @@ def parse_catalog(
         catalog = Catalog.model_validate({**raw, "content_hash": digest.hexdigest()})
     except ValidationError as exc:
         issues = _pydantic_issues(exc) + issues
-    if catalog is not None:
+    if catalog is not None and not issues:
         issues.extend(_load_decks(catalog, deck_texts))
     else:
         # The deck files are checked even when the rest of the catalog is not valid, so
-        # that one load reports every error.
+        # that one load reports every error; the checks across plans, add-ons and decks
+        # wait for the references they follow to be valid.
         issues.extend(_parse_decks(_valid_deck_specs(raw), deck_texts, {}))
     if issues or catalog is None:
         raise CatalogError(source, issues)

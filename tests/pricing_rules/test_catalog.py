@@ -176,6 +176,23 @@ def test_a_broken_catalog_reports_every_error_with_its_path() -> None:
     assert "  - plans.bad.currency: unknown ISO 4217 currency 'XYZ'" in text
 
 
+def test_an_unknown_add_on_of_a_plan_is_an_error_with_its_path() -> None:
+    text = """
+version: t
+metrics: {}
+plans:
+  p:
+    name: P
+    currency: USD
+    add_ons: [nope]
+    charges: [{id: f, name: F, model: flat, amount: "1"}]
+"""
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text)
+    issues = {issue.path: issue.message for issue in raised.value.issues}
+    assert issues == {"plans.p.add_ons[0]": "add-on 'nope' is not defined"}
+
+
 def test_a_plan_discount_on_a_charge_the_plan_lacks_is_an_error() -> None:
     text = """
 version: t
