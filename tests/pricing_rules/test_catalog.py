@@ -176,37 +176,27 @@ def test_a_broken_catalog_reports_every_error_with_its_path() -> None:
     assert "  - plans.bad.currency: unknown ISO 4217 currency 'XYZ'" in text
 
 
-def test_an_unknown_add_on_of_a_plan_is_an_error_with_its_path() -> None:
-    text = """
-version: t
-metrics: {}
-plans:
-  p:
-    name: P
-    currency: USD
-    add_ons: [nope]
-    charges: [{id: f, name: F, model: flat, amount: "1"}]
-"""
+def _one_plan_issues(plan_lines: str) -> dict[str, str]:
+    """The load errors of a catalog with one USD plan `p` whose body ends with
+    `plan_lines`."""
+    text = f"version: t\nmetrics: {{}}\nplans:\n  p:\n    name: P\n    currency: USD\n{plan_lines}"
     with pytest.raises(CatalogError) as raised:
         parse_catalog(text)
-    issues = {issue.path: issue.message for issue in raised.value.issues}
+    return {issue.path: issue.message for issue in raised.value.issues}
+
+
+def test_an_unknown_add_on_of_a_plan_is_an_error_with_its_path() -> None:
+    issues = _one_plan_issues(
+        "    add_ons: [nope]\n    charges: [{id: f, name: F, model: flat, amount: '1'}]\n"
+    )
     assert issues == {"plans.p.add_ons[0]": "add-on 'nope' is not defined"}
 
 
 def test_a_plan_discount_on_a_charge_the_plan_lacks_is_an_error() -> None:
-    text = """
-version: t
-metrics: {}
-plans:
-  p:
-    name: P
-    currency: USD
-    discounts: [{id: d, name: Deal, kind: percentage, value: "10", applies_to: seat}]
-    charges: [{id: seats, name: Seats, model: per_seat, unit_price: "10"}]
-"""
-    with pytest.raises(CatalogError) as raised:
-        parse_catalog(text)
-    issues = {issue.path: issue.message for issue in raised.value.issues}
+    issues = _one_plan_issues(
+        "    discounts: [{id: d, name: Deal, kind: percentage, value: '10', applies_to: seat}]\n"
+        "    charges: [{id: seats, name: Seats, model: per_seat, unit_price: '10'}]\n"
+    )
     assert issues["plans.p.discounts[0].applies_to"].startswith(
         "charge 'seat' is not a charge of the plan (its charges: seats"
     )
