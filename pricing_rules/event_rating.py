@@ -172,25 +172,26 @@ def _explained(priced: pl.LazyFrame, deck: RateDeck) -> pl.LazyFrame:
         pl.col("billed_seconds").sum().cast(pl.Int64),
         pl.col("increments").sum().cast(pl.Int64),
         pl.col("amount").sum(),
-        *(pl.col(fee).sum() for fee in _fees(deck)),
+        *(pl.col(column).sum() for column, _, _ in _fees(deck)),
     )
 
 
-def _fees(deck: RateDeck) -> list[str]:
-    """The per-call fees a deck adds to the time it prices: its connect fee and the
-    top-ups to its minimum charge (each only where the deck has one)."""
+# A per-call fee: the column `rate_calls` writes it to, the deck's value of it, and how a
+# row's label and JSON name its sum.
+_FEES = (
+    ("connect_fee", "connect_fee", "connect fees", "connect_fees"),
+    ("minimum_adjustment", "minimum_charge", "minimum charge top-ups", "minimum_top_ups"),
+)
+
+
+def _fees(deck: RateDeck) -> list[tuple[str, str, str]]:
+    """The per-call fees a deck adds to the time it prices, each only where the deck has
+    it: (column, words, field)."""
     return [
-        name
-        for name, value in (
-            ("connect_fee", deck.connect_fee),
-            ("minimum_adjustment", deck.minimum_charge),
-        )
-        if value > 0
+        (column, words, field)
+        for column, setting, words, field in _FEES
+        if getattr(deck, setting) > 0
     ]
-
-
-_FEE_WORDS = {"connect_fee": "connect fees", "minimum_adjustment": "minimum charge top-ups"}
-_FEE_FIELDS = {"connect_fee": "connect_fees", "minimum_adjustment": "minimum_top_ups"}
 
 
 def _no_calls(deck: RateDeck) -> pl.DataFrame:
@@ -204,7 +205,7 @@ def _no_calls(deck: RateDeck) -> pl.DataFrame:
             "billed_seconds": pl.Int64,
             "increments": pl.Int64,
             "amount": deck.amount_dtype,
-            **{fee: deck.amount_dtype for fee in _fees(deck)},
+            **{column: deck.amount_dtype for column, _, _ in _fees(deck)},
         }
     )
 
@@ -248,8 +249,8 @@ def _lines(
     # The row's amount is the time priced plus these fees: its label says how much of it
     # they are.
     fee_words = [
-        pl.when(pl.col(fee) > 0).then(pl.format(f"{_FEE_WORDS[fee]} {{}}", pl.col(fee)))
-        for fee in fees
+        pl.when(pl.col(column) > 0).then(pl.format(f"{words} {{}}", pl.col(column)))
+        for column, words, _ in fees
     ]
     rows = _named(summary.lazy(), deck).with_columns(
         pl.struct(
@@ -276,7 +277,7 @@ def _lines(
             "calls",
             "billed_seconds",
             "increments",
-            *(pl.col(fee).cast(pl.String).alias(_FEE_FIELDS[fee]) for fee in fees),
+            *(pl.col(column).cast(pl.String).alias(field) for column, _, field in fees),
         )
         .struct.json_encode()
         .alias("row")

@@ -82,8 +82,8 @@ def list_price_value(
         return None
     plan, charge = found
     # usage nobody pays for has no users to spread over: an allowance per user counts once
-    per_user = charge.free_units is not None and charge.free_units.per == "user"
-    allowance = charge.free_units.units if per_user and charge.free_units else None
+    free = charge.free_units
+    allowance = free.units if free is not None and free.per == "user" else None
     _, _, priced = price_quantity(charge, quantity, catalog.metrics[metric].unit, 1, allowance)
     return round_money(priced.amount, plan.currency, plan.rounding), plan.currency
 
