@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -487,10 +487,35 @@ def run_floor(folder: Path) -> dict[str, int]:
     return {"groups": frame.height}
 
 
+def run_inputs(folder: Path) -> dict[str, int]:
+    """The floor, reading what any rating of these files must read: each event's timestamp
+    (to keep the period's window), unit (to convert), direction (a dimension of voice) and
+    destination (to find a call's prefix). Each column is used, so none is skipped; nothing
+    is priced: it is what reading those inputs costs in this engine, before any pricing."""
+    window = (  # `PERIOD`, widened by 2 days each side as `rate` reads it
+        datetime(2026, 9, 29, tzinfo=UTC),
+        datetime(2026, 11, 3, tzinfo=UTC),
+    )
+    frame = (
+        pl.scan_parquet(sorted(folder.glob("usage-*.parquet")))
+        .filter(pl.col("timestamp").is_between(*window))
+        .group_by("account_id", "metric")
+        .agg(
+            pl.col("quantity").sum(),
+            pl.col("unit").first(),
+            pl.col("direction").first(),
+            pl.col("destination").str.len_bytes().sum(),
+        )
+        .collect(engine="streaming")
+    )
+    return {"groups": frame.height}
+
+
 def phases(folder: Path, repeat: int) -> dict[str, float]:
-    """Where Tallyflow's time goes, in this one process: the floor, the partial aggregates
-    alone, the calls alone (read, priced one by one and summed into explanation rows)
-    and the whole rating. Median seconds of `repeat` runs of each, interleaved."""
+    """Where Tallyflow's time goes, in this one process: the floor, the floor reading every
+    column rating needs (`run_inputs`), the partial aggregates alone, the calls alone (read,
+    priced one by one and summed into explanation rows) and the whole rating. Median seconds
+    of `repeat` runs of each, interleaved."""
     from datetime import timedelta
 
     from pricing_rules.catalog import load_catalog
@@ -512,6 +537,7 @@ def phases(folder: Path, repeat: int) -> dict[str, float]:
     known = covered.filter(pl.col("plan_id").is_in(list(catalog.plans)))
     steps: dict[str, Callable[[], object]] = {
         "floor": lambda: run_floor(folder),
+        "inputs read": lambda: run_inputs(folder),
         "partial aggregates": lambda: partial_usage(usage, catalog, [], spans=False).collect(
             engine="streaming"
         ),
@@ -578,8 +604,8 @@ def main() -> None:
     parser.add_argument(
         "--phases",
         action="store_true",
-        help="time the floor, the partial aggregates, the calls and the whole rating in one "
-        "process, instead of the engines",
+        help="time the floor, the inputs read, the partial aggregates, the calls and the "
+        "whole rating in one process, instead of the engines",
     )
     args = parser.parse_args()
     if args.engine:

@@ -120,6 +120,23 @@ class TimeBands:
         if problems:
             raise ValueError("; ".join(problems))
 
+    def reachable(self) -> tuple[str, ...]:
+        """The bands some local time falls in, in `BANDS` order. A peak day is off-peak
+        outside its peak hours, and `peak_to` is exclusive, so off-peak is reachable
+        unless every day is a weekend day.
+
+        >>> TimeBands().reachable()
+        ('peak', 'offpeak', 'weekend')
+        >>> TimeBands(peak_days=frozenset(), weekend_days=frozenset()).reachable()
+        ('offpeak',)
+        """
+        found = {
+            "peak": bool(self.peak_days),
+            "offpeak": len(self.weekend_days) < 7,
+            "weekend": bool(self.weekend_days),
+        }
+        return tuple(band for band in BANDS if found.get(band))
+
     def band(self, local: datetime) -> str:
         """The band of one local wall-clock `datetime` (the vector form is in `rate_calls`)."""
         weekday = local.isoweekday()
@@ -413,7 +430,7 @@ def parse_deck(
         else:
             fees[label] = value
     bands = _parse_time_bands(time_bands, problem)
-    rows = _parse_rows(name, csv_text, issues)
+    rows = _parse_rows(name, csv_text, issues, bands.reachable() if bands else None)
     if issues or parsed_increments is None or mode is None or bands is None:
         raise DeckError(issues)
     rates = pl.DataFrame(rows, schema=RATES_SCHEMA, orient="row").sort("prefix", "band")
@@ -444,7 +461,12 @@ def _decimal(text: object) -> Decimal | None:
     return value if value.is_finite() else None
 
 
-def _parse_rows(name: str, csv_text: str, issues: list[str]) -> list[tuple[str, str, str, Decimal]]:
+def _parse_rows(
+    name: str, csv_text: str, issues: list[str], reachable: tuple[str, ...] | None
+) -> list[tuple[str, str, str, Decimal]]:
+    """The deck's rows; each problem goes to `issues`. A prefix with band rates must have
+    one for every band in `reachable` (the bands the deck's time bands give calls), or
+    some of its calls would have no rate."""
     reader = csv.reader(io.StringIO(csv_text.removeprefix("\ufeff")))
     header = next(reader, None)
     if header is None:
@@ -471,6 +493,7 @@ def _parse_rows(name: str, csv_text: str, issues: list[str]) -> list[tuple[str, 
     first_row: dict[tuple[str, str], int] = {}  # (prefix, band) -> row
     bands_of: dict[str, dict[str, int]] = {}  # prefix -> band -> row
     destination_of: dict[str, tuple[str, int]] = {}
+    faulty: set[str] = set()  # prefixes with a row in error: their bands are not all known
     for record in reader:
         row = reader.line_num
         at = f"{name} row {row}"
@@ -516,6 +539,7 @@ def _parse_rows(name: str, csv_text: str, issues: list[str]) -> list[tuple[str, 
             issues.append(f"{at}: rate_per_minute {rate_text} is too large")
             ok = False
         if not ok or rate is None:
+            faulty.add(prefix)
             continue
         if (prefix, band) in first_row:
             issues.append(
@@ -543,6 +567,15 @@ def _parse_rows(name: str, csv_text: str, issues: list[str]) -> list[tuple[str, 
                 f"{at}: prefix {prefix} is {destination!r} here but {known[0]!r} on row {known[1]}"
             )
         rows.append((prefix, destination, band, rate))
+    for prefix, seen in bands_of.items():
+        lacking = [b for b in reachable or () if "all" not in seen and b not in seen]
+        if prefix in faulty:
+            continue
+        if lacking:
+            issues.append(
+                f"{name} row {min(seen.values())}: prefix {prefix} has band rates but none "
+                f"for {', '.join(lacking)}; give every band a rate, or one 'all' rate"
+            )
     if not rows and not any(i.startswith(f"{name} row") for i in issues):
         issues.append(f"{name}: the deck has no rates")
     return rows

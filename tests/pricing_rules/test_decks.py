@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import itertools
 from collections.abc import Sequence
@@ -370,8 +371,41 @@ def test_zero_second_call_to_an_unknown_prefix_is_still_unrated() -> None:
     assert (row["unrated_reason"], row["amount"]) == ("no_rate_for_destination", None)
 
 
+def test_a_prefix_must_rate_every_band_its_calls_can_fall_in() -> None:
+    two_bands = "44,United Kingdom,peak,0.0200\n44,United Kingdom,offpeak,0.0100\n"
+    with pytest.raises(DeckError) as caught:
+        deck_of("33,France,all,0.0100\n" + two_bands + "49,Germany,weekend,0.0100\n")
+    assert caught.value.issues == [
+        "test-deck row 3: prefix 44 has band rates but none for weekend; give every band a "
+        "rate, or one 'all' rate",
+        "test-deck row 5: prefix 49 has band rates but none for peak, offpeak; give every "
+        "band a rate, or one 'all' rate",
+    ]
+    # With no weekend days, a Saturday is off-peak, and two bands are all there are.
+    deck = deck_of(two_bands, time_bands={"weekend_days": []})
+    assert deck.time_bands.reachable() == ("peak", "offpeak")
+    assert band_at(datetime(2026, 3, 7, 12, tzinfo=UTC), "UTC", deck) == (
+        "offpeak",
+        Decimal("0.0100"),
+    )
+
+
+def test_a_band_row_in_error_is_not_also_reported_missing() -> None:
+    with pytest.raises(DeckError) as caught:
+        deck_of(
+            "44,United Kingdom,peak,0.0200\n44,United Kingdom,offpeak,0.0100\n"
+            "44,United Kingdom,weekend,-1\n"
+        )
+    assert caught.value.issues == ["test-deck row 4: rate_per_minute -1 is negative"]
+
+
 def test_missing_band_rate_is_unrated() -> None:
-    deck = deck_of("44,United Kingdom,peak,0.0200\n44,United Kingdom,offpeak,0.0100\n")
+    # Loading refuses such a deck; rating still guards a deck whose bands changed after.
+    loaded = deck_of(
+        "44,United Kingdom,peak,0.0200\n44,United Kingdom,offpeak,0.0100\n",
+        time_bands={"weekend_days": []},
+    )
+    deck = dataclasses.replace(loaded, time_bands=TimeBands())
     saturday = datetime(2026, 3, 7, 12, tzinfo=UTC)
     (row,) = rated(deck, (UK, 60, saturday, "Europe/London"))
     assert (row["unrated_reason"], row["band"], row["prefix"]) == (
@@ -558,8 +592,10 @@ def test_deck_validation_reports_every_problem() -> None:
         "intl-voice.csv row 12: prefix 447 is 'United Kingdom - Mobile' here but 'UK Mobile' "
         "on row 11",
         "intl-voice.csv row 13: has 3 field(s), the header has 4",
+        "intl-voice.csv row 11: prefix 447 has band rates but none for weekend; give every "
+        "band a rate, or one 'all' rate",
     ]
-    assert "13 problem(s)" in str(caught.value)
+    assert "14 problem(s)" in str(caught.value)
 
 
 def test_nested_prefixes_are_not_errors() -> None:
