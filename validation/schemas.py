@@ -131,13 +131,15 @@ def rated_lines_schema() -> pa.DataFrameSchema:
     columns["details"] = pa.Column(
         pl.String, pa.Check.str_startswith("[", name="details_json_list"), nullable=False
     )
-    # Negative: discounts, prepaid credits, adjustments, and credits for unused time (line ids
-    # `<subscription>:<charge>:unused:...`, from `pricing_rules.lifecycle`).
+    # Negative: discounts, prepaid credits, adjustments, credits for unused time (line ids
+    # `<subscription>:<charge>:unused:...`, from `pricing_rules.lifecycle`), and the tax on
+    # an invoice whose credits outweigh its charges (its quantity is that negative base).
     only_credits_are_negative = pa.Check(
         lambda data: data.lazyframe.select(
             (pl.col("amount") >= 0)
             | pl.col("charge_kind").is_in(["discount", "credit", "adjustment"])
             | pl.col("line_id").str.contains(":unused:", literal=True)
+            | ((pl.col("charge_kind") == "tax") & (pl.col("quantity") < 0))
         ),
         name="only_discounts_and_credits_are_negative",
     )

@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from pricing_rules.catalog import Catalog, CatalogError, parse_catalog
+from pricing_rules.lifecycle import History
 from pricing_rules.money import RoundingMode, round_money, to_minor_units
 from pricing_rules.periods import BillingPeriod
 from pricing_rules.rating import KIND_ORDER, RatingError, RatingResult, rate, subscription_frame
 from pricing_rules.terms import AccountTerms
 from tests.pricing_rules.frames import FRAME_PROPERTY, at, usage_frame
+from validation.schemas import full_depth, rated_lines_schema
 
 D = Decimal
 OCT = BillingPeriod.parse("2026-10")  # 31 days
@@ -152,6 +154,7 @@ def run(
     terms: list[AccountTerms] | None = None,
     countries: dict[str, str | None] | None = None,
     credits_used: dict[tuple[str, str], Decimal] | None = None,
+    histories: dict[str, History] | None = None,
 ) -> RatingResult:
     accounts = (
         pl.DataFrame(
@@ -169,6 +172,7 @@ def run(
         accounts=accounts,
         terms={t.account_id: t for t in terms or []},
         credits_used=credits_used,
+        histories=histories,
     )
 
 
@@ -483,6 +487,34 @@ def test_tax_exempt_account_has_no_tax_line_and_no_notice(catalog: Catalog) -> N
     result = run(catalog, [sub()], BIZ_USAGE, terms=[terms(tax_exempt=True)], countries={"A": "GB"})
     assert not [k for k in minor(result) if ":tax:" in k]
     assert result.notices.height == 0
+
+
+def test_the_tax_of_an_invoice_whose_credits_outweigh_its_charges_is_a_credit(
+    catalog: Catalog,
+) -> None:
+    # October's 100.00 platform and 20.00 bundled recording fee were billed in advance;
+    # cancelled on the 11th, the 21 unused days of 31 are credited: -120.00 x 21/31 =
+    # -81.29. VAT 20% of -81.29 = -16.258 => -16.26
+    history = History.model_validate(
+        {
+            "subscription_id": "S",
+            "changes": [
+                {"action": "start", "day": "2026-01-01", "plan": "biz"},
+                {"action": "cancel", "day": "2026-10-11", "timing": "immediate"},
+            ],
+        }
+    )
+    result = run(
+        catalog,
+        [sub(end=date(2026, 10, 11))],
+        countries={"A": "GB"},
+        histories={"S": history},
+    )
+    tax = by_id(result, "A:USD:tax:GB")
+    assert (tax["quantity"], tax["amount_minor"]) == (D("-81.29"), -1626)
+    assert total_minor(result) == -8129 - 1626
+    with full_depth():
+        rated_lines_schema().validate(result.lines, lazy=True)
 
 
 def test_catalog_without_taxes_has_no_tax_line_and_no_notice() -> None:
