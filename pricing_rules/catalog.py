@@ -212,6 +212,15 @@ class Catalog(BaseModel):
             charges.extend((f"{add_on}.{c.id}", c) for c in self.add_ons[add_on].charge_list)
         return charges
 
+    def add_on_currencies(self, name: str) -> list[str]:
+        """The plan currencies an add-on may be billed in (empty: any): those it lists,
+        or else those of the decks its calls are rated from, which price in their own."""
+        add_on = self.add_ons[name]
+        if add_on.currencies:
+            return list(add_on.currencies)
+        decks = (getattr(c, "deck", None) for c in add_on.charge_list)
+        return sorted({self.decks[d].currency for d in decks if d in self.decks})
+
     def plan_version(self, family: str, day: date) -> str | None:
         """The plan of `family` offered on `day` (versions never overlap)."""
         for plan_id, plan in self.plans.items():
@@ -466,14 +475,28 @@ def _plan_discount_targets(catalog: Catalog) -> list[CatalogIssue]:
 
 def _add_on_currencies(catalog: Catalog) -> list[CatalogIssue]:
     issues = []
+    for name, add_on in catalog.add_ons.items():
+        for index, charge in enumerate(add_on.charge_list):
+            deck_name = getattr(charge, "deck", None)
+            spec = catalog.decks.get(deck_name) if deck_name else None
+            wrong = [c for c in add_on.currencies if spec and c != spec.currency]
+            if spec and wrong:
+                issues.append(
+                    CatalogIssue(
+                        f"add_ons.{name}.charges[{index}].deck",
+                        f"deck {deck_name!r} is in {spec.currency}, but the add-on lists "
+                        f"{', '.join(wrong)}",
+                    )
+                )
+    # A bundled add-on's deck is checked against the plan with the plan's own charges.
     for plan_id, plan in catalog.plans.items():
         for index, name in enumerate(plan.add_ons):
-            add_on = catalog.add_ons.get(name)
-            if add_on and add_on.currencies and plan.currency not in add_on.currencies:
+            bundled = catalog.add_ons.get(name)
+            if bundled and bundled.currencies and plan.currency not in bundled.currencies:
                 issues.append(
                     CatalogIssue(
                         f"plans.{plan_id}.add_ons[{index}]",
-                        f"add-on {name!r} is priced in {', '.join(add_on.currencies)}, "
+                        f"add-on {name!r} is priced in {', '.join(bundled.currencies)}, "
                         f"the plan in {plan.currency}",
                     )
                 )

@@ -25,7 +25,7 @@ paused days are not billed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -213,6 +213,29 @@ class Segment:
     state: State
 
 
+Pieces = Callable[[str, str, ChargeBase, date, date], list[tuple[ChargeBase, date, date, bool]]]
+
+
+def _list_price(
+    plan_id: str, key: str, charge: ChargeBase, first: date, end: date
+) -> list[tuple[ChargeBase, date, date, bool]]:
+    return [(charge, first, end, False)]
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What one subscription's fixed fees are beyond its plans: its own add-ons, and
+    `pieces(plan, charge key, charge, first day, end day)`, the prices of a charge over
+    those days as (charge, first, end, account price?), split where an account's price
+    override starts or ends. By default, the list price throughout."""
+
+    add_ons: tuple[str, ...] = ()
+    pieces: Pieces = _list_price
+
+
+LIST_PRICE = Pricing()
+
+
 @dataclass(frozen=True)
 class ProratedLine:
     """One fixed-fee line of a period: a charge for a segment, or a credit (negative)."""
@@ -226,6 +249,7 @@ class ProratedLine:
     factor: Decimal
     seats: int
     priced: PricedCharge
+    account_price: bool = False
 
     @property
     def amount(self) -> Decimal:
@@ -383,13 +407,14 @@ def _clip(segments: Iterable[Segment], period: Period) -> list[Segment]:
 
 
 def _items(
-    state: State | None, catalog: Catalog, timing: str
+    state: State | None, catalog: Catalog, timing: str, pricing: Pricing
 ) -> dict[tuple[str, str], tuple[ChargeBase, int]]:
-    """The fixed fees a state is billed, keyed (plan, charge key), with their seats."""
+    """The fixed fees a state is billed (its plan's, its bundled add-ons' and the
+    subscription's own add-ons'), keyed (plan, charge key), with their seats."""
     if state is None or state.status != "active":
         return {}
     found: dict[tuple[str, str], tuple[ChargeBase, int]] = {}
-    for key, charge in catalog.plan_charges(state.plan):
+    for key, charge in catalog.plan_charges(state.plan, pricing.add_ons):
         if charge.kind == "recurring" and getattr(charge, "timing", "advance") == timing:
             per_seat = model_name(type(charge)) == "per_seat"
             found[(state.plan, key)] = (charge, state.seats if per_seat else 1)
@@ -412,11 +437,21 @@ def _line(
     period: Period,
     cycle: BillingCycle,
     by: Proration,
-) -> ProratedLine:
-    charge, seats = item
-    factor = proration_factor(period, cycle.start_of(first), cycle.start_of(end), by)
-    priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats), factor))
-    return ProratedLine(key[0], key[1], charge, role, first, end, factor, seats, priced)
+    pricing: Pricing,
+) -> list[ProratedLine]:
+    """The line of a fee over `[first, end)`, or one per price where an account's price
+    starts or ends within those days."""
+    listed, seats = item
+    lines = []
+    for charge, start, stop, account_price in pricing.pieces(*key, listed, first, end):
+        factor = proration_factor(period, cycle.start_of(start), cycle.start_of(stop), by)
+        priced = price_charge(charge, MONEY_CONTEXT.multiply(Decimal(seats), factor))
+        lines.append(
+            ProratedLine(
+                key[0], key[1], charge, role, start, stop, factor, seats, priced, account_price
+            )
+        )
+    return lines
 
 
 def fixed_fee_lines(
@@ -426,6 +461,7 @@ def fixed_fee_lines(
     period: Period,
     *,
     by: Proration = "day",
+    pricing: Pricing = LIST_PRICE,
 ) -> list[ProratedLine]:
     """The fixed-fee lines of the invoice that closes `period` (see the module text).
 
@@ -447,8 +483,8 @@ def fixed_fee_lines(
     [('unused', 'basic', '-5'), ('remaining', 'plus', '10'), ('advance', 'plus', '20')]
     """
     following = cycle.period_of(period.end)
-    return settlement_lines(history, catalog, cycle, period, by=by) + advance_lines(
-        history, catalog, cycle, following, by=by
+    return settlement_lines(history, catalog, cycle, period, by=by, pricing=pricing) + (
+        advance_lines(history, catalog, cycle, following, by=by, pricing=pricing)
     )
 
 
@@ -461,15 +497,16 @@ def settlement_lines(
     by: Proration = "day",
     known_on: date | None = None,
     arrears: bool = True,
+    pricing: Pricing = LIST_PRICE,
 ) -> list[ProratedLine]:
     """What closes `period`: its arrears fees, and credits and charges wherever it turned
     out differently from what was billed for it in advance (as known on `known_on`)."""
     actual = timeline(history, catalog, cycle, known_on=known_on)
     lines: list[ProratedLine] = []
     for segment in _clip(actual, period) if arrears else []:
-        for key, item in _items(segment.state, catalog, "arrears").items():
+        for key, item in _items(segment.state, catalog, "arrears", pricing).items():
             end = segment.end or period.end_day
-            lines.append(_line("arrears", key, item, segment.start, end, period, cycle, by))
+            lines += _line("arrears", key, item, segment.start, end, period, cycle, by, pricing)
 
     billed = timeline(history, catalog, cycle, known_on=period.first_day)
     if history.billing_from is not None and period.first_day <= history.billing_from:
@@ -488,13 +525,14 @@ def settlement_lines(
         else:
             spans.append((first, end, was, now))
     for first, end, was, now in spans:
-        before, after = _items(was, catalog, "advance"), _items(now, catalog, "advance")
+        before = _items(was, catalog, "advance", pricing)
+        after = _items(now, catalog, "advance", pricing)
         for key, item in before.items():
             if after.get(key) != item:
-                lines.append(_line("unused", key, item, first, end, period, cycle, by))
+                lines += _line("unused", key, item, first, end, period, cycle, by, pricing)
         for key, item in after.items():
             if before.get(key) != item:
-                lines.append(_line("remaining", key, item, first, end, period, cycle, by))
+                lines += _line("remaining", key, item, first, end, period, cycle, by, pricing)
     return lines
 
 
@@ -505,14 +543,15 @@ def advance_lines(
     period: Period,
     *,
     by: Proration = "day",
+    pricing: Pricing = LIST_PRICE,
 ) -> list[ProratedLine]:
     """The fees in advance for `period`, as the subscription stands on its first day."""
     ahead = timeline(history, catalog, cycle, known_on=period.first_day)
-    lines = []
+    lines: list[ProratedLine] = []
     for segment in _clip(ahead, period):
-        for key, item in _items(segment.state, catalog, "advance").items():
+        for key, item in _items(segment.state, catalog, "advance", pricing).items():
             end = segment.end or period.end_day
-            lines.append(_line("advance", key, item, segment.start, end, period, cycle, by))
+            lines += _line("advance", key, item, segment.start, end, period, cycle, by, pricing)
     return lines
 
 
@@ -523,8 +562,11 @@ def _arrears_only(
     period: Period,
     by: Proration,
     known_on: date,
+    pricing: Pricing,
 ) -> list[ProratedLine]:
-    every = settlement_lines(history, catalog, cycle, period, by=by, known_on=known_on)
+    every = settlement_lines(
+        history, catalog, cycle, period, by=by, known_on=known_on, pricing=pricing
+    )
     return [line for line in every if line.role == "arrears"]
 
 
@@ -536,12 +578,17 @@ def _settled_since(
     by: Proration,
     before: date,
     now: date,
+    pricing: Pricing,
 ) -> list[ProratedLine]:
     """Credits and charges for `period` known by `now` and not by `before`: earlier runs
     settled the rest. A span settled before that changed is reversed (a charge becomes a
     credit for the same days and the other way round)."""
-    done = settlement_lines(history, catalog, cycle, period, by=by, known_on=before, arrears=False)
-    due = settlement_lines(history, catalog, cycle, period, by=by, known_on=now, arrears=False)
+    done, due = (
+        settlement_lines(
+            history, catalog, cycle, period, by=by, known_on=known, arrears=False, pricing=pricing
+        )
+        for known in (before, now)
+    )
     flipped: dict[str, Literal["unused", "remaining"]] = {
         "remaining": "unused",
         "unused": "remaining",
@@ -563,6 +610,7 @@ def closing_lines(
     end_day: date,
     *,
     by: Proration = "day",
+    pricing: Pricing = LIST_PRICE,
 ) -> list[ProratedLine]:
     """The fixed-fee lines of the invoice that closes the days `[first_day, end_day)` (a
     monthly run), whatever the subscription's own cycle: every cycle period starting in
@@ -593,17 +641,26 @@ def closing_lines(
         if period.first_day >= first_day:  # began in this run's days: settle all known
             lines.extend(
                 settlement_lines(
-                    history, catalog, cycle, period, by=by, known_on=last_known, arrears=ends_here
+                    history,
+                    catalog,
+                    cycle,
+                    period,
+                    by=by,
+                    known_on=last_known,
+                    arrears=ends_here,
+                    pricing=pricing,
                 )
             )
             continue
         if ends_here:
-            lines.extend(_arrears_only(history, catalog, cycle, period, by, last_known))
+            lines += _arrears_only(history, catalog, cycle, period, by, last_known, pricing)
         # Began before this run: settle only what became known since the last one.
-        lines.extend(_settled_since(history, catalog, cycle, period, by, known_before, last_known))
+        lines += _settled_since(
+            history, catalog, cycle, period, by, known_before, last_known, pricing
+        )
     for period in cycle.periods_overlapping(first_day, end_day + timedelta(days=1)):
         if first_day < period.first_day <= end_day:
-            lines.extend(advance_lines(history, catalog, cycle, period, by=by))
+            lines += advance_lines(history, catalog, cycle, period, by=by, pricing=pricing)
     return lines
 
 
@@ -619,7 +676,8 @@ def describe(line: ProratedLine, catalog: Catalog) -> str:
     }[line.role]
     seats = f", {line.seats} seat(s)" if model_name(type(line.charge)) == "per_seat" else ""
     last = date.fromordinal(line.end_day.toordinal() - 1)
-    return f"{what}{seats}, {line.first_day} to {last} (factor {_short(line.factor)})"
+    price = " (account price)" if line.account_price else ""
+    return f"{what}{seats}, {line.first_day} to {last} (factor {_short(line.factor)}){price}"
 
 
 def _short(factor: Decimal) -> str:

@@ -858,10 +858,26 @@ class _Rater:
         """Fixed fees from the subscription's history on its plan's cycle, in the account's
         time zone: prorated segments, credits for unused time and the periods starting
         in this run's month billed in advance (see `pricing_rules.lifecycle`)."""
-        from pricing_rules.lifecycle import advance_lines, closing_lines, cycle_for, describe
+        from pricing_rules.lifecycle import (
+            Pricing,
+            advance_lines,
+            closing_lines,
+            cycle_for,
+            describe,
+        )
 
         zone = str(self.accounts.get(sub["account_id"], {}).get("timezone") or "UTC")
         cycle = cycle_for(history, self.catalog, zone)
+        terms = self.terms.get(sub["account_id"])
+
+        def pieces(
+            plan_id: str, key: str, charge: ChargeBase, first: date, end: date
+        ) -> list[tuple[ChargeBase, date, date, bool]]:
+            days = BillingPeriod(first, end)
+            return _price_pieces(charge, key, plan_id, terms, days, self.notices)
+
+        add_ons = tuple(_add_ons(sub))
+        pricing = Pricing(add_ons, pieces) if terms else Pricing(add_ons)
         first, end = self.period.start, self.period.end
         if cycle.interval == "month" and cycle.alignment == "calendar":
             # This month's fees in advance were on the last invoice: they count toward
@@ -870,13 +886,15 @@ class _Rater:
             self.billed_before[sub["subscription_id"]] = sum(
                 (
                     round_money(line.amount, plan.currency, plan.rounding)
-                    for line in advance_lines(history, self.catalog, cycle, month, by=by)
+                    for line in advance_lines(
+                        history, self.catalog, cycle, month, by=by, pricing=pricing
+                    )
                     for plan in [self.catalog.plans[line.plan_id]]
                 ),
                 Decimal(0),
             )
         taken: set[str] = set()
-        for line in closing_lines(history, self.catalog, cycle, first, end, by=by):
+        for line in closing_lines(history, self.catalog, cycle, first, end, by=by, pricing=pricing):
             # A reversal and a new charge can cover the same days: the id tells them apart.
             line_id = (
                 f"{sub['subscription_id']}:{line.charge_key}:{line.role}:{line.plan_id}:"
@@ -1629,12 +1647,11 @@ def _known_add_ons(
             )
         known = [a for a in names if a in catalog.add_ons]
         plan = catalog.plans.get(sub["plan_id"])
+        priced_in = {a: catalog.add_on_currencies(a) for a in known}
         mismatched = [
             a
             for a in known
-            if plan is not None
-            and catalog.add_ons[a].currencies
-            and plan.currency not in catalog.add_ons[a].currencies
+            if plan is not None and priced_in[a] and plan.currency not in priced_in[a]
         ]
         for name in mismatched:
             notices.append(
@@ -1642,7 +1659,7 @@ def _known_add_ons(
                     "account_id": sub["account_id"],
                     "kind": "add_on_currency_mismatch",
                     "message": f"subscription {sub['subscription_id']} adds {name!r}, priced "
-                    f"in {', '.join(catalog.add_ons[name].currencies)}, to a "
+                    f"in {', '.join(priced_in[name])}, to a "
                     f"{plan.currency if plan else '?'} plan; its charges were not billed",
                 }
             )

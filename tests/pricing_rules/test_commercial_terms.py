@@ -720,6 +720,87 @@ def test_override_does_not_price_usage_before_its_window(catalog: Catalog) -> No
     assert by_id(result, "S:sms")["amount_minor"] == 5000
 
 
+def started(plan_id: str, on: str = "2026-01-01", *changes: dict[str, object]) -> History:
+    return History.model_validate(
+        {
+            "subscription_id": "S",
+            "changes": [{"action": "start", "day": on, "plan": plan_id}, *changes],
+        }
+    )
+
+
+def advance(result: RatingResult) -> dict[str, tuple[int, str]]:
+    """The fees billed in advance: charge key -> (cents, description)."""
+    return {
+        f"{row['charge_id']}:{row['line_id'].split(':')[-3]}": (
+            row["amount_minor"],
+            row["description"],
+        )
+        for row in result.lines.iter_rows(named=True)
+        if ":advance:" in row["line_id"]
+    }
+
+
+def test_a_history_bills_the_subscriptions_own_add_ons_and_the_accounts_prices(
+    catalog: Catalog,
+) -> None:
+    # November in advance on the October invoice: the Euro platform fee at the account's
+    # 30.00 and the subscription's own recording add-on at its list 20.00
+    result = run(
+        catalog,
+        [sub("euro", add_ons="recording")],
+        terms=[terms(overrides=[override("platform", plan_id="euro", amount="30")])],
+        histories={"S": started("euro")},
+    )
+    got = advance(result)
+    assert {key: cents for key, (cents, _) in got.items()} == {
+        "platform:2026-11-01": 3000,
+        "recording.fee:2026-11-01": 2000,
+    }
+    assert got["platform:2026-11-01"][1].endswith("(account price)")
+    assert not got["recording.fee:2026-11-01"][1].endswith("(account price)")
+
+
+def test_a_history_splits_a_fee_where_the_accounts_price_starts(catalog: Catalog) -> None:
+    # The account's 30.00 starts on November 16: 40.00 x 15/30 = 20.00 for November 1-15,
+    # then 30.00 x 15/30 = 15.00 for November 16-30
+    deal = override("platform", plan_id="euro", amount="30", valid_from=date(2026, 11, 16))
+    result = run(
+        catalog,
+        [sub("euro")],
+        terms=[terms(overrides=[deal])],
+        histories={"S": started("euro")},
+    )
+    assert {key: cents for key, (cents, _) in advance(result).items()} == {
+        "platform:2026-11-01": 2000,
+        "platform:2026-11-16": 1500,
+    }
+
+
+def test_a_deck_add_on_is_billed_only_on_plans_in_its_decks_currency() -> None:
+    text = CATALOG.replace(
+        "add_ons:\n",
+        "decks:\n  usd: {file: usd.csv, currency: USD, increments: '60/60'}\n"
+        "add_ons:\n  world:\n    name: World calling\n    charges:\n"
+        "      - {id: calls, name: Calls, model: call_deck, metric: voice, deck: usd}\n",
+    )
+    deck = "prefix,destination,rate_per_minute\n44,United Kingdom,0.0120\n"
+    catalog = parse_catalog(text, deck_texts={"usd.csv": deck})
+    assert catalog.add_on_currencies("world") == ["USD"]
+    result = run(catalog, [sub("yen", add_ons="world")])
+    assert result.notices.filter(pl.col("kind") == "add_on_currency_mismatch")["message"].to_list()
+    assert not [k for k in minor(result) if "world" in k]
+    listed = CATALOG.replace(
+        "add_ons:\n",
+        "decks:\n  usd: {file: usd.csv, currency: USD, increments: '60/60'}\n"
+        "add_ons:\n  world:\n    name: World calling\n    currencies: [USD, JPY]\n"
+        "    charges:\n"
+        "      - {id: calls, name: Calls, model: call_deck, metric: voice, deck: usd}\n",
+    )
+    with pytest.raises(CatalogError, match=r"add_ons\.world\.charges\[0\]\.deck: deck 'usd' is in"):
+        parse_catalog(listed, deck_texts={"usd.csv": deck})
+
+
 # --- the whole invoice -----------------------------------------------------------------
 
 
