@@ -143,6 +143,15 @@ class Plan(BaseModel):
     def _window(self) -> Plan:
         if self.effective_from and self.effective_to and self.effective_to <= self.effective_from:
             raise ValueError("effective_to must be after effective_from")
+        # A commitment is weighed per monthly run against the month's fees; a plan on its
+        # own cycle bills fees for other spans, which the month's commitment would count
+        # twice or not at all.
+        if self.minimum_commitment is not None and self.own_cycle:
+            raise ValueError(
+                "minimum_commitment is only for plans billed by calendar month (interval: "
+                f"month, alignment: calendar); this plan bills by {self.alignment} "
+                f"{self.interval}"
+            )
         return self
 
     @property

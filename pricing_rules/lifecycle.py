@@ -421,6 +421,31 @@ def _items(
     return found
 
 
+def billable_days(
+    history: History, catalog: Catalog, cycle: BillingCycle, first_day: date, end_day: date
+) -> int:
+    """The days of `[first_day, end_day)` the subscription was active, as known by the
+    last of them: trial and paused days are not billed, nor is anything a commitment
+    asks for them.
+
+    >>> from pricing_rules.catalog import parse_catalog
+    >>> catalog = parse_catalog("{version: x, metrics: {}, plans: {basic: {name: Basic,"
+    ...     " currency: USD, charges: [{id: fee, name: Fee, model: flat, amount: '10'}]}}}")
+    >>> history = History.model_validate({"subscription_id": "S", "changes": [
+    ...     {"action": "start", "day": "2026-09-10", "plan": "basic", "trial_days": 30},
+    ...     {"action": "pause", "day": "2026-10-20"}, {"action": "resume", "day": "2026-10-25"}]})
+    >>> billable_days(history, catalog, BillingCycle(), date(2026, 10, 1), date(2026, 11, 1))
+    17
+    """
+    days = 0
+    for segment in timeline(history, catalog, cycle, known_on=end_day - timedelta(days=1)):
+        first = max(segment.start, first_day)
+        end = end_day if segment.end is None else min(segment.end, end_day)
+        if segment.state.status == "active" and first < end:
+            days += (end - first).days
+    return days
+
+
 def _state_on(segments: list[Segment], day: date) -> State | None:
     for s in segments:
         if s.start <= day and (s.end is None or day < s.end):

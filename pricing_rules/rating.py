@@ -776,6 +776,8 @@ class _Rater:
         self.notices: list[dict[str, str]] = []
         # fixed fees of this period that the previous invoice billed in advance
         self.billed_before: dict[str, Decimal] = {}
+        # days of the period a subscription with a history was active (no trial, no pause)
+        self.billable: dict[str, int] = {}
         self._charges: dict[tuple[str, str | None], list[tuple[str, ChargeBase]]] = {}
 
     def charges(self, sub: Mapping[str, Any]) -> list[tuple[str, ChargeBase]]:
@@ -861,6 +863,7 @@ class _Rater:
         from pricing_rules.lifecycle import (
             Pricing,
             advance_lines,
+            billable_days,
             closing_lines,
             cycle_for,
             describe,
@@ -868,6 +871,9 @@ class _Rater:
 
         zone = str(self.accounts.get(sub["account_id"], {}).get("timezone") or "UTC")
         cycle = cycle_for(history, self.catalog, zone)
+        self.billable[sub["subscription_id"]] = billable_days(
+            history, self.catalog, cycle, self.period.start, self.period.end
+        )
         terms = self.terms.get(sub["account_id"])
 
         def pieces(
@@ -1001,8 +1007,15 @@ class _Rater:
         if plan.minimum_commitment is None:
             return
         invoice = self.invoice(sub["account_id"], plan)
-        factor = self.period.proration_factor(sub["start_date"], sub["end_date"])
-        committed = MONEY_CONTEXT.multiply(plan.minimum_commitment, factor)
+        rounding = invoice.rounding
+        # prorated like the fees: by the days the subscription was billed for
+        billable = self.billable.get(sub["subscription_id"])
+        if billable is None:
+            billable = self.period.active_days(sub["start_date"], sub["end_date"])
+        factor = proration_ratio(billable, self.period.days)
+        committed = MONEY_CONTEXT.divide(
+            MONEY_CONTEXT.multiply(plan.minimum_commitment, Decimal(billable)), self.period.days
+        )
         spent = self.billed_before.get(sub["subscription_id"], Decimal(0)) + sum(
             (
                 line["amount"]
@@ -1031,8 +1044,15 @@ class _Rater:
             proration_factor=factor,
             events=0,
             precise=shortfall,
-            description=f"Committed {plain(committed)} this period, billed "
-            f"{plain(spent)}: true-up {plain(shortfall)}",
+            # `spent` is a sum of rounded lines, so the rounded figures subtract exactly
+            description=f"Committed {plain(round_money(committed, invoice.currency, rounding))}"
+            + (
+                ""
+                if billable == self.period.days
+                else f" ({plain(plan.minimum_commitment)} x {billable}/{self.period.days} days)"
+            )
+            + f" this period, billed {plain(spent)}: true-up "
+            f"{plain(round_money(shortfall, invoice.currency, rounding))}",
             details=[
                 ChargeDetail("commitment for the period", factor, committed).as_json(),
                 ChargeDetail("billed for the period", Decimal(1), spent.copy_negate()).as_json(),

@@ -114,14 +114,15 @@ def test_the_readme_history_quote(env: Path) -> None:
     document = json.loads(result.output)
     # paused October 20-24: -199.00 x 5/31 = -32.097 -> -32.10; November 199.00;
     # 1,500 inbound min, 1,000 free, 500 x 0.0040 = 2.00; October's spend
-    # 199.00 (billed in advance) - 32.10 + 2.00 = 168.90 -> true-up 300 - 168.90 = 131.10
+    # 199.00 (billed in advance) - 32.10 + 2.00 = 168.90; committed for the 26 days not
+    # paused 300 x 26/31 = 251.6129 -> true-up 251.6129 - 168.90 = 82.7129 -> 82.71
     assert [(line["kind"], line["amount"]) for line in document["lines"]] == [
         ("recurring", "-32.10"),
         ("recurring", "199.00"),
         ("usage", "2.00"),
-        ("commitment", "131.10"),
+        ("commitment", "82.71"),
     ]
-    assert document["totals"] == {"USD": "300.00"}
+    assert document["totals"] == {"USD": "251.61"}
 
 
 @pytest.mark.parametrize(

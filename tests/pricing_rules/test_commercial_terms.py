@@ -155,6 +155,7 @@ def run(
     countries: dict[str, str | None] | None = None,
     credits_used: dict[tuple[str, str], Decimal] | None = None,
     histories: dict[str, History] | None = None,
+    period: BillingPeriod = OCT,
 ) -> RatingResult:
     accounts = (
         pl.DataFrame(
@@ -168,7 +169,7 @@ def run(
         usage_frame(list(usage or [])),
         subscription_frame(subs),
         catalog,
-        OCT,
+        period,
         accounts=accounts,
         terms={t.account_id: t for t in terms or []},
         credits_used=credits_used,
@@ -217,6 +218,33 @@ def test_no_true_up_when_usage_meets_the_commitment_exactly(catalog: Catalog) ->
     # 31.00 + 27,900 x 0.01 = 310.00: no commitment line
     result = run(catalog, [sub("committed")], [("A", "sms", 27_900, at(3))])
     assert "S:commitment" not in minor(result)
+
+
+def test_commitment_is_not_owed_for_trial_or_paused_days(catalog: Catalog) -> None:
+    # A 30-day trial from September 10 ends on October 10: September owes nothing.
+    # October: active on the 10th-19th and 25th-31st (paused 20th-24th) = 17 of 31 days;
+    # 310.00 x 17/31 = 170.00 committed. Billed for October: its 31.00 fee in advance on
+    # September's invoice for the 22 days after the trial, 22.00, less the 5 paused days'
+    # credit 31.00 x 5/31 = 5.00 => 17.00 spent; true-up 170.00 - 17.00 = 153.00
+    history = History.model_validate(
+        {
+            "subscription_id": "S",
+            "changes": [
+                {"action": "start", "day": "2026-09-10", "plan": "committed", "trial_days": 30},
+                {"action": "pause", "day": "2026-10-20"},
+                {"action": "resume", "day": "2026-10-25"},
+            ],
+        }
+    )
+    row = [sub("committed", start=date(2026, 9, 10))]
+    september = run(catalog, row, histories={"S": history}, period=BillingPeriod.parse("2026-09"))
+    assert not [k for k in minor(september) if k.endswith(":commitment")]
+    october = run(catalog, row, histories={"S": history})
+    line = by_id(october, "S:commitment")
+    assert line["amount_minor"] == 15300
+    assert line["description"] == (
+        "Committed 170 (310 x 17/31 days) this period, billed 17: true-up 153"
+    )
 
 
 def test_commitment_is_prorated_for_a_mid_period_start(catalog: Catalog) -> None:

@@ -233,3 +233,29 @@ plans:
 """
     with pytest.raises(CatalogError, match=r"taxes\.GB\.rate: write money as a quoted string"):
         parse_catalog(text)
+
+
+@pytest.mark.parametrize(
+    ("cycle", "shown"),
+    [("interval: quarter", "calendar quarter"), ("alignment: anniversary", "anniversary month")],
+)
+def test_a_commitment_is_refused_on_a_plan_billed_on_its_own_cycle(cycle: str, shown: str) -> None:
+    # Weighed per monthly run, it would count a quarter's fees billed in advance against
+    # one month, and find the other months short.
+    text = f"""
+version: "cycle"
+metrics: {{}}
+plans:
+  q:
+    name: Q
+    currency: USD
+    {cycle}
+    minimum_commitment: "300"
+    charges: [{{id: fee, name: Fee, model: flat, amount: "900"}}]
+"""
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(text)
+    ((path, message),) = [(issue.path, issue.message) for issue in caught.value.issues]
+    assert path == "plans.q"
+    assert message.startswith("minimum_commitment is only for plans billed by calendar month")
+    assert message.endswith(f"this plan bills by {shown}")
