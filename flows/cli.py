@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -23,6 +24,14 @@ app = typer.Typer(
     help="Tallyflow: usage billing from S3 to published invoices.",
 )
 console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: object) -> None:
+    """Print an error on stderr, in red; its text is shown as it is (a `[` in it is not
+    markup)."""
+    errors.print(f"[red]{escape(str(message))}[/]")
+
 
 SettingsFile = Annotated[
     Path | None,
@@ -45,10 +54,10 @@ def _settings(settings_file: Path | None, **overrides: Any) -> Any:
     try:
         return load_settings(settings_file, **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        console.print(f"[red]invalid settings:[/]\n{exc}")
+        fail(f"invalid settings:\n{exc}")
         raise typer.Exit(2) from exc
     except (OSError, ValueError) as exc:
-        console.print(f"[red]{exc}[/]")
+        fail(exc)
         raise typer.Exit(2) from exc
 
 
@@ -202,7 +211,7 @@ def _run_flow(billing_run: Any, period: str, settings: Any, policy: str | None) 
     try:
         return billing_run(period=period, settings=settings, approval_policy=policy)
     except Exception as exc:
-        console.print(f"[red]Run for {period} failed: {type(exc).__name__}: {exc}[/]")
+        fail(f"Run for {period} failed: {type(exc).__name__}: {exc}")
         console.print("The run is marked failed in the ledger; see the Prefect logs for details.")
         raise typer.Exit(1) from exc
 
@@ -242,7 +251,7 @@ def _import(
             console.print(f"Imported {count} subscription histories")
             _warn_backdated(db, before)
     except (DirectoryError, KeyError) as exc:
-        console.print(f"[red]{exc}[/]")
+        fail(exc)
         raise typer.Exit(2) from exc
 
 
@@ -323,7 +332,7 @@ def migrate_plan(
             timeline(updated, catalog, BillingCycle())  # same currency, known plans
             moved.append(sub | {"history": updated.model_dump_json()})
     except (CatalogError, LifecycleError, ValueError) as exc:
-        console.print(f"[red]{exc}[/]")
+        fail(exc)
         raise typer.Exit(2) from exc
     if moved:
         import polars as pl
@@ -376,7 +385,7 @@ def _decide(
     try:
         submit_decision(_settings(settings_file), run_id, approved, approver, comment)
     except DecisionError as exc:
-        console.print(f"[red]{exc}[/]")
+        fail(exc)
         raise typer.Exit(2) from exc
     console.print(f"Run {run_id} {'approved' if approved else 'rejected'} by {approver}.")
 
@@ -441,7 +450,9 @@ def quote(
     ] = None,
     start: Annotated[str | None, typer.Option(help="Subscription start, YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option(help="Subscription end (exclusive).")] = None,
-    seats: Annotated[int, typer.Option(help="Seats on the subscription.")] = 1,
+    seats: Annotated[
+        int | None, typer.Option(help="Seats on the subscription (default 1).")
+    ] = None,
     add_on: Annotated[list[str] | None, typer.Option(help="Add-on id (repeatable).")] = None,
     terms_file: Annotated[
         Path | None, typer.Option(help="YAML account terms to apply (the first entry).")
@@ -472,7 +483,6 @@ def quote(
     settings_file: SettingsFile = None,
 ) -> None:
     """Price usage for a plan and period without touching the ledger (an invoice preview)."""
-    from datetime import date
     from decimal import Decimal
 
     import polars as pl
@@ -500,20 +510,40 @@ def quote(
         billing_period = BillingPeriod.parse(period)
         catalog = load_catalog(catalog_path or settings.catalog_path)
         terms = read_terms(terms_file)[0] if terms_file else None
-        start_date = date.fromisoformat(start) if start else None
-        end_date = date.fromisoformat(end) if end else None
+        start_date, end_date = _day("--start", start), _day("--end", end)
+        if start_date and end_date and end_date <= start_date:
+            raise QuoteError(f"--end {end_date} is not after --start {start_date}")
+        if end_date is not None and end_date <= billing_period.start:
+            raise QuoteError(f"--end {end_date} is before the period {billing_period.label}")
+        if seats is not None and seats < 0:
+            raise QuoteError(f"--seats must not be negative, got {seats}")
         plan_id = plan
         changes = load_history(history.read_text(), str(history)) if history else None
         if changes is not None:
-            if account or plan or start or end:
-                raise QuoteError("--history replaces --account, --plan, --start and --end")
+            given = _given(account=account, plan=plan, start=start, end=end, seats=seats)
+            if given:
+                raise QuoteError(f"--history replaces {given} (its changes say them)")
             plan_id = next(c.plan for c in changes.changes if c.plan)
             start_date = changes.start
         if account:
+            given = _given(
+                start=start,
+                end=end,
+                seats=seats,
+                add_on=add_on,
+                terms_file=terms_file,
+                country=country,
+            )
+            if given:
+                raise QuoteError(
+                    f"--account reads the subscription, terms and country from the ledger; "
+                    f"drop {given}, or quote a --plan"
+                )
             plan_id, start_date, end_date, seats, add_on, terms, country, account_zone = (
                 _account_quote(settings, account, billing_period, plan_id)
             )
             zone = zone or account_zone
+        seats = 1 if seats is None else seats
         zone = time_zone(zone or "UTC").key
         if plan_id is None:
             raise QuoteError("give --plan or --account")
@@ -567,7 +597,7 @@ def quote(
         ValueError,
         OSError,
     ) as exc:
-        console.print(f"[red]{exc}[/]")
+        fail(exc)
         raise typer.Exit(2) from exc
     document = quote_document(result, billing_period, plan_id)
     document["quarantined"] = checked.quarantine.select(
@@ -598,7 +628,7 @@ def quote(
         price = line["unit_price"]
         table.add_row(
             str(number),
-            f"{line['charge']}\n[dim]{line['description']}[/]",
+            f"{escape(line['charge'])}\n[dim]{escape(line['description'])}[/]",
             f"{show_quantity(Decimal(line['quantity']))} {line['unit']}",
             show_price(Decimal(price), line["currency"]) if price else "",
             f"{line['amount']} {line['currency']}",
@@ -611,12 +641,39 @@ def quote(
     console.print(table)
     for item in document["unrated"]:
         console.print(
-            f"[yellow]not priced[/]: {item['events']} {item['metric']} event(s): {item['reason']}"
+            f"[yellow]not priced[/]: {item['events']} {escape(str(item['metric']))} event(s): "
+            f"{escape(str(item['reason']))}"
         )
     for item in document["quarantined"]:
-        console.print(f"[yellow]rejected[/]: {item['event_id']}: {item['reason_detail']}")
+        console.print(
+            f"[yellow]rejected[/]: {escape(str(item['event_id']))}: "
+            f"{escape(str(item['reason_detail']))}"
+        )
     for notice in document["notices"]:
-        console.print(f"[yellow]notice[/]: {notice['message']}")
+        console.print(f"[yellow]notice[/]: {escape(str(notice['message']))}")
+
+
+def _day(option: str, text: str | None) -> Any:
+    """A date option, YYYY-MM-DD, or None."""
+    from datetime import date
+
+    from pricing_rules.quote import QuoteError
+
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise QuoteError(f"{option} {text!r} is not a date YYYY-MM-DD ({exc})") from exc
+
+
+def _given(**options: object) -> str:
+    """The options given on the command line (not None, not an empty list), as `--name`."""
+    return ", ".join(
+        f"--{name.replace('_', '-')}"
+        for name, value in options.items()
+        if value is not None and value != []
+    )
 
 
 def _uses_seats(catalog: Catalog, plan_id: str, add_ons: list[str] | None) -> bool:
@@ -714,7 +771,7 @@ def invoices(
     try:
         BillingPeriod.parse(period)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
+        fail(exc)
         raise typer.Exit(2) from exc
     settings = _settings(settings_file)
     db = ledger(settings)

@@ -32,6 +32,8 @@ class BillingPeriod:
         match = _PERIOD.match(label)
         if not match or not 1 <= int(match.group(2)) <= 12:
             raise ValueError(f"period must look like YYYY-MM, got {label!r}")
+        if not 1900 <= int(match.group(1)) <= 9998:  # a neighbour month must exist too
+            raise ValueError(f"period {label} is not between 1900-01 and 9998-12")
         year, month = int(match.group(1)), int(match.group(2))
         start = date(year, month, 1)
         end = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)

@@ -145,6 +145,30 @@ def test_the_readme_history_quote(env: Path) -> None:
             ],
             "No such file",
         ),
+        (["--period", "0001-01", "--plan", "p"], "period 0001-01 is not between 1900-01"),
+        (["--period", "2026-10", "--plan", "p", "--seats", "-5"], "--seats must not be negative"),
+        (
+            ["--period", "2026-10", "--plan", "p", "--start", "10/17/2026"],
+            "--start '10/17/2026' is not a date YYYY-MM-DD",
+        ),
+        (
+            ["--period", "2026-10", "--plan", "p", "--start", "2026-10-20", "--end", "2026-10-10"],
+            "--end 2026-10-10 is not after --start 2026-10-20",
+        ),
+        (
+            ["--period", "2026-10", "--plan", "p", "--end", "2026-09-10"],
+            "--end 2026-09-10 is before the period 2026-10",
+        ),
+        (
+            ["--period", "2026-10", "--account", "A", "--country", "GB", "--seats", "3"],
+            "--account reads the subscription, terms and country from the ledger; drop "
+            "--seats, --country, or quote a --plan",
+        ),
+        # a bracket in the input is shown as typed, not read as terminal markup
+        (
+            ["--period", "2026-10", "--plan", "ucaas-business-eur", "-u", "voice[/x]=5"],
+            "voice[/x]=5",
+        ),
     ],
 )
 def test_quote_errors_are_one_line_messages(env: Path, args: list[str], message: str) -> None:
