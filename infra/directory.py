@@ -11,6 +11,7 @@ import polars as pl
 import yaml
 from pydantic import ValidationError
 
+from pricing_rules import yamltext
 from pricing_rules.lifecycle import History
 from pricing_rules.terms import AccountTerms
 
@@ -56,7 +57,10 @@ def _records(path: Path) -> pl.DataFrame:
 def _yaml_text(path: Path) -> object:
     """YAML with every scalar kept as written: `NO` stays Norway, `0012` stays `0012`.
     (YAML 1.1 would read them as a boolean and an octal number.)"""
-    loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)  # noqa: S506
+    try:
+        loaded = yamltext.load_text(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DirectoryError(f"{path}: not valid YAML: {exc}") from exc
     return _nulls(loaded) or []
 
 

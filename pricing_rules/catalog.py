@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from pricing_rules import yamltext
 from pricing_rules.charges import CHARGE_MODELS, Charge, ChargeBase, model_name
 from pricing_rules.money import RoundingMode, is_currency
 from pricing_rules.terms import Discount, TaxRate
@@ -405,7 +406,7 @@ def parse_catalog(
     `deck_texts` maps each deck's `file` to its CSV text (see `load_catalog`).
     """
     try:
-        raw = yaml.safe_load(text)
+        raw = yamltext.load(text)
     except yaml.YAMLError as exc:
         raise CatalogError(source, [CatalogIssue("<root>", f"not valid YAML: {exc}")]) from exc
     if not isinstance(raw, Mapping):
@@ -597,7 +598,7 @@ def load_catalog(path: Path) -> Catalog:
     """Load a catalog file and the rate decks it names (paths relative to the file)."""
     text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(text)
+        raw = yamltext.load(text)
     except yaml.YAMLError:
         raw = None  # parse_catalog reports it with its location
     deck_texts: dict[str, str] = {}

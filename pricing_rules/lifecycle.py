@@ -35,6 +35,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pricing_rules import yamltext
 from pricing_rules.catalog import Catalog
 from pricing_rules.charges import ChargeBase, PricedCharge, model_name, price_charge
 from pricing_rules.cycles import BillingCycle, Period, proration_factor
@@ -182,7 +183,7 @@ def load_history(text: str, source: str = "history") -> History:
     'QUOTE'
     """
     try:
-        raw = yaml.safe_load(text)
+        raw = yamltext.load(text)
     except yaml.YAMLError as exc:
         raise LifecycleError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

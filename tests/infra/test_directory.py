@@ -316,6 +316,14 @@ def test_files_must_exist_and_be_csv_or_yaml(tmp_path: Path) -> None:
         read_accounts(write(tmp_path, "accounts.yaml", "account_id: ACC-1\n"))
 
 
+def test_a_yaml_key_written_twice_or_bad_yaml_is_an_error_with_its_line(tmp_path: Path) -> None:
+    twice = "- {account_id: ACC-1, name: Acme Ltd, currency: USD, currency: EUR}\n"
+    with pytest.raises(DirectoryError, match=r"the key 'currency' is written twice"):
+        read_accounts(write(tmp_path, "accounts.yaml", twice))
+    with pytest.raises(DirectoryError, match=r"accounts\.yaml: not valid YAML"):
+        read_accounts(write(tmp_path, "accounts.yaml", "- {account_id: ACC-1\n"))
+
+
 # --------------------------------------------------------------------------------------
 # terms
 

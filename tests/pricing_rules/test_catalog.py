@@ -35,6 +35,27 @@ def test_the_real_catalog_loads() -> None:
     )
 
 
+def test_a_key_written_twice_is_an_error_not_the_last_one_winning() -> None:
+    text = """
+version: twice
+metrics:
+  sms: {name: SMS, unit: message, aggregation: sum}
+plans:
+  p:
+    name: P
+    currency: USD
+    charges:
+      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: "0.10",
+         unit_price: "0.01"}
+"""
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(text)
+    ((issue),) = caught.value.issues
+    assert issue.message.startswith("not valid YAML")
+    assert "the key 'unit_price' is written twice (first on line 10)" in issue.message
+    assert "line 11" in issue.message
+
+
 def test_the_catalog_hash_changes_with_a_deck() -> None:
     text = CATALOG_PATH.read_text()
     deck = (CATALOG_PATH.parent / "decks" / "intl-voice.csv").read_text()
