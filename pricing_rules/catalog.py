@@ -344,6 +344,17 @@ def _charge_issues(
         metric = charge.get("metric")
         if model in _USAGE_MODELS and metric is None:
             issues.append(CatalogIssue(f"{where}.metric", f"a {model} charge needs a metric"))
+        if model in _MODEL_TAGS - _USAGE_MODELS:
+            # a recurring fee is priced per period and seat: these would change nothing
+            for field in ("metric", "price_unit", "filters", "free_units"):
+                if charge.get(field) is not None:
+                    issues.append(
+                        CatalogIssue(
+                            f"{where}.{field}",
+                            f"a {model} charge is a fee per period"
+                            f"{' and seat' if model == 'per_seat' else ''}: it takes no {field}",
+                        )
+                    )
         if metric is not None and metric not in metrics:
             issues.append(CatalogIssue(f"{where}.metric", f"metric {metric!r} is not defined"))
         metric_def = metrics.get(metric) if isinstance(metric, str) else None
@@ -353,6 +364,21 @@ def _charge_issues(
                 conversion_factor(str(metric_def.get("unit")), str(price_unit))
             except ValueError as exc:
                 issues.append(CatalogIssue(f"{where}.price_unit", str(exc)))
+        if (
+            model == "call_deck"
+            and isinstance(metric_def, Mapping)
+            and is_unit(str(metric_def.get("unit")))
+        ):
+            try:
+                conversion_factor(str(metric_def.get("unit")), "s")
+            except ValueError:
+                issues.append(
+                    CatalogIssue(
+                        f"{where}.metric",
+                        f"a call_deck charge rates call durations: metric {metric!r} is in "
+                        f"{metric_def.get('unit')}, not a unit of time",
+                    )
+                )
         filters = charge.get("filters")
         if isinstance(filters, Mapping) and isinstance(metric_def, Mapping):
             declared = metric_def.get("dimensions") or []
@@ -549,7 +575,7 @@ def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[Catalog
     if catalog.decks:
         issues.extend(_parse_decks(catalog.decks, deck_texts, catalog._rate_decks))
     for plan_id, plan in catalog.plans.items():
-        for index, (_, charge) in enumerate(catalog.plan_charges(plan_id)):
+        for index, charge in enumerate(plan.charge_list):
             deck_name = getattr(charge, "deck", None)
             spec = catalog.decks.get(deck_name) if deck_name else None
             if spec is not None and spec.currency != plan.currency:
@@ -557,6 +583,17 @@ def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[Catalog
                     CatalogIssue(
                         f"plans.{plan_id}.charges[{index}].deck",
                         f"deck {deck_name!r} is in {spec.currency}, the plan in {plan.currency}",
+                    )
+                )
+        for index, name in enumerate(plan.add_ons):
+            priced_in = catalog.add_on_currencies(name) if name in catalog.add_ons else []
+            bundled = catalog.add_ons.get(name)
+            if bundled and not bundled.currencies and priced_in and plan.currency not in priced_in:
+                issues.append(
+                    CatalogIssue(
+                        f"plans.{plan_id}.add_ons[{index}]",
+                        f"add-on {name!r} rates calls from a deck in {', '.join(priced_in)}, "
+                        f"the plan is in {plan.currency}",
                     )
                 )
     return issues

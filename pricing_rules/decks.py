@@ -514,6 +514,12 @@ def _parse_rows(
                 "(no '+', spaces or dashes)"
             )
             ok = False
+        elif prefix.startswith("0"):
+            issues.append(
+                f"{at}: prefix {prefix} starts with 0, which no E.164 number does (country "
+                f"codes start 1-9): write {prefix.lstrip('0') or 'the country code'}"
+            )
+            ok = False
         if not destination:
             issues.append(f"{at}: destination is empty")
             ok = False

@@ -286,6 +286,16 @@ plans:
             "plans.p.charges[0].colour",
             "Extra inputs are not permitted",
         ),
+        (
+            "{id: c, name: C, model: flat, amount: '1', metric: voice}",
+            "plans.p.charges[0].metric",
+            "a flat charge is a fee per period: it takes no metric",
+        ),
+        (
+            "{id: c, name: C, model: per_seat, unit_price: '5', free_units: {units: '2'}}",
+            "plans.p.charges[0].free_units",
+            "a per_seat charge is a fee per period and seat: it takes no free_units",
+        ),
     ],
 )
 def test_single_charge_errors(charge: str, path: str, message: str) -> None:
@@ -305,6 +315,57 @@ plans:
     (issue,) = raised.value.issues
     assert issue.path == path
     assert re.search(message, issue.message), issue.message
+
+
+def test_a_call_deck_charge_needs_a_metric_of_time() -> None:
+    text = """
+version: t
+metrics:
+  sms: {name: SMS, unit: message, aggregation: sum}
+decks:
+  d: {file: d.csv, currency: USD}
+plans:
+  p:
+    name: P
+    currency: USD
+    charges: [{id: calls, name: Calls, model: call_deck, metric: sms, deck: d}]
+"""
+    deck = "prefix,destination,rate_per_minute\n44,UK,0.01\n"
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text, deck_texts={"d.csv": deck})
+    assert [(issue.path, issue.message) for issue in raised.value.issues] == [
+        (
+            "plans.p.charges[0].metric",
+            "a call_deck charge rates call durations: metric 'sms' is in message, not a unit "
+            "of time",
+        )
+    ]
+
+
+def test_a_bundled_add_on_rating_calls_in_another_currency_is_an_error_at_the_add_on() -> None:
+    text = """
+version: t
+metrics:
+  voice: {name: Voice, unit: s, aggregation: sum}
+decks:
+  eur: {file: eur.csv, currency: EUR}
+add_ons:
+  world:
+    name: World
+    charges: [{id: calls, name: Calls, model: call_deck, metric: voice, deck: eur}]
+plans:
+  p:
+    name: P
+    currency: USD
+    add_ons: [world]
+    charges: [{id: fee, name: Fee, model: flat, amount: "1"}]
+"""
+    deck = "prefix,destination,rate_per_minute\n44,UK,0.01\n"
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text, deck_texts={"eur.csv": deck})
+    assert [(issue.path, issue.message) for issue in raised.value.issues] == [
+        ("plans.p.add_ons[0]", "add-on 'world' rates calls from a deck in EUR, the plan is in USD")
+    ]
 
 
 def test_integer_money_is_accepted() -> None:

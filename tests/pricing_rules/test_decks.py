@@ -573,6 +573,7 @@ def test_deck_validation_reports_every_problem() -> None:
         "447,UK Mobile,peak,0.0250\n"  # row 11
         "447,United Kingdom - Mobile,offpeak,0.0200\n"  # row 12: another destination name
         "32,Belgium,all\n"  # row 13
+        "0044,United Kingdom,all,0.0100\n"  # row 14: national dialling prefix
     )
     with pytest.raises(DeckError) as caught:
         parse_deck("intl-voice.csv", text, currency="XYZ", increments="60/0", connect_fee="0.00001")
@@ -592,10 +593,12 @@ def test_deck_validation_reports_every_problem() -> None:
         "intl-voice.csv row 12: prefix 447 is 'United Kingdom - Mobile' here but 'UK Mobile' "
         "on row 11",
         "intl-voice.csv row 13: has 3 field(s), the header has 4",
+        "intl-voice.csv row 14: prefix 0044 starts with 0, which no E.164 number does "
+        "(country codes start 1-9): write 44",
         "intl-voice.csv row 11: prefix 447 has band rates but none for weekend; give every "
         "band a rate, or one 'all' rate",
     ]
-    assert "14 problem(s)" in str(caught.value)
+    assert "15 problem(s)" in str(caught.value)
 
 
 def test_nested_prefixes_are_not_errors() -> None:
@@ -671,8 +674,8 @@ def test_shipped_deck() -> None:
 # Properties
 # ---------------------------------------------------------------------------------------
 
-# Few digits, so random prefixes nest often.
-digits = st.text(alphabet="0127", min_size=1, max_size=6)
+# Few digits, so random prefixes nest often. A prefix starts like a country code (1-9).
+digits = st.builds(str.__add__, st.sampled_from("127"), st.text(alphabet="0127", max_size=5))
 
 
 @PROPERTY
@@ -709,7 +712,11 @@ def test_longest_prefix_match_agrees_with_brute_force(
 
 @PROPERTY
 @given(
-    prefixes=st.sets(st.text(alphabet="01", min_size=1, max_size=10), min_size=1, max_size=25),
+    prefixes=st.sets(
+        st.builds(str.__add__, st.just("1"), st.text(alphabet="01", max_size=9)),
+        min_size=1,
+        max_size=25,
+    ),
     data=st.data(),
 )
 def test_longest_prefix_match_past_the_head_table_agrees_with_brute_force(
