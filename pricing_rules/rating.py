@@ -788,6 +788,20 @@ class _Rater:
             self._charges[combination] = self.catalog.plan_charges(sub["plan_id"], _add_ons(sub))
         return self._charges[combination]
 
+    def currencies(self, account_id: str) -> list[str]:
+        return sorted(currency for account, currency in self.invoices if account == account_id)
+
+    def home_currency(self, account_id: str) -> str | None:
+        """The account's own currency, or the one currency it is invoiced in."""
+        known = self.accounts.get(account_id, {}).get("currency")
+        currencies = self.currencies(account_id)
+        return str(known) if known else (currencies[0] if len(currencies) == 1 else None)
+
+    def _once(self, account_id: str, kind: str, message: str) -> None:
+        notice = {"account_id": account_id, "kind": kind, "message": message}
+        if notice not in self.notices:
+            self.notices.append(notice)
+
     def invoice(self, account_id: str, plan: Plan) -> _Invoice:
         key = (account_id, plan.currency)
         if key not in self.invoices:
@@ -1116,8 +1130,20 @@ class _Rater:
 
     def discounts(self, invoice: _Invoice, plan_discounts: list[tuple[str, Discount]]) -> None:
         terms = self.terms.get(invoice.account_id)
+        home = self.home_currency(invoice.account_id)
+        if terms and home is None:
+            for discount in terms.discounts:
+                if discount.kind == "fixed" and discount.currency is None:
+                    self._once(
+                        invoice.account_id,
+                        "discount_without_currency",
+                        f"fixed discount {discount.id!r} names no currency and the account "
+                        f"has invoices in {', '.join(self.currencies(invoice.account_id))}: it "
+                        "was not applied; give it a currency",
+                    )
         found = plan_discounts + [
-            ("account", d) for d in (terms.effective_discounts(invoice.currency) if terms else [])
+            ("account", d)
+            for d in (terms.effective_discounts(invoice.currency, home) if terms else [])
         ]
         for source, discount in found:
             covered = discount.covered_days(self.period.start, self.period.end)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pricing_rules.charges.base import Tier, check_tiers
-from pricing_rules.money import is_currency
+from pricing_rules.money import is_currency, minor_unit_exponent
 
 if TYPE_CHECKING:
     from pricing_rules.contracts import Contract
@@ -47,7 +47,8 @@ class Discount(Window):
     """A percentage or fixed discount on one charge or on the whole invoice.
 
     A discount whose window covers only part of the period is prorated by the days
-    it covers.
+    it covers. A fixed discount is money: an account's applies to its invoice in
+    `currency`, or, without one, in the account's own currency.
     """
 
     id: str
@@ -55,6 +56,7 @@ class Discount(Window):
     kind: Literal["percentage", "fixed"]
     value: Decimal
     applies_to: str = "invoice"  # "invoice" or a charge id
+    currency: str | None = None
 
     @field_validator("value")
     @classmethod
@@ -63,10 +65,19 @@ class Discount(Window):
             raise ValueError("must not be negative")
         return value
 
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        if value is not None and not is_currency(value):
+            raise ValueError(f"unknown ISO 4217 currency {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _percentage(self) -> Discount:
         if self.kind == "percentage" and self.value > 100:
             raise ValueError("a percentage discount cannot exceed 100")
+        if self.kind == "percentage" and self.currency is not None:
+            raise ValueError("a percentage discount takes no currency")
         return self
 
 
@@ -121,6 +132,11 @@ class PrepaidCredit(BaseModel):
     def _dates(self) -> PrepaidCredit:
         if self.expires_on is not None and self.expires_on <= self.granted_on:
             raise ValueError("expires_on must be after granted_on")
+        places = minor_unit_exponent(self.currency)
+        if self.amount != self.amount.quantize(Decimal(1).scaleb(-places)):
+            raise ValueError(
+                f"amount {self.amount} has more decimal places than {self.currency} has ({places})"
+            )
         return self
 
 
@@ -144,11 +160,19 @@ class AccountTerms(BaseModel):
             raise ValueError("contract ids must be unique")
         return self
 
-    def effective_discounts(self, currency: str | None = None) -> list[Discount]:
-        """The account's discounts and its contracts' ramp discounts (only those of
-        contracts in `currency`, when given)."""
+    def effective_discounts(
+        self, currency: str | None = None, home: str | None = None
+    ) -> list[Discount]:
+        """The account's discounts and its contracts' ramp discounts. Given `currency`,
+        only those for an invoice in it: contracts in it, and fixed discounts in it (in
+        `home`, the account's own currency, when they name none)."""
         contracts = [c for c in self.contracts if currency is None or c.currency == currency]
-        return [*self.discounts, *(d for c in contracts for d in c.discounts())]
+        own = [
+            d
+            for d in self.discounts
+            if currency is None or d.kind == "percentage" or (d.currency or home) == currency
+        ]
+        return [*own, *(d for c in contracts for d in c.discounts())]
 
     def effective_overrides(self) -> list[PriceOverride]:
         """The account's price overrides and its contracts' phase prices."""

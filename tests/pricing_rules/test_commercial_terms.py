@@ -156,11 +156,19 @@ def run(
     credits_used: dict[tuple[str, str], Decimal] | None = None,
     histories: dict[str, History] | None = None,
     period: BillingPeriod = OCT,
+    home: str | None = None,
 ) -> RatingResult:
+    """`countries`: each account's country; `home`: account A's own currency."""
+    if home is not None:
+        countries = countries or {"A": None}
     accounts = (
         pl.DataFrame(
-            {"account_id": list(countries), "country": list(countries.values())},
-            schema={"account_id": pl.String, "country": pl.String},
+            {
+                "account_id": list(countries),
+                "country": list(countries.values()),
+                "currency": [home if a == "A" else None for a in countries],
+            },
+            schema={"account_id": pl.String, "country": pl.String, "currency": pl.String},
         )
         if countries is not None
         else None
@@ -380,6 +388,34 @@ def test_fixed_discount_on_the_invoice(catalog: Catalog) -> None:
     assert line["amount_minor"] == -3000
     assert line["description"] == "Deal: 30 USD off 170 (invoice)"
     assert total_minor(result) == 17000 - 3000
+
+
+def test_a_fixed_discount_is_money_in_one_currency(catalog: Catalog) -> None:
+    # Invoices in USD (biz: 100.00 + 20.00 recording = 120.00) and in EUR (40.00).
+    subs = [sub(), sub("euro", subscription_id="S2")]
+    off = [discount("fixed", "30")]
+    # The account's own currency is USD: 30.00 off the USD invoice only
+    usd = run(catalog, subs, terms=[terms(discounts=off)], home="USD")
+    assert [k for k in minor(usd) if ":discount:" in k] == ["A:USD:discount:account:fixed-invoice"]
+    # The discount names EUR: 30.00 off the EUR invoice only, whatever the account's
+    named = [{**off[0], "currency": "EUR"}]
+    eur = run(catalog, subs, terms=[terms(discounts=named)], home="USD")
+    assert {k: v for k, v in minor(eur).items() if ":discount:" in k} == {
+        "A:EUR:discount:account:fixed-invoice": -3000
+    }
+    # Neither the discount nor the account says: not applied, and a notice says why
+    unknown = run(catalog, subs, terms=[terms(discounts=off)])
+    assert not [k for k in minor(unknown) if ":discount:" in k]
+    assert unknown.notices.filter(pl.col("kind") != "missing_tax_rate").rows() == [
+        (
+            "A",
+            "discount_without_currency",
+            "fixed discount 'fixed-invoice' names no currency and the account has invoices "
+            "in EUR, USD: it was not applied; give it a currency",
+        )
+    ]
+    with pytest.raises(ValueError, match="a percentage discount takes no currency"):
+        terms(discounts=[{**discount("percentage", "10"), "currency": "USD"}])
 
 
 def test_fixed_discount_is_capped_at_its_base(catalog: Catalog) -> None:

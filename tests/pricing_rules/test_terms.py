@@ -259,3 +259,25 @@ plans:
     assert path == "plans.q"
     assert message.startswith("minimum_commitment is only for plans billed by calendar month")
     assert message.endswith(f"this plan bills by {shown}")
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "fits"),
+    [
+        ("1.0005", "BHD", False),
+        ("1.005", "BHD", True),
+        ("10.005", "USD", False),
+        ("100.5", "JPY", False),
+        ("100", "JPY", True),
+    ],
+)
+def test_a_credit_is_whole_minor_units_of_its_currency(
+    amount: str, currency: str, fits: bool
+) -> None:
+    # a credit of 1.0005 BHD would draw 1.000 and say 1.0005 was drawn
+    fields = {"id": "c", "amount": amount, "currency": currency, "granted_on": "2026-01-01"}
+    if fits:
+        assert PrepaidCredit.model_validate(fields).amount == Decimal(amount)
+    else:
+        with pytest.raises(ValueError, match=f"more decimal places than {currency} has"):
+            PrepaidCredit.model_validate(fields)
