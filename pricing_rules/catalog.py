@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -451,10 +451,12 @@ def parse_catalog(
     if catalog is not None and not issues:
         issues.extend(_load_decks(catalog, deck_texts))
     else:
-        # The deck files are checked even when the rest of the catalog is not valid, so
-        # that one load reports every error; the checks across plans, add-ons and decks
-        # wait for the references they follow to be valid.
+        # One load reports every error: the deck files are checked, and so are the
+        # entries that are valid on their own against one another.
         issues.extend(_parse_decks(_valid_deck_specs(raw), deck_texts, {}))
+        salvaged, dropped = _salvaged(raw)
+        if salvaged is not None:
+            issues.extend(i for i in _across(salvaged, dropped) if i not in issues)
     if issues or catalog is None:
         raise CatalogError(source, issues)
     return catalog
@@ -491,14 +493,19 @@ def _double_billing(catalog: Catalog) -> list[CatalogIssue]:
     return issues
 
 
-def _plan_discount_targets(catalog: Catalog) -> list[CatalogIssue]:
-    """A plan discount on a charge the plan does not have would discount nothing."""
+def _plan_discount_targets(catalog: Catalog, unchecked: Collection[str] = ()) -> list[CatalogIssue]:
+    """A plan discount on a charge the plan does not have would discount nothing. (A
+    target in an add-on of `unchecked`, one in error, is not judged.)"""
     issues = []
     for plan_id, plan in catalog.plans.items():
         # with any add-on a subscription may take
         keys = {key for key, _ in catalog.plan_charges(plan_id, list(catalog.add_ons))}
         for index, discount in enumerate(plan.discounts):
-            if discount.applies_to != "invoice" and discount.applies_to not in keys:
+            if (
+                discount.applies_to != "invoice"
+                and discount.applies_to not in keys
+                and discount.applies_to.split(".")[0] not in unchecked
+            ):
                 issues.append(
                     CatalogIssue(
                         f"plans.{plan_id}.discounts[{index}].applies_to",
@@ -574,6 +581,69 @@ def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[Catalog
     )
     if catalog.decks:
         issues.extend(_parse_decks(catalog.decks, deck_texts, catalog._rate_decks))
+    return issues + _deck_currencies(catalog)
+
+
+def _salvaged(raw: Mapping[str, Any]) -> tuple[Catalog | None, set[str]]:
+    """The catalog made of the entries that are valid on their own, for the checks across
+    them when others are not; and the add-ons left out. A plan bundling one of those is
+    left out too, so no check reports a consequence of an error already reported."""
+    kinds: dict[str, type[BaseModel]] = {
+        "metrics": Metric,
+        "plans": Plan,
+        "add_ons": AddOn,
+        "taxes": TaxRate,
+    }
+    kept: dict[str, Any] = {k: v for k, v in raw.items() if k in Catalog.model_fields}
+    kept["version"] = str(raw.get("version", ""))
+    for key, model in kinds.items():
+        entries = raw.get(key)
+        kept[key] = {}
+        for name, entry in (entries if isinstance(entries, Mapping) else {}).items():
+            try:
+                model.model_validate(entry)
+            except ValidationError:
+                continue
+            kept[key][name] = entry
+    listed = raw.get("decks")
+    decks = {str(k): v for k, v in listed.items()} if isinstance(listed, Mapping) else {}
+    kept["decks"] = {  # a deck is kept without a field in error, unless its currency
+        name: spec.model_dump()
+        for name, spec in _valid_deck_specs(raw).items()
+        if isinstance(decks.get(name), Mapping) and decks[name].get("currency") == spec.currency
+    }
+    add_ons = raw.get("add_ons")
+    dropped = {str(a) for a in (add_ons if isinstance(add_ons, Mapping) else {})} - set(
+        kept["add_ons"]
+    )
+    kept["plans"] = {
+        name: plan
+        for name, plan in kept["plans"].items()
+        if all(a in kept["add_ons"] for a in plan.get("add_ons") or [])
+    }
+    if kept.get("list_price_plan") not in kept["plans"]:
+        kept.pop("list_price_plan", None)
+    try:
+        return Catalog.model_validate(kept), dropped
+    except ValidationError:
+        return None, dropped
+
+
+def _across(catalog: Catalog, dropped: set[str]) -> list[CatalogIssue]:
+    """The checks across plans, add-ons and decks (deck files aside), judging nothing of
+    the `dropped` add-ons."""
+    return (
+        _double_billing(catalog)
+        + _add_on_currencies(catalog)
+        + _plan_versions(catalog)
+        + _plan_discount_targets(catalog, dropped)
+        + _deck_currencies(catalog)
+    )
+
+
+def _deck_currencies(catalog: Catalog) -> list[CatalogIssue]:
+    """A plan's calls are rated from decks in its own currency."""
+    issues = []
     for plan_id, plan in catalog.plans.items():
         for index, charge in enumerate(plan.charge_list):
             deck_name = getattr(charge, "deck", None)
@@ -649,15 +719,25 @@ def load_catalog(path: Path) -> Catalog:
 
 
 def _valid_deck_specs(raw: Mapping[str, Any]) -> dict[str, DeckSpec]:
-    """The entries of a catalog's `decks` that are valid on their own (the others'
-    errors are reported by the catalog's validation)."""
+    """The entries of a catalog's `decks`, for checking their files: an entry with a
+    field in error (reported by the catalog's validation) is taken without that field,
+    so its file's rows and its other rules are still checked."""
     decks = raw.get("decks")
     specs: dict[str, DeckSpec] = {}
     for name, entry in (decks if isinstance(decks, Mapping) else {}).items():
         try:
             specs[str(name)] = DeckSpec.model_validate(entry)
-        except ValidationError:
-            continue
+        except ValidationError as exc:
+            if not isinstance(entry, Mapping):
+                continue
+            wrong = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            kept = {k: v for k, v in entry.items() if k not in wrong}
+            if "currency" in wrong:  # reported already; "no currency" to check the rest by
+                kept["currency"] = "XXX"
+            try:
+                specs[str(name)] = DeckSpec.model_validate(kept)
+            except ValidationError:  # no file to check
+                continue
     return specs
 
 

@@ -368,6 +368,53 @@ plans:
     ]
 
 
+def test_checks_across_entries_run_beside_the_errors_of_other_entries() -> None:
+    # The metric's unknown unit does not hide the checks across the valid entries: two
+    # charges billing the same calls, a discount on no charge, a deck in another
+    # currency. The deck's own unknown key does not hide its file's duplicate prefix.
+    # Plan q bundles an add-on in error, so nothing is said of q beyond that error.
+    text = """
+version: t
+metrics:
+  voice: {name: Voice, unit: s, aggregation: sum}
+  bad: {name: Bad, unit: parsec}
+decks:
+  eur: {file: eur.csv, currency: EUR, colour: blue}
+add_ons:
+  broken: {name: Broken, charges: [{id: x, name: X, model: flat, amount: "-1"}]}
+plans:
+  p:
+    name: P
+    currency: USD
+    discounts: [{id: d, name: D, kind: percentage, value: "10", applies_to: nothing}]
+    charges:
+      - {id: a, name: A, model: per_unit, metric: voice, unit_price: "0.1"}
+      - {id: b, name: B, model: per_unit, metric: voice, unit_price: "0.2"}
+      - {id: c, name: C, model: call_deck, metric: voice, deck: eur}
+  q:
+    name: Q
+    currency: USD
+    add_ons: [broken]
+    discounts: [{id: d, name: D, kind: percentage, value: "10", applies_to: broken.x}]
+    charges:
+      - {id: a, name: A, model: per_unit, metric: voice, unit_price: "0.1"}
+      - {id: b, name: B, model: per_unit, metric: voice, unit_price: "0.2"}
+"""
+    deck = "prefix,destination,rate_per_minute\n44,UK,0.01\n44,UK,0.02\n"
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text, deck_texts={"eur.csv": deck})
+    paths = [issue.path for issue in raised.value.issues]
+    messages = [str(issue) for issue in raised.value.issues]
+    assert any(m.startswith("metrics.bad.unit: unknown unit 'parsec'") for m in messages)
+    assert "decks.eur.colour" in paths
+    assert any(m.startswith("add_ons.broken.charges[0]") for m in messages)
+    assert any(m.startswith("decks.eur: eur row 3: duplicate prefix 44") for m in messages)
+    assert sum(m.startswith("plans.p.charges: charges 'a' and ") for m in messages) == 2
+    assert "plans.p.discounts[0].applies_to" in paths
+    assert "plans.p.charges[2].deck: deck 'eur' is in EUR, the plan in USD" in messages
+    assert not [p for p in paths if p.startswith("plans.q")]
+
+
 def test_integer_money_is_accepted() -> None:
     # an integer is exact in YAML; only floats are rejected
     catalog = parse_catalog(
