@@ -953,6 +953,7 @@ class _Rater:
                 details=details,
             )
             billed["next_period"] = line.role == "advance"
+            billed["service"] = (line.first_day, line.end_day)
 
     def usage_line(
         self,
@@ -1147,8 +1148,6 @@ class _Rater:
         ]
         for source, discount in found:
             covered = discount.covered_days(self.period.start, self.period.end)
-            if covered == 0:
-                continue
             share = MONEY_CONTEXT.divide(Decimal(covered), Decimal(self.period.days))
             # A plan's discount reaches only that plan's lines; an account's, every line.
             lines = [
@@ -1170,13 +1169,29 @@ class _Rater:
             base = sum((line["amount"] for line in targets), Decimal(0))
             if base <= 0:
                 continue
-            if discount.kind == "percentage":
-                full = MONEY_CONTEXT.multiply(base, discount.value / Decimal(100))
+            # A line billed for other days than the period's (a fee in advance, a credit
+            # for unused days) is discounted by the days of its own service in the window.
+            serviced = [line for line in targets if line.get("service")]
+            if discount.kind == "percentage" and serviced:
+                weighted = sum(
+                    (
+                        MONEY_CONTEXT.multiply(line["amount"], self._in_window(discount, line))
+                        for line in targets
+                    ),
+                    Decimal(0),
+                )
+                full = MONEY_CONTEXT.multiply(weighted, discount.value / Decimal(100))
+                share = MONEY_CONTEXT.divide(weighted, base)
+                covered = self.period.days if share == 1 else -1  # -1: per line, said below
+            elif discount.kind == "percentage":
+                full = MONEY_CONTEXT.multiply(
+                    MONEY_CONTEXT.multiply(base, discount.value / Decimal(100)), share
+                )
             else:
-                full = min(discount.value, base)
+                full = MONEY_CONTEXT.multiply(min(discount.value, base), share)
             # Stacked discounts never take the invoice below zero.
             remaining = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
-            precise = min(MONEY_CONTEXT.multiply(full, share), max(remaining, Decimal(0)))
+            precise = min(full, max(remaining, Decimal(0)))
             if precise <= 0:
                 continue
             label = (
@@ -1198,10 +1213,19 @@ class _Rater:
                 + (
                     ""
                     if covered == self.period.days
+                    else ", on the days of each line's service it is valid"
+                    if covered < 0
                     else f", valid {covered} of {self.period.days} days"
                 ),
                 details=[ChargeDetail(f"{label} of {plain(base)}", share, precise.copy_negate())],
             )
+
+    def _in_window(self, discount: Discount, line: Mapping[str, Any]) -> Decimal:
+        """The share of a line's service days a discount is valid on (the period's, for a
+        line with no service of its own)."""
+        first, end = line.get("service") or (self.period.start, self.period.end)
+        days = (end - first).days
+        return MONEY_CONTEXT.divide(Decimal(discount.covered_days(first, end)), Decimal(days))
 
     def tax(self, invoice: _Invoice) -> None:
         if not self.catalog.taxes:
@@ -2064,7 +2088,7 @@ def rate(
             rater.lifecycle(sub, histories[sub["subscription_id"]], proration)
 
     plan_discounts: dict[tuple[str, str], list[tuple[str, Discount]]] = {}
-    for sub in subs.iter_rows(named=True):
+    for sub in pl.concat([subs.select(outside.columns), outside]).iter_rows(named=True):
         sub_plan = catalog.plans.get(sub["plan_id"])
         if sub_plan is not None and sub_plan.discounts:
             listed = plan_discounts.setdefault((sub["account_id"], sub_plan.currency), [])

@@ -865,6 +865,39 @@ def test_a_deck_add_on_is_billed_only_on_plans_in_its_decks_currency() -> None:
         parse_catalog(listed, deck_texts={"usd.csv": deck})
 
 
+def test_a_discount_reaches_the_fees_billed_for_its_own_days(catalog: Catalog) -> None:
+    # The Euro fee, 40.00 a month in advance; 50% off for October only. September's
+    # invoice bills October in advance: -20.00 there. October's bills November: no
+    # discount, though the invoice closes October.
+    window = {"valid_from": date(2026, 10, 1), "valid_to": date(2026, 11, 1)}
+    half = [terms(discounts=[discount("percentage", "50", **window)])]
+    history = {"S": started("euro")}
+    for label, discounted in (("2026-09", -2000), ("2026-10", None)):
+        result = run(
+            catalog,
+            [sub("euro")],
+            terms=half,
+            histories=history,
+            period=BillingPeriod.parse(label),
+        )
+        found = [v for k, v in minor(result).items() if ":discount:" in k]
+        assert found == ([] if discounted is None else [discounted]), label
+
+
+def test_a_plans_discount_reaches_the_first_fee_billed_in_advance(catalog: Catalog) -> None:
+    # Promo: 100.00 a month, 50% off for good. A history starting November 1 is billed
+    # November in advance on October's invoice: 100.00 - 50.00.
+    result = run(
+        catalog,
+        [sub("promo", start=date(2026, 11, 1))],
+        histories={"S": started("promo", "2026-11-01")},
+    )
+    assert sorted(result.lines.select("charge_kind", "amount_minor").rows()) == [
+        ("discount", -5000),
+        ("recurring", 10000),
+    ]
+
+
 # --- the whole invoice -----------------------------------------------------------------
 
 
