@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -495,6 +496,7 @@ def quote(
     from pricing_rules.periods import BillingPeriod
     from pricing_rules.quote import (
         QuoteError,
+        from_history,
         inline_usage,
         parse_quantity,
         quote_document,
@@ -523,7 +525,8 @@ def quote(
             given = _given(account=account, plan=plan, start=start, end=end, seats=seats)
             if given:
                 raise QuoteError(f"--history replaces {given} (its changes say them)")
-            plan_id = next(c.plan for c in changes.changes if c.plan)
+            # the plan in force at the period's end, as the quote rates usage on it
+            plan_id = from_history(changes, catalog, billing_period)[0]
             start_date = changes.start
         if account:
             given = _given(
@@ -573,6 +576,26 @@ def quote(
         named = raw["account_id"].drop_nulls().unique().to_list() if "account_id" in raw else []
         zones = {str(account_id): zone for account_id in named}
         checked = validate_usage(raw, catalog.metric_units(), billing_period, zones)
+        if usage and checked.quarantine.height:
+            raise QuoteError(
+                "; ".join(
+                    f"-u {text}: {detail}"
+                    for text, detail in zip(
+                        usage, _inline_rejections(checked.quarantine, len(usage)), strict=True
+                    )
+                    if detail
+                )
+            )
+        if usage_file is not None and not account and len(named) > 1:
+            ignored.append(
+                f"the file has events of {len(named)} accounts, all priced here as one "
+                "subscription; give --account to quote one of them"
+            )
+        if checked.duplicates.height:
+            ignored.append(
+                f"{checked.duplicates.height} event(s) repeat an event id already read and "
+                "were left out as duplicates"
+            )
         result = price_quote(
             checked.valid,
             catalog,
@@ -644,13 +667,31 @@ def quote(
             f"[yellow]not priced[/]: {item['events']} {escape(str(item['metric']))} event(s): "
             f"{escape(str(item['reason']))}"
         )
-    for item in document["quarantined"]:
+    rejected = document["quarantined"]
+    for item in rejected[:_SHOWN_REJECTIONS]:
         console.print(
             f"[yellow]rejected[/]: {escape(str(item['event_id']))}: "
             f"{escape(str(item['reason_detail']))}"
         )
+    if len(rejected) > _SHOWN_REJECTIONS:
+        reasons = Counter(str(item["reason"]) for item in rejected)
+        console.print(
+            f"[yellow]rejected[/]: {len(rejected):,} events in all ("
+            + ", ".join(f"{count:,} {escape(reason)}" for reason, count in reasons.most_common())
+            + "); --json lists every one"
+        )
     for notice in document["notices"]:
         console.print(f"[yellow]notice[/]: {escape(str(notice['message']))}")
+
+
+_SHOWN_REJECTIONS = 10
+
+
+def _inline_rejections(quarantine: Any, count: int) -> list[str | None]:
+    """Why each of `count` inline quantities (event ids `quote-0`, `quote-1`... as
+    `pricing_rules.quote.inline_usage` names them) was rejected, or None."""
+    reasons = dict(zip(quarantine["event_id"], quarantine["reason_detail"], strict=True))
+    return [reasons.get(f"quote-{index}") for index in range(count)]
 
 
 def _day(option: str, text: str | None) -> Any:

@@ -203,6 +203,17 @@ class Catalog(BaseModel):
     content_hash: str = ""
     _rate_decks: dict[str, Any] = PrivateAttr(default_factory=dict)
 
+    @field_validator("taxes")
+    @classmethod
+    def _jurisdictions(cls, taxes: dict[str, TaxRate]) -> dict[str, TaxRate]:
+        lower = [key for key in taxes if key != key.upper()]
+        if lower:
+            raise ValueError(
+                f"write jurisdictions in capitals, as country codes are: "
+                f"{', '.join(f'{key!r} as {key.upper()!r}' for key in lower)}"
+            )
+        return taxes
+
     def rate_deck(self, name: str) -> Any:
         """The parsed `RateDeck` of a deck spec (loaded with the catalog)."""
         if name not in self._rate_decks:

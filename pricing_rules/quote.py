@@ -144,7 +144,7 @@ def quote(
     """
     time_zone(timezone)
     if history is not None:
-        plan_id, start, end, seats = _from_history(history, catalog, period)
+        plan_id, start, end, seats = from_history(history, catalog, period)
     if plan_id not in catalog.plans:
         raise QuoteError(
             f"plan {plan_id!r} is not in the catalog (known: {', '.join(sorted(catalog.plans))})"
@@ -197,7 +197,7 @@ def quote(
     )
 
 
-def _from_history(
+def from_history(
     history: History, catalog: Catalog, period: BillingPeriod
 ) -> tuple[str, date, date | None, int]:
     """(plan, start, end, seats) of the subscription row a history quote rates usage on:

@@ -1235,14 +1235,20 @@ class _Rater:
             return
         account = self.accounts.get(invoice.account_id, {})
         jurisdiction = (terms.tax_jurisdiction if terms else None) or account.get("country")
-        rate = self.catalog.taxes.get(str(jurisdiction)) if jurisdiction else None
+        jurisdiction = str(jurisdiction).upper() if jurisdiction else None  # as taxes are keyed
+        rate = self.catalog.taxes.get(jurisdiction) if jurisdiction else None
         if rate is None:
             self.notices.append(
                 {
                     "account_id": invoice.account_id,
                     "kind": "missing_tax_rate",
-                    "message": f"no tax rate for jurisdiction {jurisdiction!r}; the invoice has "
-                    "no tax line",
+                    "message": (
+                        f"no tax rate for jurisdiction {jurisdiction!r}"
+                        if jurisdiction
+                        else "no tax jurisdiction: the account has no country and its terms "
+                        "no tax_jurisdiction"
+                    )
+                    + "; the invoice has no tax line",
                 }
             )
             return

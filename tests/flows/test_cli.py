@@ -243,6 +243,50 @@ def test_quote_inputs_that_would_change_nothing_are_refused_or_reported(env: Pat
     assert both.exit_code == 2
     assert "give usage as --usage-file or as --usage, not both" in both.output
 
+    # Without --account, the two accounts' calls are priced as one, and a repeated event
+    # id is left out: each is said. 2 x 0.36 = 0.72
+    calls.write_text(calls.read_text() + "c1,ACC-T,voice,600,s,2026-10-05T01:00:00Z,+336,out\n")
+    merged = runner.invoke(app, [*quote, "--plan", "ucaas-business-usd"])
+    assert _voice_line(merged)["amount"] == "0.72"
+    notices = [n["message"] for n in json.loads(merged.output)["notices"]]
+    assert (
+        "the file has events of 2 accounts, all priced here as one subscription; give "
+        "--account to quote one of them"
+    ) in notices
+    assert "1 event(s) repeat an event id already read and were left out as duplicates" in (notices)
+
+    # An inline quantity that cannot be priced is an error, not a quote without it
+    typo = runner.invoke(
+        app, ["quote", "--period", "2026-10", "--plan", "ucaas-business-usd", "-u", "sms=5GB"]
+    )
+    assert typo.exit_code == 2
+    assert "-u sms=5GB: unit 'GB' does not convert" in typo.output
+
+
+def test_a_quote_of_many_rejected_events_lists_ten_and_counts_the_rest(env: Path) -> None:
+    rows = "".join(
+        f"e{i},ACC-T,sms,1,message,2026-09-{10 + i % 10}T00:00:00Z,,\n" for i in range(25)
+    )
+    usage = env / "september.csv"
+    usage.write_text(
+        "event_id,account_id,metric,quantity,unit,timestamp,destination,direction\n" + rows
+    )
+    result = runner.invoke(
+        app,
+        [
+            "quote",
+            "--period",
+            "2026-10",
+            "--plan",
+            "ucaas-business-usd",
+            "--usage-file",
+            str(usage),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("rejected: e") == 10
+    assert "rejected: 25 events in all (25 outside_period); --json lists every one" in result.output
+
 
 def test_quote_of_an_account_reads_any_file_and_rejects_events_with_no_account(
     env: Path,
@@ -458,3 +502,24 @@ def test_a_history_reaching_into_invoiced_months_names_the_re_ratings(env: Path)
     )
     later = runner.invoke(app, ["import", "--histories-file", str(histories)])
     assert later.exit_code == 0 and "reaches into" not in later.output
+
+
+def test_a_history_quote_names_the_plan_in_force_at_the_periods_end(env: Path) -> None:
+    catalog = env / "catalog.yaml"
+    catalog.write_text(
+        "version: t\nmetrics: {}\nplans:\n"
+        "  basic: {name: Basic, currency: USD, charges: [{id: fee, name: Fee, model: flat,"
+        " amount: '10'}]}\n"
+        "  plus: {name: Plus, currency: USD, charges: [{id: fee, name: Fee, model: flat,"
+        " amount: '20'}]}\n"
+    )
+    history = env / "history.yaml"
+    history.write_text(
+        "changes:\n  - {action: start, day: 2026-09-01, plan: basic}\n"
+        "  - {action: change_plan, day: 2026-10-16, plan: plus}\n"
+    )
+    args = ["quote", "--period", "2026-10", "--history", str(history), "--catalog", str(catalog)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["plan"] == "plus"
+    assert "Quote: plan plus, 2026-10" in runner.invoke(app, args).output

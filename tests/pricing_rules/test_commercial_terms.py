@@ -531,12 +531,23 @@ def test_tax_jurisdiction_from_the_terms(catalog: Catalog) -> None:
     assert not [k for k in minor(result) if k.endswith(":tax:GB")]
 
 
+def test_a_country_in_small_letters_finds_its_tax_rate(catalog: Catalog) -> None:
+    # 170.00 x 20% GB VAT = 34.00
+    result = run(catalog, [sub()], BIZ_USAGE, countries={"A": "gb"})
+    assert by_id(result, "A:USD:tax:GB")["amount_minor"] == 3400
+    with pytest.raises(CatalogError, match="write jurisdictions in capitals"):
+        parse_catalog(CATALOG.replace("  GB: {name: VAT", "  gb: {name: VAT"))
+
+
 def test_tax_jurisdiction_from_the_terms_without_accounts(catalog: Catalog) -> None:
     result = run(catalog, [sub()], BIZ_USAGE, terms=[terms(tax_jurisdiction="GB")])
     assert by_id(result, "A:USD:tax:GB")["amount_minor"] == 3400  # 170.00 x 20% = 34.00
 
 
-@pytest.mark.parametrize(("country", "named"), [("FR", "'FR'"), (None, "None")])
+@pytest.mark.parametrize(
+    ("country", "named"),
+    [("FR", "no tax rate for jurisdiction 'FR'"), (None, "no tax jurisdiction: the account")],
+)
 def test_missing_tax_rate_is_a_notice_not_a_zero_line(
     catalog: Catalog, country: str | None, named: str
 ) -> None:
