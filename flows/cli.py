@@ -246,6 +246,7 @@ def _import(
             for item in terms:
                 db.set_account_terms(item.account_id, item.model_dump_json())
             console.print(f"Imported terms for {len(terms)} accounts")
+            _warn_terms(settings, terms)
         if histories_file:
             before = db.subscriptions()
             count = db.upsert_subscriptions(read_histories(histories_file))
@@ -254,6 +255,21 @@ def _import(
     except (DirectoryError, KeyError) as exc:
         fail(exc)
         raise typer.Exit(2) from exc
+
+
+def _warn_terms(settings: Any, terms: list[Any]) -> None:
+    """Say what in the imported terms the configured catalog cannot apply (they are
+    stored all the same: the catalog may change before they are used)."""
+    from pricing_rules.catalog import CatalogError, load_catalog, terms_issues
+
+    try:
+        catalog = load_catalog(settings.catalog_path)
+    except (CatalogError, OSError) as exc:
+        fail(f"warning: the terms were not checked against the catalog: {exc}")
+        return
+    for item in terms:
+        for issue in terms_issues(catalog, item):
+            errors.print(f"[yellow]warning[/]: {escape(item.account_id)}: {escape(issue)}")
 
 
 @app.command("import")

@@ -25,7 +25,7 @@ from pydantic import (
 from pricing_rules import yamltext
 from pricing_rules.charges import CHARGE_MODELS, Charge, ChargeBase, model_name
 from pricing_rules.money import RoundingMode, is_currency
-from pricing_rules.terms import Discount, TaxRate
+from pricing_rules.terms import AccountTerms, Discount, TaxRate
 from pricing_rules.units import UNITS, conversion_factor, is_unit
 
 
@@ -471,6 +471,51 @@ def parse_catalog(
     if issues or catalog is None:
         raise CatalogError(source, issues)
     return catalog
+
+
+def why(exc: ValueError) -> str:
+    """A validation error in a line: each field and what is wrong with it."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'charge'}: {error['msg']}"
+            for error in exc.errors()
+        )
+    return str(exc)
+
+
+def terms_issues(catalog: Catalog, terms: AccountTerms) -> list[str]:
+    """What in an account's terms the catalog cannot apply: a price override of a plan or
+    charge it lacks, or with fields its charge does not take, and a discount on a charge
+    no plan or add-on has. (Rating says the same as notices, invoice by invoice.)"""
+    issues = []
+    for index, override in enumerate(terms.overrides):
+        where = f"overrides[{index}] ({override.plan_id}/{override.charge_id})"
+        if override.plan_id not in catalog.plans:
+            issues.append(f"{where}: plan {override.plan_id!r} is not in the catalog")
+            continue
+        charges = dict(catalog.plan_charges(override.plan_id, list(catalog.add_ons)))
+        charge = charges.get(override.charge_id)
+        if charge is None:
+            issues.append(
+                f"{where}: the plan has no charge {override.charge_id!r} (its charges: "
+                f"{', '.join(sorted(charges))})"
+            )
+            continue
+        try:
+            type(charge).model_validate({**charge.model_dump(), **override.changes()})
+        except ValueError as exc:
+            issues.append(f"{where}: does not fit a {model_name(type(charge))} charge ({why(exc)})")
+    keys = {key for plan_id in catalog.plans for key, _ in catalog.plan_charges(plan_id)}
+    keys |= {
+        f"{name}.{c.id}" for name, add_on in catalog.add_ons.items() for c in add_on.charge_list
+    }
+    for index, discount in enumerate(terms.discounts):
+        if discount.applies_to != "invoice" and discount.applies_to not in keys:
+            issues.append(
+                f"discounts[{index}] ({discount.id}): no plan or add-on has a charge "
+                f"{discount.applies_to!r}"
+            )
+    return issues
 
 
 def filters_overlap(a: Mapping[str, str], b: Mapping[str, str]) -> bool:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
+from pydantic import ValidationError
 
 from pricing_rules.aggregate_rating import (
     fixed_frame_ready,
@@ -34,7 +35,7 @@ from pricing_rules.aggregate_rating import (
     price_fixed_lines,
     price_usage_lines,
 )
-from pricing_rules.catalog import Catalog, Metric, Plan
+from pricing_rules.catalog import Catalog, Metric, Plan, why
 from pricing_rules.charges import (
     CallDeckCharge,
     ChargeBase,
@@ -659,8 +660,8 @@ def _price_pieces(
                         "account_id": terms.account_id if terms else "",
                         "kind": "override_invalid",
                         "message": f"price override of {plan_id}/{key} does not fit a "
-                        f"{model_name(type(charge))} charge ({exc.__class__.__name__}); the "
-                        "list price was used",
+                        f"{model_name(type(charge))} charge ({why(exc)}); the list price "
+                        "was used",
                     }
                 )
         pieces.append((priced, first, end, overridden))
@@ -738,8 +739,8 @@ def _override(
                         "account_id": terms.account_id,
                         "kind": "override_invalid",
                         "message": f"price override of {plan_id}/{key} does not fit a "
-                        f"{model_name(type(charge))} charge ({exc.__class__.__name__}: "
-                        f"{str(exc).splitlines()[0]}); the list price was used",
+                        f"{model_name(type(charge))} charge ({why(exc)}); the list price "
+                        "was used",
                     }
                 )
                 return charge, False
@@ -2138,7 +2139,6 @@ def rate(
 
 def _stored_histories(subscriptions: pl.DataFrame) -> dict[str, History]:
     """Histories kept on subscription rows (`history` JSON); a bad one stops the rating."""
-    from pydantic import ValidationError
 
     from pricing_rules.lifecycle import History
 

@@ -523,3 +523,36 @@ def test_a_history_quote_names_the_plan_in_force_at_the_periods_end(env: Path) -
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["plan"] == "plus"
     assert "Quote: plan plus, 2026-10" in runner.invoke(app, args).output
+
+
+def test_importing_terms_the_catalog_cannot_apply_warns(env: Path) -> None:
+    terms = env / "terms.yaml"
+    terms.write_text(
+        "- account_id: ACC-1\n"
+        "  overrides:\n"
+        "    - {plan_id: nope, charge_id: platform, amount: '1'}\n"
+        "    - {plan_id: ucaas-business-usd, charge_id: platfrom, amount: '1'}\n"
+        "    - {plan_id: ucaas-business-usd, charge_id: platform, unit_price: '1'}\n"
+        "  discounts:\n"
+        "    - {id: d, name: D, kind: percentage, value: '5', applies_to: smss}\n"
+    )
+    assert _import_one(env, "ACC-1,Acme,USD,US", "S-1", "ucaas-business-usd").exit_code == 0
+    result = runner.invoke(app, ["import", "--terms-file", str(terms)])
+    assert result.exit_code == 0, result.output
+    assert "Imported terms for 1 accounts" in result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning")]
+    assert warnings[0] == (
+        "warning: ACC-1: overrides[0] (nope/platform): plan 'nope' is not in the catalog"
+    )
+    assert warnings[1].startswith(
+        "warning: ACC-1: overrides[1] (ucaas-business-usd/platfrom): the plan has no charge "
+        "'platfrom' (its charges: "
+    )
+    assert warnings[2] == (
+        "warning: ACC-1: overrides[2] (ucaas-business-usd/platform): does not fit a flat "
+        "charge (unit_price: Extra inputs are not permitted)"
+    )
+    assert warnings[3] == (
+        "warning: ACC-1: discounts[0] (d): no plan or add-on has a charge 'smss'"
+    )
+    assert len(warnings) == 4

@@ -1079,8 +1079,11 @@ def test_an_override_with_a_typo_or_a_wrong_field_leaves_the_list_price_and_says
     ] == ["override_unmatched"]
     # `amount` belongs to flat charges; the per-unit sms charge cannot take it.
     wrong = run(catalog, [sub()], usage, terms=[terms(overrides=[override("sms", amount="1")])])
-    kinds = [n["kind"] for n in wrong.notices.rows(named=True)]
-    assert "override_invalid" in kinds
+    (message,) = wrong.notices.filter(pl.col("kind") == "override_invalid")["message"]
+    assert message == (
+        "price override of biz/sms does not fit a per_unit charge (amount: Extra inputs are "
+        "not permitted); the list price was used"
+    )
     assert minor(wrong)["S:sms"] == minor(run(catalog, [sub()], usage))["S:sms"]
 
 
