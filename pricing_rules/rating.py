@@ -779,6 +779,7 @@ class _Rater:
         self.billed_before: dict[str, Decimal] = {}
         # days of the period a subscription with a history was active (no trial, no pause)
         self.billable: dict[str, int] = {}
+        self._currencies: tuple[int, dict[str, list[str]]] = (0, {})
         self._charges: dict[tuple[str, str | None], list[tuple[str, ChargeBase]]] = {}
 
     def charges(self, sub: Mapping[str, Any]) -> list[tuple[str, ChargeBase]]:
@@ -790,7 +791,13 @@ class _Rater:
         return self._charges[combination]
 
     def currencies(self, account_id: str) -> list[str]:
-        return sorted(currency for account, currency in self.invoices if account == account_id)
+        """The currencies the account has invoices in (indexed once all are open)."""
+        if self._currencies[0] != len(self.invoices):
+            index: dict[str, list[str]] = {}
+            for account, currency in sorted(self.invoices):
+                index.setdefault(account, []).append(currency)
+            self._currencies = (len(self.invoices), index)
+        return self._currencies[1].get(account_id, [])
 
     def home_currency(self, account_id: str) -> str | None:
         """The account's own currency, or the one currency it is invoiced in."""
@@ -1132,17 +1139,19 @@ class _Rater:
 
     def discounts(self, invoice: _Invoice, plan_discounts: list[tuple[str, Discount]]) -> None:
         terms = self.terms.get(invoice.account_id)
-        home = self.home_currency(invoice.account_id)
-        if terms and home is None:
-            for discount in terms.discounts:
-                if discount.kind == "fixed" and discount.currency is None:
-                    self._once(
-                        invoice.account_id,
-                        "discount_without_currency",
-                        f"fixed discount {discount.id!r} names no currency and the account "
-                        f"has invoices in {', '.join(self.currencies(invoice.account_id))}: it "
-                        "was not applied; give it a currency",
-                    )
+        loose = (
+            [d for d in terms.discounts if d.kind == "fixed" and not d.currency] if terms else []
+        )
+        home = self.home_currency(invoice.account_id) if loose else None
+        if loose and home is None:
+            for discount in loose:
+                self._once(
+                    invoice.account_id,
+                    "discount_without_currency",
+                    f"fixed discount {discount.id!r} names no currency and the account "
+                    f"has invoices in {', '.join(self.currencies(invoice.account_id))}: it "
+                    "was not applied; give it a currency",
+                )
         found = plan_discounts + [
             ("account", d)
             for d in (terms.effective_discounts(invoice.currency, home) if terms else [])
