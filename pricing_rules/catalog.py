@@ -229,7 +229,7 @@ class Catalog(BaseModel):
         """
         plan = self.plans[plan_id]
         charges = [(c.id, c) for c in plan.charge_list]
-        for add_on in [*plan.add_ons, *(a for a in extra_add_ons if a not in plan.add_ons)]:
+        for add_on in dict.fromkeys([*plan.add_ons, *extra_add_ons]):
             charges.extend((f"{add_on}.{c.id}", c) for c in self.add_ons[add_on].charge_list)
         return charges
 
@@ -314,7 +314,15 @@ def _reference_issues(raw: Mapping[str, Any]) -> list[CatalogIssue]:
         if not isinstance(body, Mapping):
             continue
         if owner.startswith("plans."):
-            for index, add_on in enumerate(body.get("add_ons") or []):
+            named = body.get("add_ons")
+            listed: list[Any] = named if isinstance(named, list) else []
+            for index, add_on in enumerate(listed):
+                if isinstance(add_on, str) and add_on in listed[:index]:
+                    issues.append(
+                        CatalogIssue(
+                            f"{owner}.add_ons[{index}]", f"add-on {add_on!r} is listed twice"
+                        )
+                    )
                 if add_on not in add_ons:
                     issues.append(
                         CatalogIssue(

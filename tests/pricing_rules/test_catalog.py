@@ -496,3 +496,26 @@ plans:
     # all-calls overlaps both; outbound and inbound never match the same event
     assert len(messages) == 2
     assert all("'all-calls'" in m for m in messages)
+
+
+def test_an_add_on_bundled_twice_is_reported_as_such() -> None:
+    text = """
+version: t
+metrics:
+  rec: {name: Recording, unit: GB, aggregation: max}
+add_ons:
+  recording:
+    name: Recording
+    charges: [{id: st, name: Storage, model: per_unit, metric: rec, unit_price: "0.1"}]
+plans:
+  p:
+    name: P
+    currency: USD
+    add_ons: [recording, recording]
+    charges: [{id: fee, name: Fee, model: flat, amount: "1"}]
+"""
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text)
+    assert [str(issue) for issue in raised.value.issues] == [
+        "plans.p.add_ons[1]: add-on 'recording' is listed twice"
+    ]
