@@ -349,10 +349,13 @@ def price_usage_lines(
     metric_unit: str,
     currency: str,
     rounding: RoundingMode,
+    period_days: int | None = None,
 ) -> pl.DataFrame:
     """Price a usage charge for every row of `quantities` (`quantity`, Decimal with 12
     decimals, not negative, in the metric's unit; `seats`, Int64; for an allowance per
-    user, `allowance`: what it covers, in the price unit; other columns pass through).
+    user, `allowance`: what it covers, in the price unit; with `period_days`,
+    `served_days`: the days the subscription was billed for, which prorate the charge's
+    minimum; other columns pass through).
     Adds `unit`, `unit_price`, `precise_amount` (text, as `plain` writes it), `precise`
     (Decimal), `amount` (rounded once to the currency's minor unit in `rounding`),
     `amount_minor`, `description` and `details` (JSON).
@@ -395,7 +398,8 @@ def price_usage_lines(
         words.append(_text(_shown(used), f" {unit} included{per_user(charge, unit)}"))
     amount, unit_price, model_rows, model_words = _priced(charge, billable, unit)
     rows.extend(model_rows)
-    amount, limit_rows, limit_words = limited(charge, amount)
+    served = (pl.col("served_days"), period_days) if period_days is not None else None
+    amount, limit_rows, limit_words = limited(charge, amount, served)
     rows.extend(limit_rows)
     words.extend(limit_words)
     words.extend(model_words)
@@ -425,10 +429,15 @@ def per_user(charge: ChargeBase, unit: str) -> str:
     return f" ({show_quantity(free.units)} {unit} per user)"
 
 
-def limited(charge: ChargeBase, amount: pl.Expr) -> tuple[pl.Expr, list[pl.Expr], list[pl.Expr]]:
+def limited(
+    charge: ChargeBase, amount: pl.Expr, served: tuple[pl.Expr, int] | None = None
+) -> tuple[pl.Expr, list[pl.Expr], list[pl.Expr]]:
     """The charge's `minimum_amount` and `maximum_amount` applied to a Decimal amount:
     the amount they leave, at scale 18, the explanation rows that take it there and the
     words for them (each null where its limit does not bite), as `price_charge` does.
+    `served`: the days of the period each row's subscription was billed for (an Int64
+    expression) and the period's days: the minimum is prorated by them, as
+    `rating.prorated_minimum` does.
 
     # 3.20 of calls under a 5.00 minimum: topped up by 1.80
     >>> from pricing_rules.charges import CallDeckCharge
@@ -443,11 +452,29 @@ def limited(charge: ChargeBase, amount: pl.Expr) -> tuple[pl.Expr, list[pl.Expr]
     amount = amount.cast(pl.Decimal(38, _AMOUNT_SCALE))
     if charge.minimum_amount is not None:
         low = _lit(charge.minimum_amount)
+        part = pl.lit(None, pl.String)
+        if served is not None:
+            days, whole = served
+            low = (
+                pl.when(days < whole)
+                .then(
+                    low.cast(pl.Decimal(38, _AMOUNT_SCALE))
+                    * days.cast(pl.Decimal(38, 0))
+                    / pl.lit(Decimal(whole), pl.Decimal(38, 0))
+                )
+                .otherwise(low)
+                .cast(pl.Decimal(38, _AMOUNT_SCALE))
+            )
+            part = pl.when(days < whole).then(pl.format(" for {} of {} days", days, pl.lit(whole)))
         short = amount < low
         rows.append(pl.when(short).then(_row("minimum charge top-up", Decimal(1), low - amount)))
         words.append(
             pl.when(short).then(
-                _text("topped up by ", _shown(low - amount), " to the minimum charge")
+                pl.concat_str(
+                    _text("topped up by ", _shown(low - amount), " to the minimum charge"),
+                    part,
+                    ignore_nulls=True,
+                )
             )
         )
         amount = pl.when(short).then(low).otherwise(amount).cast(pl.Decimal(38, _AMOUNT_SCALE))

@@ -91,10 +91,12 @@ def rate_event_charges(
     catalog: Catalog,
     accounts: Mapping[str, Mapping[str, Any]],
     by_day: Sequence[str],
+    period_days: int | None = None,
 ) -> tuple[list[tuple[str, pl.DataFrame]], pl.DataFrame]:
     """Price every call of every call-deck charge; see `pricing_rules.rating.rate`
-    (`by_day`: the accounts whose usage is attributed day by day). Returns the usage
-    lines (charge key, lines) and the calls not priced."""
+    (`by_day`: the accounts whose usage is attributed day by day; with `period_days`,
+    `subs` has each subscription's `served_days`, which prorate a charge's minimum).
+    Returns the usage lines (charge key, lines) and the calls not priced."""
     from pricing_rules.rating import UNRATED_SCHEMA, _add_ons
 
     lines: list[tuple[str, pl.DataFrame]] = []
@@ -118,7 +120,9 @@ def rate_event_charges(
             metric_unit = catalog.metrics[charge.metric].unit
             plan = catalog.plans[plan_id]
             if (plan_id, add_ons) not in with_usage:  # no calls to read: only the minimum
-                lines.append((key, _lines(_no_calls(deck), scoped, deck, key, charge, plan)))
+                lines.append(
+                    (key, _lines(_no_calls(deck), scoped, deck, key, charge, plan, period_days))
+                )
                 continue
             # Only a deck with time bands reads the caller's zone.
             zoned = deck.has_time_bands
@@ -149,7 +153,7 @@ def rate_event_charges(
                     .select(list(UNRATED_SCHEMA))
                     .cast(UNRATED_SCHEMA)
                 )
-            lines.append((key, _lines(summary, scoped, deck, key, charge, plan)))
+            lines.append((key, _lines(summary, scoped, deck, key, charge, plan, period_days)))
     return lines, pl.concat(unrated)
 
 
@@ -241,6 +245,7 @@ def _lines(
     key: str,
     charge: CallDeckCharge,
     plan: Plan,
+    period_days: int | None = None,
 ) -> pl.DataFrame:
     """One usage line per subscription from its explanation rows (`_explained`), built
     in Polars: a month has thousands of lines. The line's totals are the sums of its
@@ -296,7 +301,14 @@ def _lines(
         .with_columns(pl.col("row").list.join(","))
     )
     minutes = _minutes(pl.col("billed_seconds"))
-    subs = scoped.select(pl.col("_sub").cast(pl.Int64), "subscription_id", "account_id", "plan_id")
+    prorated = period_days is not None and "served_days" in scoped.columns
+    subs = scoped.select(
+        pl.col("_sub").cast(pl.Int64),
+        "subscription_id",
+        "account_id",
+        "plan_id",
+        *(["served_days"] if prorated else []),
+    )
     if charge.minimum_amount is None:
         per_sub = per_sub.join(subs.lazy(), on="_sub")
     else:
@@ -309,7 +321,8 @@ def _lines(
                 pl.col("billed_seconds", "events", "rows").fill_null(0),
             )
         )
-    amount, limit_rows, limit_words = limited(charge, pl.col("precise"))
+    served = (pl.col("served_days"), period_days) if prorated and period_days else None
+    amount, limit_rows, limit_words = limited(charge, pl.col("precise"), served)
     priced = per_sub.with_columns(
         minutes.alias("quantity"),
         pl.lit("min").alias("unit"),

@@ -408,11 +408,14 @@ def usage_fields(
     seats: int = 1,
     allowance: Decimal | None = None,
     held_per: str | None = None,
+    served: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """What pricing puts on a usage line: `quantity` and `unit` (the price unit),
     `unit_price`, `precise` (the unrounded amount), `description` and `details` (the
     explanation rows). `pricing_rules.aggregate_rating` gives the same for a frame. A
     time-weighted quantity is units held per `held_per` (seat-days: `held_per="day"`).
+    `served`: the days of the period the subscription was billed for, and the period's
+    days; the charge's minimum is prorated by them (`prorated_minimum`).
 
     # 1,500 units, 1,000 free, then 0.01 each: 500 x 0.01 = 5.00
     >>> from pricing_rules.charges import Allowance, PerUnitCharge
@@ -422,6 +425,11 @@ def usage_fields(
     >>> fields["precise"], fields["description"]
     (Decimal('5.00'), 'API: 1,500 event — 1,000 event included, 500 event at 0.01')
     """
+    minimum = charge.minimum_amount
+    if minimum is not None and served is not None and served[0] < served[1]:
+        charge = charge.model_copy(update={"minimum_amount": prorated_minimum(minimum, *served)})
+    else:
+        served = None
     _, unit, priced = price_quantity(charge, quantity, metric_unit, seats, allowance)
     unit = f"{unit}-{held_per}" if held_per else unit
     return {
@@ -429,7 +437,7 @@ def usage_fields(
         "unit": unit,
         "unit_price": priced.unit_price,
         "precise": priced.amount,
-        "description": _describe(charge, priced, unit),
+        "description": _describe(charge, priced, unit, served),
         "details": [d.as_json() for d in priced.details],
     }
 
@@ -479,7 +487,21 @@ def _quantity_of(value: Fraction) -> Decimal:
     )
 
 
-def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
+def prorated_minimum(minimum: Decimal, served: int, days: int) -> Decimal:
+    """A charge's minimum for a subscription billed `served` of the period's `days`, at
+    the 18 decimals of frame amounts (`aggregate_rating.limited` computes the same).
+
+    # 10.00 for 15 of 31 days: 4.838709677419354838709... -> 4.838709677419354839
+    >>> prorated_minimum(Decimal("10.00"), 15, 31)
+    Decimal('4.838709677419354839')
+    """
+    share = MONEY_CONTEXT.divide(MONEY_CONTEXT.multiply(minimum, Decimal(served)), Decimal(days))
+    return share.quantize(Decimal(1).scaleb(-18), context=MONEY_CONTEXT)
+
+
+def _describe(
+    charge: ChargeBase, priced: PricedCharge, unit: str, served: tuple[int, int] | None = None
+) -> str:
     """The line in plain words, e.g. `1,500 min: 1,000 min included, first 500 min at
     0.0040`. The explanation rows hold the exact figures."""
     model = model_name(type(charge))
@@ -491,7 +513,8 @@ def _describe(charge: ChargeBase, priced: PricedCharge, unit: str) -> str:
                 f"{show_quantity(detail.quantity)} {unit} included{per_user(charge, unit)}"
             )
         elif detail.label == "minimum charge top-up":
-            parts.append(f"topped up by {show_quantity(detail.amount)} to the minimum charge")
+            days = f" for {served[0]} of {served[1]} days" if served else ""
+            parts.append(f"topped up by {show_quantity(detail.amount)} to the minimum charge{days}")
         elif detail.label == "maximum charge cap":
             parts.append(f"capped at the maximum charge ({show_quantity(detail.amount)})")
     fee = ""
@@ -777,8 +800,6 @@ class _Rater:
         self.notices: list[dict[str, str]] = []
         # fixed fees of this period that the previous invoice billed in advance
         self.billed_before: dict[str, Decimal] = {}
-        # days of the period a subscription with a history was active (no trial, no pause)
-        self.billable: dict[str, int] = {}
         self._currencies: tuple[int, dict[str, list[str]]] = (0, {})
         self._charges: dict[tuple[str, str | None], list[tuple[str, ChargeBase]]] = {}
 
@@ -885,7 +906,6 @@ class _Rater:
         from pricing_rules.lifecycle import (
             Pricing,
             advance_lines,
-            billable_days,
             closing_lines,
             cycle_for,
             describe,
@@ -893,9 +913,6 @@ class _Rater:
 
         zone = str(self.accounts.get(sub["account_id"], {}).get("timezone") or "UTC")
         cycle = cycle_for(history, self.catalog, zone)
-        self.billable[sub["subscription_id"]] = billable_days(
-            history, self.catalog, cycle, self.period.start, self.period.end
-        )
         terms = self.terms.get(sub["account_id"])
 
         def pieces(
@@ -985,7 +1002,13 @@ class _Rater:
             _HELD_PER[metric.time_unit] if metric.aggregation == "time_weighted_sum" else None
         )
         fields = usage_fields(
-            charge, quantity, metric.unit, int(sub["quantity"]), allowance, held_per
+            charge,
+            quantity,
+            metric.unit,
+            int(sub["quantity"]),
+            allowance,
+            held_per,
+            (int(sub["served_days"]), self.period.days),
         )
         _line(
             self.invoice(sub["account_id"], plan),
@@ -1031,10 +1054,7 @@ class _Rater:
             return
         invoice = self.invoice(sub["account_id"], plan)
         rounding = invoice.rounding
-        # prorated like the fees: by the days the subscription was billed for
-        billable = self.billable.get(sub["subscription_id"])
-        if billable is None:
-            billable = self.period.active_days(sub["start_date"], sub["end_date"])
+        billable = int(sub["served_days"])  # prorated like the fees (`_served_days`)
         factor = proration_ratio(billable, self.period.days)
         committed = MONEY_CONTEXT.divide(
             MONEY_CONTEXT.multiply(plan.minimum_commitment, Decimal(billable)), self.period.days
@@ -1618,18 +1638,31 @@ def _frame_lines(
     totals: pl.DataFrame,
     subs: pl.DataFrame,
     own: set[tuple[str, str, str]],
+    period_days: int,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Price a charge's period totals (`subscription_id`, `quantity`, `events`) as one
-    frame; see `pricing_rules.aggregate_rating`. Returns the lines and the totals left to
+    frame; see `pricing_rules.aggregate_rating`. `subs` has each subscription's
+    `served_days` of the period's `period_days`. Returns the lines and the totals left to
     price one by one: an account with its own price for the charge (`_override` decides
     that price) or a negative quantity."""
     scoped = totals.join(
-        subs.select("subscription_id", "account_id", "plan_id", pl.col("quantity").alias("seats")),
+        subs.select(
+            "subscription_id",
+            "account_id",
+            "plan_id",
+            pl.col("quantity").alias("seats"),
+            "served_days",
+        ),
         on="subscription_id",
     )
     framed = _list_priced(scoped, own, plan_id, key).filter(pl.col("quantity") >= 0)
     priced = price_usage_lines(
-        charge, framed, metric_unit=metric_unit, currency=plan.currency, rounding=plan.rounding
+        charge,
+        framed,
+        metric_unit=metric_unit,
+        currency=plan.currency,
+        rounding=plan.rounding,
+        period_days=period_days,
     )
     lines = line_frame(
         priced, key=key, charge=charge, currency=plan.currency, rounding=plan.rounding
@@ -1710,6 +1743,31 @@ def _split_by_day(subs: pl.DataFrame, period: BillingPeriod) -> list[str]:
         pl.len(), _covers_period(period).all().alias("covers")
     )
     return counted.filter((pl.col("len") > 1) | ~pl.col("covers"))["account_id"].to_list()
+
+
+def _served_days(
+    subs: pl.DataFrame,
+    histories: Mapping[str, History],
+    catalog: Catalog,
+    period: BillingPeriod,
+    zones: Mapping[str, str],
+) -> list[int]:
+    """The days of the period each subscription is billed for: its row's, or its
+    history's active days (no trial, no pause; `lifecycle.billable_days`). They prorate
+    a plan's commitment and a charge's minimum."""
+    from pricing_rules.lifecycle import billable_days, cycle_for
+
+    served = []
+    for sub_id, account_id, start, end in subs.select(
+        "subscription_id", "account_id", "start_date", "end_date"
+    ).iter_rows():
+        history = histories.get(sub_id)
+        if history is None:
+            served.append(period.active_days(start, end))
+        else:
+            cycle = cycle_for(history, catalog, zones.get(account_id, "UTC"))
+            served.append(billable_days(history, catalog, cycle, period.start, period.end))
+    return served
 
 
 def _known_add_ons(
@@ -1940,6 +1998,9 @@ def rate(
     usage = with_local_day(usage, zones, *window)
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {}, contract_spend)
     subs = _known_add_ons(subs, catalog, rater.notices)
+    subs = subs.with_columns(
+        pl.Series("served_days", _served_days(subs, histories, catalog, period, zones), pl.Int64)
+    )
     rater.notices.extend(_versions_not_offered(subs, histories, catalog))
     by_day = _split_by_day(subs, period)
     partials = partial_usage(usage, catalog, by_day, spans=False).collect(engine="streaming")
@@ -2008,7 +2069,15 @@ def rate(
             )
             if metric.aggregation != "time_weighted_sum" and frame_ready(charge, metric.unit):
                 framed, totals = _frame_lines(
-                    catalog.plans[plan_id], plan_id, key, charge, metric.unit, totals, subs, own
+                    catalog.plans[plan_id],
+                    plan_id,
+                    key,
+                    charge,
+                    metric.unit,
+                    totals,
+                    subs,
+                    own,
+                    period.days,
                 )
                 frame_lines.add(framed)
             for sub_id, quantity, events in totals.select(
@@ -2021,7 +2090,9 @@ def rate(
                 )
 
     _fixed_frame_lines(frame_lines, subs, catalog, period, histories, own)
-    event_lines, event_unrated = _event_charges(usage, subs, known, catalog, account_info, by_day)
+    event_lines, event_unrated = _event_charges(
+        usage, subs, known, catalog, account_info, by_day, period.days
+    )
     for _, priced_calls in event_lines:
         frame_lines.add(priced_calls)
     not_priced = known.filter(~pl.col("_row").is_in(list(rated_rows)))
@@ -2291,12 +2362,13 @@ def _event_charges(
     catalog: Catalog,
     accounts: Mapping[str, Mapping[str, Any]],
     by_day: Sequence[str],
+    period_days: int,
 ) -> tuple[list[tuple[str, pl.DataFrame]], pl.DataFrame]:
     """Charges priced per event (calls from a rate deck): usage lines per charge key,
     and the events that could not be priced, with reasons."""
     from pricing_rules.event_rating import rate_event_charges
 
-    return rate_event_charges(usage, subs, known, catalog, accounts, by_day)
+    return rate_event_charges(usage, subs, known, catalog, accounts, by_day, period_days)
 
 
 def subscription_frame(rows: list[dict[str, object]]) -> pl.DataFrame:

@@ -95,15 +95,33 @@ def charges(draw: st.DrawFn) -> ChargeBase:
 
 
 def assert_same_as_one_by_one(
-    charge: ChargeBase, quantities: list[Decimal], seats: list[int], currency: str
+    charge: ChargeBase,
+    quantities: list[Decimal],
+    seats: list[int],
+    currency: str,
+    served: int | None = None,
 ) -> None:
+    """`served`: the days of a 31-day period the subscriptions were billed for."""
     frame = pl.DataFrame(
-        {"quantity": quantities, "seats": seats}, schema={"quantity": QUANTITY, "seats": pl.Int64}
+        {
+            "quantity": quantities,
+            "seats": seats,
+            "served_days": [31 if served is None else served] * len(seats),
+        },
+        schema={"quantity": QUANTITY, "seats": pl.Int64, "served_days": pl.Int64},
     )
     mode = RoundingMode.HALF_UP
-    priced = price_usage_lines(charge, frame, metric_unit="event", currency=currency, rounding=mode)
+    priced = price_usage_lines(
+        charge,
+        frame,
+        metric_unit="event",
+        currency=currency,
+        rounding=mode,
+        period_days=None if served is None else 31,
+    )
     for row in priced.iter_rows(named=True):
-        one = usage_fields(charge, row["quantity"], "event", row["seats"])
+        days = None if served is None else (served, 31)
+        one = usage_fields(charge, row["quantity"], "event", row["seats"], served=days)
         assert row["description"] == one["description"]
         assert row["details"] == json.dumps(one["details"], default=str)
         assert row["precise_amount"] == plain(one["precise"])
@@ -142,6 +160,19 @@ def test_a_frame_of_quantities_is_priced_as_each_quantity_alone(
 ) -> None:
     assert frame_ready(charge, "event")
     assert_same_as_one_by_one(charge, quantities, [seats] * len(quantities), currency)
+
+
+@EQUIVALENCE
+@given(
+    charge=charges().filter(lambda c: c.minimum_amount is not None),
+    quantities=st.lists(usage_quantities, min_size=1, max_size=4),
+    served=st.integers(0, 31),
+    currency=st.sampled_from(["USD", "JPY", "BHD"]),
+)
+def test_a_minimum_prorated_in_a_frame_is_as_prorated_alone(
+    charge: ChargeBase, quantities: list[Decimal], served: int, currency: str
+) -> None:
+    assert_same_as_one_by_one(charge, quantities, [1] * len(quantities), currency, served)
 
 
 @st.composite

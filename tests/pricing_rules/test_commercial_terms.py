@@ -228,6 +228,45 @@ def test_no_true_up_when_usage_meets_the_commitment_exactly(catalog: Catalog) ->
     assert "S:commitment" not in minor(result)
 
 
+@pytest.mark.parametrize("sms", [100, 0])
+@pytest.mark.parametrize("own_price", [False, True])
+def test_a_charge_minimum_is_prorated_by_the_days_billed(
+    catalog: Catalog, sms: int, own_price: bool
+) -> None:
+    # Yen plan: SMS at 1.1 (or the account's 1.0, priced line by line), minimum 500.
+    # From October 17: 15 of 31 days, minimum 500 x 15/31 = 241.935... SMS 100 x 1.1 =
+    # 110 (or 100, or none): topped up to 241.935... => 242 JPY.
+    overrides = [override("sms", plan_id="yen", unit_price="1.0")] if own_price else []
+    result = run(
+        catalog,
+        [sub("yen", start=date(2026, 10, 17))],
+        [("A", "sms", sms, at(20))] if sms else [],
+        terms=[terms(overrides=overrides)],
+    )
+    line = by_id(result, "S:sms")
+    assert line["amount_minor"] == 242
+    assert "to the minimum charge for 15 of 31 days" in str(line["description"])
+    top_up = [d for d in json.loads(line["details"]) if d["label"] == "minimum charge top-up"]
+    assert D(top_up[0]["amount"]) == D("241.935483870967741935") - (
+        D(sms) * (D("1.0") if own_price else D("1.1"))
+    )
+    # A whole month owes the whole minimum: 500
+    whole = run(catalog, [sub("yen")], terms=[terms(overrides=overrides)])
+    assert by_id(whole, "S:sms")["amount_minor"] == 500
+
+
+def test_a_charge_minimum_is_not_owed_for_trial_days(catalog: Catalog) -> None:
+    # A 60-day trial from September 10 covers October: no SMS minimum is owed.
+    trial = History.model_validate(
+        {
+            "subscription_id": "S",
+            "changes": [{"action": "start", "day": "2026-09-10", "plan": "yen", "trial_days": 60}],
+        }
+    )
+    result = run(catalog, [sub("yen", start=date(2026, 9, 10))], histories={"S": trial})
+    assert not [k for k, v in minor(result).items() if k == "S:sms" and v]
+
+
 def test_commitment_is_not_owed_for_trial_or_paused_days(catalog: Catalog) -> None:
     # A 30-day trial from September 10 ends on October 10: September owes nothing.
     # October: active on the 10th-19th and 25th-31st (paused 20th-24th) = 17 of 31 days;

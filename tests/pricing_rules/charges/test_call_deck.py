@@ -191,6 +191,26 @@ def test_a_minimum_is_owed_when_nobody_on_the_plan_made_a_call() -> None:
     ]
 
 
+def test_the_minimum_of_a_subscription_started_in_the_period_is_prorated() -> None:
+    # From October 17: 15 of 31 days, minimum 5.00 x 15/31 = 2.419354...; A made one
+    # 1-minute call (0.0100) and B none: both are topped up to it => 2.42 each
+    catalog = catalog_with(", minimum_amount: '5.00'")
+    subs = subscriptions("A", "B").with_columns(pl.lit(date(2026, 10, 17)).alias("start_date"))
+    later = calls("A", [60]).with_columns(
+        pl.lit(datetime(2026, 10, 20, 12, tzinfo=UTC)).alias("timestamp")
+    )
+    result = rate(later, subs, catalog, OCT)
+    lines = result.lines.sort("account_id")
+    assert lines.select("account_id", "amount", "events").rows() == [
+        ("A", Decimal("2.42"), 1),
+        ("B", Decimal("2.42"), 0),
+    ]
+    for line in lines.iter_rows(named=True):
+        assert "to the minimum charge for 15 of 31 days" in line["description"]
+        rows = json.loads(line["details"])
+        assert sum(Decimal(r["amount"]) for r in rows) == Decimal(line["precise_amount"])
+
+
 def test_without_a_minimum_an_account_with_no_calls_has_no_call_line() -> None:
     result = rate(calls("A", [60]), subscriptions("A", "B"), catalog_with(""), OCT)
     assert result.lines["account_id"].to_list() == ["A"]
