@@ -267,9 +267,8 @@ def _warn_terms(settings: Any, terms: list[Any]) -> None:
     except (CatalogError, OSError) as exc:
         fail(f"warning: the terms were not checked against the catalog: {exc}")
         return
-    for item in terms:
-        for issue in terms_issues(catalog, item):
-            errors.print(f"[yellow]warning[/]: {escape(item.account_id)}: {escape(issue)}")
+    for account_id, issue in terms_issues(catalog, terms):
+        errors.print(f"[yellow]warning[/]: {escape(account_id)}: {escape(issue)}")
 
 
 @app.command("import")

@@ -161,6 +161,11 @@ def read_terms(path: Path) -> list[AccountTerms]:
             for error in exc.errors():
                 where = ".".join(str(p) for p in error["loc"])
                 problems.append(f"[{index}].{where}: {error['msg']}")
+            continue
+        for number, credit in enumerate(terms[-1].credits):
+            why = credit.finer_than_currency()
+            if why:
+                problems.append(f"[{index}].credits.{number}: {why}")
     if problems:
         raise DirectoryError(f"{path}:\n  " + "\n  ".join(problems))
     return terms

@@ -147,6 +147,12 @@ class Plan(BaseModel):
         # A commitment is weighed per monthly run against the month's fees; a plan on its
         # own cycle bills fees for other spans, which the month's commitment would count
         # twice or not at all.
+        wrong = [d.id for d in self.discounts if d.currency and d.currency != self.currency]
+        if wrong:
+            raise ValueError(
+                f"discount(s) {', '.join(wrong)} name another currency than the plan's "
+                f"{self.currency}"
+            )
         if self.minimum_commitment is not None and self.own_cycle:
             raise ValueError(
                 "minimum_commitment is only for plans billed by calendar month (interval: "
@@ -472,7 +478,8 @@ def parse_catalog(
     else:
         # One load reports every error: the deck files are checked, and so are the
         # entries that are valid on their own against one another.
-        issues.extend(_parse_decks(_valid_deck_specs(raw), deck_texts, {}))
+        specs, loose_bands = _valid_deck_specs(raw)
+        issues.extend(_parse_decks(specs, deck_texts, {}, loose_bands))
         salvaged, dropped = _salvaged(raw)
         if salvaged is not None:
             issues.extend(i for i in _across(salvaged, dropped) if i not in issues)
@@ -491,38 +498,54 @@ def why(exc: ValueError) -> str:
     return str(exc)
 
 
-def terms_issues(catalog: Catalog, terms: AccountTerms) -> list[str]:
-    """What in an account's terms the catalog cannot apply: a price override of a plan or
-    charge it lacks, or with fields its charge does not take, and a discount on a charge
-    no plan or add-on has. (Rating says the same as notices, invoice by invoice.)"""
+def terms_issues(catalog: Catalog, terms: Sequence[AccountTerms]) -> list[tuple[str, str]]:
+    """What in accounts' terms the catalog cannot apply, as (account, problem): a price
+    override of a plan or charge it lacks, or with fields its charge does not take, and a
+    discount on a charge no plan or add-on has. (Rating says the same as notices,
+    invoice by invoice.)"""
     issues = []
-    for index, override in enumerate(terms.overrides):
-        where = f"overrides[{index}] ({override.plan_id}/{override.charge_id})"
-        if override.plan_id not in catalog.plans:
-            issues.append(f"{where}: plan {override.plan_id!r} is not in the catalog")
-            continue
-        charges = dict(catalog.plan_charges(override.plan_id, list(catalog.add_ons)))
-        charge = charges.get(override.charge_id)
-        if charge is None:
-            issues.append(
-                f"{where}: the plan has no charge {override.charge_id!r} (its charges: "
-                f"{', '.join(sorted(charges))})"
-            )
-            continue
-        try:
-            type(charge).model_validate({**charge.model_dump(), **override.changes()})
-        except ValueError as exc:
-            issues.append(f"{where}: does not fit a {model_name(type(charge))} charge ({why(exc)})")
-    keys = {key for plan_id in catalog.plans for key, _ in catalog.plan_charges(plan_id)}
-    keys |= {
-        f"{name}.{c.id}" for name, add_on in catalog.add_ons.items() for c in add_on.charge_list
-    }
-    for index, discount in enumerate(terms.discounts):
-        if discount.applies_to != "invoice" and discount.applies_to not in keys:
-            issues.append(
-                f"discounts[{index}] ({discount.id}): no plan or add-on has a charge "
-                f"{discount.applies_to!r}"
-            )
+    every = list(catalog.add_ons)
+    charges = {plan_id: dict(catalog.plan_charges(plan_id, every)) for plan_id in catalog.plans}
+    keys = {key for listed in charges.values() for key in listed}
+    for account in terms:
+        for index, override in enumerate(account.overrides):
+            where = f"overrides[{index}] ({override.plan_id}/{override.charge_id})"
+            if override.plan_id not in catalog.plans:
+                issues.append(
+                    (
+                        account.account_id,
+                        f"{where}: plan {override.plan_id!r} is not in the catalog",
+                    )
+                )
+                continue
+            charge = charges[override.plan_id].get(override.charge_id)
+            if charge is None:
+                issues.append(
+                    (
+                        account.account_id,
+                        f"{where}: the plan has no charge {override.charge_id!r} (its charges: "
+                        f"{', '.join(sorted(charges[override.plan_id]))})",
+                    )
+                )
+                continue
+            try:
+                type(charge).model_validate({**charge.model_dump(), **override.changes()})
+            except ValueError as exc:
+                issues.append(
+                    (
+                        account.account_id,
+                        f"{where}: does not fit a {model_name(type(charge))} charge ({why(exc)})",
+                    )
+                )
+        for index, discount in enumerate(account.discounts):
+            if discount.applies_to != "invoice" and discount.applies_to not in keys:
+                issues.append(
+                    (
+                        account.account_id,
+                        f"discounts[{index}] ({discount.id}): no plan or add-on has a charge "
+                        f"{discount.applies_to!r}",
+                    )
+                )
     return issues
 
 
@@ -673,7 +696,7 @@ def _salvaged(raw: Mapping[str, Any]) -> tuple[Catalog | None, set[str]]:
     decks = {str(k): v for k, v in listed.items()} if isinstance(listed, Mapping) else {}
     kept["decks"] = {  # a deck is kept without a field in error, unless its currency
         name: spec.model_dump()
-        for name, spec in _valid_deck_specs(raw).items()
+        for name, spec in _valid_deck_specs(raw)[0].items()
         if isinstance(decks.get(name), Mapping) and decks[name].get("currency") == spec.currency
     }
     add_ons = raw.get("add_ons")
@@ -782,12 +805,14 @@ def load_catalog(path: Path) -> Catalog:
     return parse_catalog(text, source=str(path), deck_texts=deck_texts)
 
 
-def _valid_deck_specs(raw: Mapping[str, Any]) -> dict[str, DeckSpec]:
+def _valid_deck_specs(raw: Mapping[str, Any]) -> tuple[dict[str, DeckSpec], set[str]]:
     """The entries of a catalog's `decks`, for checking their files: an entry with a
     field in error (reported by the catalog's validation) is taken without that field,
-    so its file's rows and its other rules are still checked."""
+    so its file's rows and its other rules are still checked. Also the decks whose
+    `time_bands` were in error: which bands their calls fall in is not known."""
     decks = raw.get("decks")
     specs: dict[str, DeckSpec] = {}
+    loose_bands: set[str] = set()
     for name, entry in (decks if isinstance(decks, Mapping) else {}).items():
         try:
             specs[str(name)] = DeckSpec.model_validate(entry)
@@ -798,17 +823,23 @@ def _valid_deck_specs(raw: Mapping[str, Any]) -> dict[str, DeckSpec]:
             kept = {k: v for k, v in entry.items() if k not in wrong}
             if "currency" in wrong:  # reported already; "no currency" to check the rest by
                 kept["currency"] = "XXX"
+            if "time_bands" in wrong:
+                loose_bands.add(str(name))
             try:
                 specs[str(name)] = DeckSpec.model_validate(kept)
             except ValidationError:  # no file to check
                 continue
-    return specs
+    return specs, loose_bands
 
 
 def _parse_decks(
-    specs: Mapping[str, DeckSpec], deck_texts: Mapping[str, str], parsed: dict[str, Any]
+    specs: Mapping[str, DeckSpec],
+    deck_texts: Mapping[str, str],
+    parsed: dict[str, Any],
+    loose_bands: Collection[str] = (),
 ) -> list[CatalogIssue]:
-    """Parse each deck's CSV into `parsed`; return the problems found in them."""
+    """Parse each deck's CSV into `parsed`; return the problems found in them (for a
+    deck of `loose_bands`, whether each prefix rates every band is not asked)."""
     from pricing_rules.decks import DeckError, parse_deck
 
     issues: list[CatalogIssue] = []
@@ -828,6 +859,7 @@ def _parse_decks(
                 rounding_decimals=spec.rounding_decimals,
                 rounding_mode=spec.rounding_mode.value,
                 time_bands=spec.time_bands,
+                complete_bands=name not in loose_bands,
             )
         except DeckError as exc:
             issues.extend(CatalogIssue(f"decks.{name}", issue) for issue in exc.issues)

@@ -356,6 +356,7 @@ def parse_deck(
     rounding_decimals: int = 4,
     rounding_mode: str = "half_up",
     time_bands: dict[str, Any] | None = None,
+    complete_bands: bool = True,
 ) -> RateDeck:
     """Parse and validate a rate deck; raise `DeckError` listing every problem at once.
 
@@ -370,7 +371,9 @@ def parse_deck(
     either would make the rate of a call ambiguous.
 
     `time_bands` may set `peak_days` and `weekend_days` (ISO weekdays, 1 = Monday) and
-    `peak_from` / `peak_to` ("HH:MM", local time; `peak_to` is exclusive).
+    `peak_from` / `peak_to` ("HH:MM", local time; `peak_to` is exclusive). A prefix with
+    band rates must rate every band a call can fall in, unless `complete_bands` is False
+    (the catalog's `time_bands` were in error, so those bands are not known).
 
     >>> deck = parse_deck(
     ...     "intl-voice", "prefix,destination,rate_per_minute\\n44,United Kingdom,0.0120\\n"
@@ -430,7 +433,8 @@ def parse_deck(
         else:
             fees[label] = value
     bands = _parse_time_bands(time_bands, problem)
-    rows = _parse_rows(name, csv_text, issues, bands.reachable() if bands else None)
+    reachable = bands.reachable() if bands and complete_bands else None
+    rows = _parse_rows(name, csv_text, issues, reachable)
     if issues or parsed_increments is None or mode is None or bands is None:
         raise DeckError(issues)
     rates = pl.DataFrame(rows, schema=RATES_SCHEMA, orient="row").sort("prefix", "band")

@@ -45,7 +45,7 @@ class BillingPeriod:
         >>> BillingPeriod.parse("2027-01").previous().label
         '2026-12'
         """
-        return BillingPeriod.parse(f"{self.start - timedelta(days=1):%Y-%m}")
+        return BillingPeriod((self.start - timedelta(days=1)).replace(day=1), self.start)
 
     def next(self) -> BillingPeriod:
         """The month after.
@@ -53,7 +53,8 @@ class BillingPeriod:
         >>> BillingPeriod.parse("2026-12").next().label
         '2027-01'
         """
-        return BillingPeriod.parse(f"{self.end:%Y-%m}")
+        end = self.end
+        return BillingPeriod(end, date(end.year + end.month // 12, end.month % 12 + 1, 1))
 
     @property
     def label(self) -> str:

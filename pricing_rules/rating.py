@@ -801,6 +801,7 @@ class _Rater:
         # fixed fees of this period that the previous invoice billed in advance
         self.billed_before: dict[str, Decimal] = {}
         self._currencies: tuple[int, dict[str, list[str]]] = (0, {})
+        self._said: set[tuple[str, str, str]] = set()  # notices given once (`_once`)
         self._charges: dict[tuple[str, str | None], list[tuple[str, ChargeBase]]] = {}
 
     def charges(self, sub: Mapping[str, Any]) -> list[tuple[str, ChargeBase]]:
@@ -827,9 +828,9 @@ class _Rater:
         return str(known) if known else (currencies[0] if len(currencies) == 1 else None)
 
     def _once(self, account_id: str, kind: str, message: str) -> None:
-        notice = {"account_id": account_id, "kind": kind, "message": message}
-        if notice not in self.notices:
-            self.notices.append(notice)
+        if (account_id, kind, message) not in self._said:
+            self._said.add((account_id, kind, message))
+            self.notices.append({"account_id": account_id, "kind": kind, "message": message})
 
     def invoice(self, account_id: str, plan: Plan) -> _Invoice:
         key = (account_id, plan.currency)
@@ -1197,31 +1198,31 @@ class _Rater:
                     and line["charge_kind"] in ("recurring", "usage")
                 ]
             base = sum((line["amount"] for line in targets), Decimal(0))
-            if base <= 0:
-                continue
             # A line billed for other days than the period's (a fee in advance, a credit
-            # for unused days) is discounted by the days of its own service in the window.
-            serviced = [line for line in targets if line.get("service")]
-            if discount.kind == "percentage" and serviced:
-                weighted = sum(
+            # for unused days) is discounted by the days of its own service in the window:
+            # the discounted amount is that of those days, whatever the rest of the invoice.
+            per_line = discount.kind == "percentage" and any(t.get("service") for t in targets)
+            if per_line:
+                base = sum(
                     (
                         MONEY_CONTEXT.multiply(line["amount"], self._in_window(discount, line))
                         for line in targets
                     ),
                     Decimal(0),
                 )
-                full = MONEY_CONTEXT.multiply(weighted, discount.value / Decimal(100))
-                share = MONEY_CONTEXT.divide(weighted, base)
-                covered = self.period.days if share == 1 else -1  # -1: per line, said below
-            elif discount.kind == "percentage":
+                share = Decimal(1)
+            if base <= 0:
+                continue
+            if discount.kind == "percentage":
                 full = MONEY_CONTEXT.multiply(
                     MONEY_CONTEXT.multiply(base, discount.value / Decimal(100)), share
                 )
             else:
                 full = MONEY_CONTEXT.multiply(min(discount.value, base), share)
-            # Stacked discounts never take the invoice below zero.
+            # Stacked discounts never take the invoice below zero (nor, per line, below
+            # the amount of the days discounted).
             remaining = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
-            precise = min(full, max(remaining, Decimal(0)))
+            precise = min(full, base if per_line else max(remaining, Decimal(0)))
             if precise <= 0:
                 continue
             label = (
@@ -1236,19 +1237,41 @@ class _Rater:
                 name=discount.name,
                 kind="discount",
                 unit="discount",
-                proration_factor=None if covered == self.period.days else share,
+                proration_factor=None if per_line or covered == self.period.days else share,
                 precise=precise.copy_negate(),
                 description=f"{discount.name}: {label} off {plain(base)} "
                 f"({discount.applies_to})"
                 + (
-                    ""
+                    ", for the days of each line's service it is valid on"
+                    if per_line
+                    else ""
                     if covered == self.period.days
-                    else ", on the days of each line's service it is valid"
-                    if covered < 0
                     else f", valid {covered} of {self.period.days} days"
                 ),
                 details=[ChargeDetail(f"{label} of {plain(base)}", share, precise.copy_negate())],
             )
+
+    def unplaced_discounts(self) -> None:
+        """Say which fixed account discounts valid in the period found no invoice in their
+        currency (`Discount.currency`, or the account's own)."""
+        for account_id, terms in self.terms.items():
+            fixed = [
+                d
+                for d in terms.discounts
+                if d.kind == "fixed" and d.covered_days(self.period.start, self.period.end)
+            ]
+            invoiced = self.currencies(account_id) if fixed else []
+            home = self.home_currency(account_id) if invoiced else None
+            for discount in fixed if invoiced else []:
+                currency = discount.currency or home
+                if currency is not None and currency not in invoiced:
+                    self._once(
+                        account_id,
+                        "discount_unplaced",
+                        f"fixed discount {discount.id!r} is in {currency}, and the account has "
+                        f"no {currency} invoice this period (it has {', '.join(invoiced)}): "
+                        "it was not applied",
+                    )
 
     def _in_window(self, discount: Discount, line: Mapping[str, Any]) -> Decimal:
         """The share of a line's service days a discount is valid on (the period's, for a
@@ -1682,14 +1705,18 @@ def _unmatched_terms(
     plan or charge id), and an override of a call charge, whose rates come from its deck.
     Say so."""
     notices = []
-    rows = conform_subscriptions(subscriptions)
+    rows = conform_subscriptions(subscriptions).filter(pl.col("account_id").is_in(list(terms)))
+    subs_of: dict[str, list[dict[str, Any]]] = {}
+    for row in rows.iter_rows(named=True):
+        subs_of.setdefault(row["account_id"], []).append(row)
     for account_id, account_terms in terms.items():
         charges: dict[tuple[str, str], ChargeBase] = {}
-        for sub in rows.filter(pl.col("account_id") == account_id).iter_rows(named=True):
+        for sub in subs_of.get(account_id, []):
             history = histories.get(sub["subscription_id"])
             plans = {sub["plan_id"], *(c.plan for c in (history.changes if history else []))}
+            add_ons = [a for a in _add_ons(sub) if a in catalog.add_ons]  # others: a notice
             for plan_id in sorted(p for p in plans if p and p in catalog.plans):
-                for key, charge in catalog.plan_charges(plan_id, _add_ons(sub)):
+                for key, charge in catalog.plan_charges(plan_id, add_ons):
                     charges[(plan_id, key)] = charge
         for override in account_terms.effective_overrides():
             target = charges.get((override.plan_id, override.charge_id))
@@ -2170,6 +2197,7 @@ def rate(
             | pl.col("subscription_id").is_in(_serving_on(histories, subs, catalog, period.start))
         )
     )
+    outside = _known_add_ons(outside, catalog, rater.notices)
     for sub in outside.iter_rows(named=True):
         if sub["plan_id"] in catalog.plans:
             rater.lifecycle(sub, histories[sub["subscription_id"]], proration)
@@ -2187,6 +2215,7 @@ def rate(
         rater.discounts(invoice, plan_discounts.get(invoice_key, []))
         rater.tax(invoice)
         rater.credits(invoice)
+    rater.unplaced_discounts()
 
     invoices = [invoice for _, invoice in sorted(rater.invoices.items())]
     lines_frame = frame_lines.assemble(
@@ -2213,7 +2242,8 @@ def rate(
     if billed != rated_events:
         raise RatingError(f"rating lost events: {rated_events} rated, {billed} on usage lines")
     rater.notices.extend(_unmatched_terms(subscriptions, histories, catalog, terms or {}))
-    notices = pl.DataFrame(rater.notices, schema=NOTICE_SCHEMA)
+    # A history's fee may be priced twice (billed before, and now): its notice once.
+    notices = pl.DataFrame(rater.notices, schema=NOTICE_SCHEMA).unique(maintain_order=True)
     return RatingResult(lines_frame, unrated_frame, rated_events, unrated_events, notices)
 
 

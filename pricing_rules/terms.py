@@ -132,12 +132,15 @@ class PrepaidCredit(BaseModel):
     def _dates(self) -> PrepaidCredit:
         if self.expires_on is not None and self.expires_on <= self.granted_on:
             raise ValueError("expires_on must be after granted_on")
-        places = minor_unit_exponent(self.currency)
-        if self.amount != self.amount.quantize(Decimal(1).scaleb(-places)):
-            raise ValueError(
-                f"amount {self.amount} has more decimal places than {self.currency} has ({places})"
-            )
         return self
+
+    def finer_than_currency(self) -> str | None:
+        """Why the amount cannot be drawn exactly (more decimals than its currency has),
+        or None. Checked when terms are imported; terms stored before still load."""
+        places = minor_unit_exponent(self.currency)
+        if self.amount == self.amount.quantize(Decimal(1).scaleb(-places)):
+            return None
+        return f"amount {self.amount} has more decimal places than {self.currency} has ({places})"
 
 
 class AccountTerms(BaseModel):

@@ -2,7 +2,8 @@
 
 PyYAML keeps the last of two equal keys without a word, so a catalog that lists a plan
 twice, or a price twice in one charge, would load the second silently. Here the
-document is refused, with the line of each.
+document is refused, with the line of each. Keys a merge (`<<: *defaults`) brings in
+may be overridden, as YAML intends.
 
 >>> load("a: 1\\nb: 2\\na: 3\\n")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
@@ -10,6 +11,8 @@ yaml.constructor.ConstructorError: while reading a mapping
 ...
 the key 'a' is written twice (first on line 1)
 ...
+>>> load("base: &b {a: 1}\\nmid: &m {<<: *b, a: 2}\\ntop: {<<: *m, a: 3}\\n")["top"]
+{'a': 3}
 """
 
 from __future__ import annotations
@@ -18,41 +21,53 @@ from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-def _check(loader: yaml.BaseLoader | yaml.SafeLoader, node: MappingNode) -> None:
-    first_line: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == _MERGE:  # `<<: *defaults` may be overridden by design
+def _check(loader: yaml.BaseLoader | yaml.SafeLoader, root: Node) -> None:
+    """Every mapping of the composed document, before any merge is applied to it."""
+    seen: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:  # an alias: checked where its anchor is
             continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            seen = first_line.get(key)
-        except TypeError:  # an unhashable key: the constructor reports it
-            continue
-        if seen is not None:
-            raise ConstructorError(
-                "while reading a mapping",
-                node.start_mark,
-                f"the key {key!r} is written twice (first on line {seen + 1})",
-                key_node.start_mark,
-            )
-        first_line[key] = key_node.start_mark.line
+        seen.add(id(node))
+        if isinstance(node, SequenceNode):
+            pending.extend(node.value)
+        elif isinstance(node, MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                pending.extend([key_node, value_node])
+                if key_node.tag == _MERGE or not isinstance(key_node, ScalarNode):
+                    continue
+                key = loader.construct_object(key_node)
+                try:
+                    line = first_line.get(key)
+                except TypeError:  # an unhashable key: the constructor reports it
+                    continue
+                if line is not None:
+                    raise ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"the key {key!r} is written twice (first on line {line + 1})",
+                        key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line
 
 
 class _Safe(yaml.SafeLoader):
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+    def construct_document(self, node: Node) -> Any:
         _check(self, node)
-        return super().construct_mapping(node, deep)
+        return super().construct_document(node)
 
 
 class _Text(yaml.BaseLoader):
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+    def construct_document(self, node: Node) -> Any:
         _check(self, node)
-        return super().construct_mapping(node, deep)
+        return super().construct_document(node)
 
 
 def load(text: str) -> Any:

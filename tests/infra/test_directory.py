@@ -357,18 +357,21 @@ def test_terms_errors_name_the_index_and_the_field(tmp_path: Path) -> None:
         "- account_id: ACC-1\n"
         '  credits: [{id: prepay-1, amount: "-5", currency: USD, granted_on: 2026-09-15}]\n'
         "- {account_id: ACC-2, tax_exemp: true}\n"
-        "- {tax_exempt: true}\n",
+        "- {tax_exempt: true}\n"
+        "- account_id: ACC-4\n"
+        '  credits: [{id: c, amount: "1.0005", currency: BHD, granted_on: 2026-09-15}]\n',
     )
 
     with pytest.raises(DirectoryError) as raised:
         read_terms(path)
 
-    # All three entries are reported, not only the first.
+    # All four entries are reported, not only the first.
     assert str(raised.value) == (
         f"{path}:\n"
         "  [0].credits.0.amount: Value error, must not be negative\n"
         "  [1].tax_exemp: Extra inputs are not permitted\n"
-        "  [2].account_id: Field required"
+        "  [2].account_id: Field required\n"
+        "  [3].credits.0: amount 1.0005 has more decimal places than BHD has (3)"
     )
 
 

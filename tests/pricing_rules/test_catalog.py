@@ -415,6 +415,25 @@ plans:
     assert not [p for p in paths if p.startswith("plans.q")]
 
 
+def test_time_bands_in_error_do_not_also_report_missing_bands() -> None:
+    text = """
+version: t
+metrics:
+  voice: {name: Voice, unit: s, aggregation: sum}
+decks:
+  d: {file: d.csv, currency: USD, time_bands: [8, 18]}
+plans:
+  p:
+    name: P
+    currency: USD
+    charges: [{id: calls, name: Calls, model: call_deck, metric: voice, deck: d}]
+"""
+    deck = "prefix,destination,band,rate_per_minute\n44,UK,peak,0.02\n44,UK,offpeak,0.01\n"
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text, deck_texts={"d.csv": deck})
+    assert [issue.path for issue in raised.value.issues] == ["decks.d.time_bands"]
+
+
 def test_integer_money_is_accepted() -> None:
     # an integer is exact in YAML; only floats are rejected
     catalog = parse_catalog(

@@ -453,6 +453,13 @@ def test_a_fixed_discount_is_money_in_one_currency(catalog: Catalog) -> None:
             "in EUR, USD: it was not applied; give it a currency",
         )
     ]
+    # The account's own currency has no invoice this period: not applied, and said
+    away = run(catalog, [sub("euro")], terms=[terms(discounts=off)], home="USD")
+    assert not [k for k in minor(away) if ":discount:" in k]
+    assert away.notices.filter(pl.col("kind") == "discount_unplaced")["message"].to_list() == [
+        "fixed discount 'fixed-invoice' is in USD, and the account has no USD invoice this "
+        "period (it has EUR): it was not applied"
+    ]
     with pytest.raises(ValueError, match="a percentage discount takes no currency"):
         terms(discounts=[{**discount("percentage", "10"), "currency": "USD"}])
 
@@ -934,6 +941,50 @@ def test_a_discount_reaches_the_fees_billed_for_its_own_days(catalog: Catalog) -
         assert found == ([] if discounted is None else [discounted]), label
 
 
+def test_a_discount_of_next_months_fee_survives_this_months_credits() -> None:
+    # Business (100.00 + 20.00 recording) moves to a 10.00 plan on October 5: October's
+    # unused 27 of 31 days are credited (-87.10, -17.42) and its remaining days charged
+    # (8.71), so the invoice nets negative. November's 10.00 in advance is still 50% off
+    # for November: -5.00.
+    text = CATALOG.replace(
+        "  euro:\n",
+        "  cheap:\n    name: Cheap\n    currency: USD\n    charges:\n"
+        "      - {id: platform, name: Platform fee, model: flat, amount: '10.00'}\n  euro:\n",
+    )
+    moved = started(
+        "biz",
+        "2026-01-01",
+        {"action": "change_plan", "day": "2026-10-05", "plan": "cheap", "timing": "immediate"},
+    )
+    deal = discount("percentage", "50", valid_from=date(2026, 11, 1))
+    result = run(
+        parse_catalog(text), [sub("biz")], terms=[terms(discounts=[deal])], histories={"S": moved}
+    )
+    line = by_id(result, "A:USD:discount:account:percentage-invoice")
+    assert line["amount_minor"] == -500
+    assert line["description"] == (
+        "Deal: 50% off 10 (invoice), for the days of each line's service it is valid on"
+    )
+    assert total_minor(result) == -8710 - 1742 + 871 + 1000 - 500
+
+
+def test_a_history_starting_after_the_period_bills_only_add_ons_it_may_have() -> None:
+    # Starting November 1 on the Euro plan, billed in advance on October's invoice: an
+    # unknown add-on and one priced in USD only are left out, each with a notice; the
+    # Euro fee itself (40.00) is billed.
+    text = CATALOG.replace("  intl:\n", "  intl:\n    currencies: [USD]\n")
+    result = run(
+        parse_catalog(text),
+        [sub("euro", start=date(2026, 11, 1), add_ons="nosuch,intl,recording")],
+        histories={"S": started("euro", "2026-11-01")},
+    )
+    assert sorted(
+        (row["charge_id"], row["amount_minor"]) for row in result.lines.iter_rows(named=True)
+    ) == [("platform", 4000), ("recording.fee", 2000)]
+    kinds = result.notices.filter(pl.col("kind") != "missing_tax_rate")["kind"].to_list()
+    assert sorted(kinds) == ["add_on_currency_mismatch", "unknown_add_on"]
+
+
 def test_a_plans_discount_reaches_the_first_fee_billed_in_advance(catalog: Catalog) -> None:
     # Promo: 100.00 a month, 50% off for good. A history starting November 1 is billed
     # November in advance on October's invoice: 100.00 - 50.00.
@@ -1124,6 +1175,17 @@ def test_an_override_with_a_typo_or_a_wrong_field_leaves_the_list_price_and_says
         "not permitted); the list price was used"
     )
     assert minor(wrong)["S:sms"] == minor(run(catalog, [sub()], usage))["S:sms"]
+
+
+def test_an_override_that_does_not_fit_a_historys_fee_is_said_once(catalog: Catalog) -> None:
+    # The fee is priced for the invoice before (what it billed) and for this one
+    result = run(
+        catalog,
+        [sub("euro")],
+        terms=[terms(overrides=[override("platform", plan_id="euro", unit_price="1")])],
+        histories={"S": started("euro")},
+    )
+    assert result.notices["kind"].to_list().count("override_invalid") == 1
 
 
 def test_an_add_on_priced_in_another_currency_is_not_billed_and_says_so() -> None:

@@ -149,3 +149,18 @@ def test_split_factors_sum_to_exactly_one(case: tuple[BillingPeriod, date]) -> N
     before = period.proration_factor(period.start, split)
     after = period.proration_factor(split, None)
     assert Fraction(before) + Fraction(after) == 1
+
+
+@pytest.mark.parametrize(
+    ("label", "before", "after"),
+    [
+        ("2026-01", "2025-12", "2026-02"),
+        ("2026-12", "2026-11", "2027-01"),
+        ("1900-01", "1899-12", "1900-02"),  # the first period accepted has neighbours
+        ("9998-12", "9998-11", "9999-01"),  # and so has the last
+    ],
+)
+def test_neighbour_months(label: str, before: str, after: str) -> None:
+    period = BillingPeriod.parse(label)
+    assert (period.previous().label, period.next().label) == (before, after)
+    assert period.previous().end == period.start and period.next().start == period.end

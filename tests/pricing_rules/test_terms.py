@@ -274,10 +274,30 @@ plans:
 def test_a_credit_is_whole_minor_units_of_its_currency(
     amount: str, currency: str, fits: bool
 ) -> None:
-    # a credit of 1.0005 BHD would draw 1.000 and say 1.0005 was drawn
+    # a credit of 1.0005 BHD would draw 1.000 and say 1.0005 was drawn; import refuses it
+    # (infra.directory.read_terms), terms stored before still load
     fields = {"id": "c", "amount": amount, "currency": currency, "granted_on": "2026-01-01"}
+    why = PrepaidCredit.model_validate(fields).finer_than_currency()
     if fits:
-        assert PrepaidCredit.model_validate(fields).amount == Decimal(amount)
+        assert why is None
     else:
-        with pytest.raises(ValueError, match=f"more decimal places than {currency} has"):
-            PrepaidCredit.model_validate(fields)
+        assert why is not None
+        assert f"more decimal places than {currency} has" in why
+
+
+def test_a_plan_discount_in_another_currency_is_refused() -> None:
+    text = """
+version: "d"
+metrics: {}
+plans:
+  p:
+    name: P
+    currency: USD
+    discounts: [{id: d, name: D, kind: fixed, value: "30", currency: EUR}]
+    charges: [{id: fee, name: Fee, model: flat, amount: "100"}]
+"""
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(text)
+    assert [(i.path, i.message) for i in caught.value.issues] == [
+        ("plans.p", "discount(s) d name another currency than the plan's USD")
+    ]
