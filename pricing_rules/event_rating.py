@@ -301,7 +301,7 @@ def _lines(
         .with_columns(pl.col("row").list.join(","))
     )
     minutes = _minutes(pl.col("billed_seconds"))
-    prorated = period_days is not None and "served_days" in scoped.columns
+    prorated = period_days is not None  # then `scoped` has `served_days`
     subs = scoped.select(
         pl.col("_sub").cast(pl.Int64),
         "subscription_id",

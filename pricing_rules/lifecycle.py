@@ -423,11 +423,16 @@ def _items(
 
 
 def billable_days(
-    history: History, catalog: Catalog, cycle: BillingCycle, first_day: date, end_day: date
+    history: History,
+    catalog: Catalog,
+    cycle: BillingCycle,
+    first_day: date,
+    end_day: date,
+    plan: str | None = None,
 ) -> int:
-    """The days of `[first_day, end_day)` the subscription was active, as known by the
-    last of them: trial and paused days are not billed, nor is anything a commitment
-    asks for them.
+    """The days of `[first_day, end_day)` the subscription was active (on `plan`, when
+    given), as known by the last of them: trial and paused days are not billed, nor is
+    anything a commitment or a minimum asks for them.
 
     >>> from pricing_rules.catalog import parse_catalog
     >>> catalog = parse_catalog("{version: x, metrics: {}, plans: {basic: {name: Basic,"
@@ -442,7 +447,8 @@ def billable_days(
     for segment in timeline(history, catalog, cycle, known_on=end_day - timedelta(days=1)):
         first = max(segment.start, first_day)
         end = end_day if segment.end is None else min(segment.end, end_day)
-        if segment.state.status == "active" and first < end:
+        mine = plan is None or segment.state.plan == plan
+        if segment.state.status == "active" and mine and first < end:
             days += (end - first).days
     return days
 

@@ -1201,16 +1201,17 @@ class _Rater:
             # A line billed for other days than the period's (a fee in advance, a credit
             # for unused days) is discounted by the days of its own service in the window:
             # the discounted amount is that of those days, whatever the rest of the invoice.
-            per_line = discount.kind == "percentage" and any(t.get("service") for t in targets)
-            if per_line:
-                base = sum(
+            per_line = False
+            if discount.kind == "percentage" and any(t.get("service") for t in targets):
+                in_window = sum(
                     (
                         MONEY_CONTEXT.multiply(line["amount"], self._in_window(discount, line))
                         for line in targets
                     ),
                     Decimal(0),
                 )
-                share = Decimal(1)
+                per_line = in_window != base or covered != self.period.days
+                base, share = in_window, Decimal(1)
             if base <= 0:
                 continue
             if discount.kind == "percentage":
@@ -1219,10 +1220,13 @@ class _Rater:
                 )
             else:
                 full = MONEY_CONTEXT.multiply(min(discount.value, base), share)
-            # Stacked discounts never take the invoice below zero (nor, per line, below
-            # the amount of the days discounted).
+            # Stacked discounts never take the invoice below zero; one weighed by service
+            # days never takes more than those days' amount less the discounts before it
+            # (this month's credits may leave the invoice below zero already).
+            given = invoice.subtotal(("discount",)).copy_negate()
             remaining = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
-            precise = min(full, base if per_line else max(remaining, Decimal(0)))
+            room = base - given if any(t.get("service") for t in targets) else remaining
+            precise = min(full, max(room, Decimal(0)))
             if precise <= 0:
                 continue
             label = (
@@ -1778,23 +1782,28 @@ def _served_days(
     catalog: Catalog,
     period: BillingPeriod,
     zones: Mapping[str, str],
-) -> list[int]:
-    """The days of the period each subscription is billed for: its row's, or its
-    history's active days (no trial, no pause; `lifecycle.billable_days`). They prorate
-    a plan's commitment and a charge's minimum."""
+) -> pl.Series:
+    """The days of the period each subscription is billed for on its plan: its row's, or
+    its history's active days on the plan in force (no trial, no pause, not the days of
+    a plan it left; `lifecycle.billable_days`). They prorate a plan's commitment and a
+    charge's minimum."""
     from pricing_rules.lifecycle import billable_days, cycle_for
 
-    served = []
-    for sub_id, account_id, start, end in subs.select(
-        "subscription_id", "account_id", "start_date", "end_date"
+    first = pl.max_horizontal(pl.col("start_date"), pl.lit(period.start))
+    end = pl.min_horizontal(pl.col("end_date").fill_null(period.end), pl.lit(period.end))
+    served = subs.select(
+        (end - first).dt.total_days().clip(lower_bound=0).cast(pl.Int64).alias("served_days")
+    )["served_days"].to_list()
+    with_history = subs.with_row_index("_index").filter(
+        pl.col("subscription_id").is_in(list(histories))
+    )
+    for index, sub_id, account_id, plan_id in with_history.select(
+        "_index", "subscription_id", "account_id", "plan_id"
     ).iter_rows():
-        history = histories.get(sub_id)
-        if history is None:
-            served.append(period.active_days(start, end))
-        else:
-            cycle = cycle_for(history, catalog, zones.get(account_id, "UTC"))
-            served.append(billable_days(history, catalog, cycle, period.start, period.end))
-    return served
+        history = histories[sub_id]
+        cycle = cycle_for(history, catalog, zones.get(account_id, "UTC"))
+        served[index] = billable_days(history, catalog, cycle, period.start, period.end, plan_id)
+    return pl.Series("served_days", served, pl.Int64)
 
 
 def _known_add_ons(
@@ -2025,9 +2034,7 @@ def rate(
     usage = with_local_day(usage, zones, *window)
     rater = _Rater(catalog, period, account_info, terms or {}, credits_used or {}, contract_spend)
     subs = _known_add_ons(subs, catalog, rater.notices)
-    subs = subs.with_columns(
-        pl.Series("served_days", _served_days(subs, histories, catalog, period, zones), pl.Int64)
-    )
+    subs = subs.with_columns(_served_days(subs, histories, catalog, period, zones))
     rater.notices.extend(_versions_not_offered(subs, histories, catalog))
     by_day = _split_by_day(subs, period)
     partials = partial_usage(usage, catalog, by_day, spans=False).collect(engine="streaming")

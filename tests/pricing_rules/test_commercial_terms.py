@@ -255,6 +255,26 @@ def test_a_charge_minimum_is_prorated_by_the_days_billed(
     assert by_id(whole, "S:sms")["amount_minor"] == 500
 
 
+def test_a_charge_minimum_is_prorated_by_the_days_on_its_plan() -> None:
+    # Business until October 15, then a plan whose SMS has a 31.00 minimum: its 16 days
+    # of 31 owe 31.00 x 16/31 = 16.00, not the whole minimum.
+    text = CATALOG.replace(
+        "  euro:\n",
+        "  usdmin:\n    name: Minimum\n    currency: USD\n    charges:\n"
+        "      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: '0.01',"
+        " minimum_amount: '31.00'}\n  euro:\n",
+    )
+    moved = started(
+        "biz",
+        "2026-01-01",
+        {"action": "change_plan", "day": "2026-10-16", "plan": "usdmin", "timing": "immediate"},
+    )
+    result = run(parse_catalog(text), [sub("biz")], histories={"S": moved})
+    line = by_id(result, "S:sms")
+    assert line["amount_minor"] == 1600
+    assert "to the minimum charge for 16 of 31 days" in str(line["description"])
+
+
 def test_a_charge_minimum_is_not_owed_for_trial_days(catalog: Catalog) -> None:
     # A 60-day trial from September 10 covers October: no SMS minimum is owed.
     trial = History.model_validate(
@@ -983,6 +1003,21 @@ def test_a_history_starting_after_the_period_bills_only_add_ons_it_may_have() ->
     ) == [("platform", 4000), ("recording.fee", 2000)]
     kinds = result.notices.filter(pl.col("kind") != "missing_tax_rate")["kind"].to_list()
     assert sorted(kinds) == ["add_on_currency_mismatch", "unknown_add_on"]
+
+
+def test_stacked_discounts_of_a_historys_fees_never_take_the_invoice_below_zero(
+    catalog: Catalog,
+) -> None:
+    # Business in advance for November: 100.00 + 20.00 = 120.00. Two 60% discounts:
+    # 72.00, then what is left of the 120.00, 48.00; the invoice is 0, not -24.00.
+    deals = [{**discount("percentage", "60"), "id": f"d{n}"} for n in (1, 2)]
+    result = run(catalog, [sub()], terms=[terms(discounts=deals)], histories={"S": started("biz")})
+    assert [v for k, v in minor(result).items() if ":discount:" in k] == [-7200, -4800]
+    assert total_minor(result) == 0
+    # a discount over the whole period reads as on a plain subscription
+    assert by_id(result, "A:USD:discount:account:d1")["description"] == (
+        "Deal: 60% off 120 (invoice)"
+    )
 
 
 def test_a_plans_discount_reaches_the_first_fee_billed_in_advance(catalog: Catalog) -> None:
