@@ -578,6 +578,8 @@ class _Invoice:
     lines: list[dict[str, Any]] = field(default_factory=list)
     # Sums by kind of the plain lines (`_FrameLines.split`), which are not in `lines`.
     plain: dict[str, Decimal] = field(default_factory=dict)
+    # (applies_to, amount) of each discount given, in order
+    discounted: list[tuple[str, Decimal]] = field(default_factory=list)
 
     def subtotal(self, kinds: Sequence[str]) -> Decimal:
         return sum(
@@ -1223,12 +1225,21 @@ class _Rater:
             # Stacked discounts never take the invoice below zero; one weighed by service
             # days never takes more than those days' amount less the discounts before it
             # (this month's credits may leave the invoice below zero already).
-            given = invoice.subtotal(("discount",)).copy_negate()
             remaining = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
-            room = base - given if any(t.get("service") for t in targets) else remaining
-            precise = min(full, max(room, Decimal(0)))
+            if any(t.get("service") for t in targets):
+                remaining = base - sum(
+                    (
+                        amount
+                        for target, amount in invoice.discounted
+                        if "invoice" in (target, discount.applies_to)
+                        or target == discount.applies_to
+                    ),
+                    Decimal(0),
+                )
+            precise = min(full, max(remaining, Decimal(0)))
             if precise <= 0:
                 continue
+            invoice.discounted.append((discount.applies_to, precise))
             label = (
                 f"{plain(discount.value)}%"
                 if discount.kind == "percentage"

@@ -1018,6 +1018,14 @@ def test_stacked_discounts_of_a_historys_fees_never_take_the_invoice_below_zero(
     assert by_id(result, "A:USD:discount:account:d1")["description"] == (
         "Deal: 60% off 120 (invoice)"
     )
+    # Discounts of different charges do not limit each other: 90% of the 100.00
+    # platform fee, 50% of the 20.00 recording fee
+    apart = [
+        discount("percentage", "90", "platform"),
+        discount("percentage", "50", "recording.fee"),
+    ]
+    split = run(catalog, [sub()], terms=[terms(discounts=apart)], histories={"S": started("biz")})
+    assert [v for k, v in minor(split).items() if ":discount:" in k] == [-9000, -1000]
 
 
 def test_a_plans_discount_reaches_the_first_fee_billed_in_advance(catalog: Catalog) -> None:
