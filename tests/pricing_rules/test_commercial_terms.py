@@ -258,18 +258,12 @@ def test_a_charge_minimum_is_prorated_by_the_days_billed(
 def test_a_charge_minimum_is_prorated_by_the_days_on_its_plan() -> None:
     # Business until October 15, then a plan whose SMS has a 31.00 minimum: its 16 days
     # of 31 owe 31.00 x 16/31 = 16.00, not the whole minimum.
-    text = CATALOG.replace(
-        "  euro:\n",
-        "  usdmin:\n    name: Minimum\n    currency: USD\n    charges:\n"
-        "      - {id: sms, name: SMS, model: per_unit, metric: sms, unit_price: '0.01',"
-        " minimum_amount: '31.00'}\n  euro:\n",
+    catalog = with_plan(
+        "usdmin",
+        "{id: sms, name: SMS, model: per_unit, metric: sms, unit_price: '0.01', "
+        "minimum_amount: '31.00'}",
     )
-    moved = started(
-        "biz",
-        "2026-01-01",
-        {"action": "change_plan", "day": "2026-10-16", "plan": "usdmin", "timing": "immediate"},
-    )
-    result = run(parse_catalog(text), [sub("biz")], histories={"S": moved})
+    result = run(catalog, [sub("biz")], histories={"S": moved_to("usdmin", "2026-10-16")})
     line = by_id(result, "S:sms")
     assert line["amount_minor"] == 1600
     assert "to the minimum charge for 16 of 31 days" in str(line["description"])
@@ -870,6 +864,18 @@ def started(plan_id: str, on: str = "2026-01-01", *changes: dict[str, object]) -
     )
 
 
+def with_plan(plan_id: str, charge: str) -> Catalog:
+    """The test catalog with one more USD plan, of one charge (YAML)."""
+    plan = f"  {plan_id}:\n    name: {plan_id}\n    currency: USD\n    charges:\n      - {charge}\n"
+    return parse_catalog(CATALOG.replace("  euro:\n", plan + "  euro:\n"))
+
+
+def moved_to(plan_id: str, day: str) -> History:
+    """On Business from January, moved at once to `plan_id` on `day`."""
+    change = {"action": "change_plan", "day": day, "plan": plan_id, "timing": "immediate"}
+    return started("biz", "2026-01-01", change)
+
+
 def advance(result: RatingResult) -> dict[str, tuple[int, str]]:
     """The fees billed in advance: charge key -> (cents, description)."""
     return {
@@ -966,19 +972,13 @@ def test_a_discount_of_next_months_fee_survives_this_months_credits() -> None:
     # unused 27 of 31 days are credited (-87.10, -17.42) and its remaining days charged
     # (8.71), so the invoice nets negative. November's 10.00 in advance is still 50% off
     # for November: -5.00.
-    text = CATALOG.replace(
-        "  euro:\n",
-        "  cheap:\n    name: Cheap\n    currency: USD\n    charges:\n"
-        "      - {id: platform, name: Platform fee, model: flat, amount: '10.00'}\n  euro:\n",
-    )
-    moved = started(
-        "biz",
-        "2026-01-01",
-        {"action": "change_plan", "day": "2026-10-05", "plan": "cheap", "timing": "immediate"},
-    )
+    catalog = with_plan("cheap", "{id: platform, name: Platform fee, model: flat, amount: '10'}")
     deal = discount("percentage", "50", valid_from=date(2026, 11, 1))
     result = run(
-        parse_catalog(text), [sub("biz")], terms=[terms(discounts=[deal])], histories={"S": moved}
+        catalog,
+        [sub("biz")],
+        terms=[terms(discounts=[deal])],
+        histories={"S": moved_to("cheap", "2026-10-05")},
     )
     line = by_id(result, "A:USD:discount:account:percentage-invoice")
     assert line["amount_minor"] == -500
