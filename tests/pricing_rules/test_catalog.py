@@ -56,6 +56,13 @@ plans:
     assert "line 11" in issue.message
 
 
+def issues_of(text: str, decks: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(path, message) of each problem a catalog and its deck files are refused for."""
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(text, deck_texts=decks)
+    return [(issue.path, issue.message) for issue in raised.value.issues]
+
+
 def test_the_catalog_hash_changes_with_a_deck() -> None:
     text = CATALOG_PATH.read_text()
     deck = (CATALOG_PATH.parent / "decks" / "intl-voice.csv").read_text()
@@ -331,9 +338,7 @@ plans:
     charges: [{id: calls, name: Calls, model: call_deck, metric: sms, deck: d}]
 """
     deck = "prefix,destination,rate_per_minute\n44,UK,0.01\n"
-    with pytest.raises(CatalogError) as raised:
-        parse_catalog(text, deck_texts={"d.csv": deck})
-    assert [(issue.path, issue.message) for issue in raised.value.issues] == [
+    assert issues_of(text, {"d.csv": deck}) == [
         (
             "plans.p.charges[0].metric",
             "a call_deck charge rates call durations: metric 'sms' is in message, not a unit "
@@ -361,9 +366,7 @@ plans:
     charges: [{id: fee, name: Fee, model: flat, amount: "1"}]
 """
     deck = "prefix,destination,rate_per_minute\n44,UK,0.01\n"
-    with pytest.raises(CatalogError) as raised:
-        parse_catalog(text, deck_texts={"eur.csv": deck})
-    assert [(issue.path, issue.message) for issue in raised.value.issues] == [
+    assert issues_of(text, {"eur.csv": deck}) == [
         ("plans.p.add_ons[0]", "add-on 'world' rates calls from a deck in EUR, the plan is in USD")
     ]
 
@@ -429,9 +432,7 @@ plans:
     charges: [{id: calls, name: Calls, model: call_deck, metric: voice, deck: d}]
 """
     deck = "prefix,destination,band,rate_per_minute\n44,UK,peak,0.02\n44,UK,offpeak,0.01\n"
-    with pytest.raises(CatalogError) as raised:
-        parse_catalog(text, deck_texts={"d.csv": deck})
-    assert [issue.path for issue in raised.value.issues] == ["decks.d.time_bands"]
+    assert [path for path, _ in issues_of(text, {"d.csv": deck})] == ["decks.d.time_bands"]
 
 
 def test_integer_money_is_accepted() -> None:
@@ -533,8 +534,4 @@ plans:
     add_ons: [recording, recording]
     charges: [{id: fee, name: Fee, model: flat, amount: "1"}]
 """
-    with pytest.raises(CatalogError) as raised:
-        parse_catalog(text)
-    assert [str(issue) for issue in raised.value.issues] == [
-        "plans.p.add_ons[1]: add-on 'recording' is listed twice"
-    ]
+    assert issues_of(text) == [("plans.p.add_ons[1]", "add-on 'recording' is listed twice")]
