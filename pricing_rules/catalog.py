@@ -144,15 +144,15 @@ class Plan(BaseModel):
     def _window(self) -> Plan:
         if self.effective_from and self.effective_to and self.effective_to <= self.effective_from:
             raise ValueError("effective_to must be after effective_from")
-        # A commitment is weighed per monthly run against the month's fees; a plan on its
-        # own cycle bills fees for other spans, which the month's commitment would count
-        # twice or not at all.
         wrong = [d.id for d in self.discounts if d.currency and d.currency != self.currency]
         if wrong:
             raise ValueError(
                 f"discount(s) {', '.join(wrong)} name another currency than the plan's "
                 f"{self.currency}"
             )
+        # A commitment is weighed per monthly run against the month's fees; a plan on its
+        # own cycle bills fees for other spans, which the month's commitment would count
+        # twice or not at all.
         if self.minimum_commitment is not None and self.own_cycle:
             raise ValueError(
                 "minimum_commitment is only for plans billed by calendar month (interval: "
@@ -708,6 +708,7 @@ def _salvaged(raw: Mapping[str, Any]) -> tuple[Catalog | None, set[str]]:
         for name, plan in kept["plans"].items()
         if all(a in kept["add_ons"] for a in plan.get("add_ons") or [])
     }
+    kept["taxes"] = {k: v for k, v in kept["taxes"].items() if str(k) == str(k).upper()}
     if kept.get("list_price_plan") not in kept["plans"]:
         kept.pop("list_price_plan", None)
     try:

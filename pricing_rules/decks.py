@@ -578,9 +578,9 @@ def _parse_rows(
             )
         rows.append((prefix, destination, band, rate))
     for prefix, seen in bands_of.items():
-        lacking = [b for b in reachable or () if "all" not in seen and b not in seen]
         if prefix in faulty:
             continue
+        lacking = [b for b in reachable or () if "all" not in seen and b not in seen]
         if lacking:
             issues.append(
                 f"{name} row {min(seen.values())}: prefix {prefix} has band rates but none "

@@ -1293,6 +1293,8 @@ class _Rater:
         line with no service of its own)."""
         first, end = line.get("service") or (self.period.start, self.period.end)
         days = (end - first).days
+        if days <= 0:
+            return Decimal(0)
         return MONEY_CONTEXT.divide(Decimal(discount.covered_days(first, end)), Decimal(days))
 
     def tax(self, invoice: _Invoice) -> None:
