@@ -480,7 +480,7 @@ def parse_catalog(
         # entries that are valid on their own against one another.
         specs, loose_bands = _valid_deck_specs(raw)
         issues.extend(_parse_decks(specs, deck_texts, {}, loose_bands))
-        salvaged, dropped = _salvaged(raw)
+        salvaged, dropped = _salvaged(raw, specs)
         if salvaged is not None:
             issues.extend(i for i in _across(salvaged, dropped) if i not in issues)
     if issues or catalog is None:
@@ -671,9 +671,12 @@ def _load_decks(catalog: Catalog, deck_texts: Mapping[str, str]) -> list[Catalog
     return issues + _deck_currencies(catalog)
 
 
-def _salvaged(raw: Mapping[str, Any]) -> tuple[Catalog | None, set[str]]:
-    """The catalog made of the entries that are valid on their own, for the checks across
-    them when others are not; and the add-ons left out. A plan bundling one of those is
+def _salvaged(
+    raw: Mapping[str, Any], specs: Mapping[str, DeckSpec]
+) -> tuple[Catalog | None, set[str]]:
+    """The catalog made of the entries that are valid on their own (`specs`: the decks',
+    from `_valid_deck_specs`), for the checks across them when others are not; and the
+    add-ons left out. A plan bundling one of those is
     left out too, so no check reports a consequence of an error already reported."""
     kinds: dict[str, type[BaseModel]] = {
         "metrics": Metric,
@@ -696,7 +699,7 @@ def _salvaged(raw: Mapping[str, Any]) -> tuple[Catalog | None, set[str]]:
     decks = {str(k): v for k, v in listed.items()} if isinstance(listed, Mapping) else {}
     kept["decks"] = {  # a deck is kept without a field in error, unless its currency
         name: spec.model_dump()
-        for name, spec in _valid_deck_specs(raw)[0].items()
+        for name, spec in specs.items()
         if isinstance(decks.get(name), Mapping) and decks[name].get("currency") == spec.currency
     }
     add_ons = raw.get("add_ons")

@@ -1203,8 +1203,9 @@ class _Rater:
             # A line billed for other days than the period's (a fee in advance, a credit
             # for unused days) is discounted by the days of its own service in the window:
             # the discounted amount is that of those days, whatever the rest of the invoice.
+            serviced = any(t.get("service") for t in targets)
             per_line = False
-            if discount.kind == "percentage" and any(t.get("service") for t in targets):
+            if discount.kind == "percentage" and serviced:
                 in_window = sum(
                     (
                         MONEY_CONTEXT.multiply(line["amount"], self._in_window(discount, line))
@@ -1226,7 +1227,7 @@ class _Rater:
             # days never takes more than those days' amount less the discounts before it
             # (this month's credits may leave the invoice below zero already).
             remaining = invoice.subtotal(("recurring", "usage", "commitment", "discount"))
-            if any(t.get("service") for t in targets):
+            if serviced:
                 remaining = base - sum(
                     (
                         amount
